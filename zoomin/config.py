@@ -1,0 +1,119 @@
+"""Configuration dataclasses, loadable from YAML (parsed with ``yaml.safe_load``, never evaluated)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "zoom_in"  # "zoom_in" (two stages, §2.2) or "one_stage" (ATS baseline, §2.1)
+    in_channels: int = 1  # image channels C
+    num_classes: int = 10  # classes predicted by g
+    scale1: float = 0.05  # s1: stage-I view scale (one stage: the view scale s)
+    tile: int = 200  # h1 = w1: stage-I tile side in level-0 pixels (one stage: the patch fed to f)
+    scale2: float = 0.25  # s2: scale at which a tile is viewed for stage II (two stages only)
+    subtile: int = 50  # h2 = w2: sub-tile side in level-0 pixels, the patch fed to f (two stages only)
+    n_samples: int = 10  # N: stage-I draws per image (= sub-tiles per image)
+    feature_dim: int = 64  # K: size of f's output and g's input
+    feature_width: int = 32  # channels of f's conv blocks
+    feature_depth: int = 4  # conv blocks in f
+    feature_norm: str = "batch"  # normalisation in f: batch, group or none
+    backbone: str = "small_cnn"  # registered feature extractor f (zoomin.nets.register_backbone)
+    attention_hidden: int = 8  # channels of the attention nets a and b
+    attention_depth: int = 3  # conv layers of a and b
+    dropout: float = 0.0  # dropout before g's linear layer
+    topk_subtiles: int = 2  # deterministic inference: sub-tiles kept per tile (mode="topk")
+    foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright (ink), otsu_dark (tissue)
+
+    def __post_init__(self):
+        if self.kind not in ("zoom_in", "one_stage"):
+            raise ValueError(f"model.kind must be 'zoom_in' or 'one_stage', got {self.kind!r}")
+        if self.n_samples < 1:
+            raise ValueError(f"model.n_samples must be >= 1, got {self.n_samples}")
+        for name in ("scale1", "scale2"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.kind == "zoom_in" and self.subtile >= self.tile:
+            raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
+
+
+@dataclass
+class DataConfig:
+    task: str = "megapixel_mnist"  # built-in data set (the only one in the core package)
+    canvas: int = 1500  # canvas side H = W in pixels
+    n_digits: int = 5  # digits per image: n_target of the label class, the rest of other classes
+    n_target: int = 3  # digits of the label class (must be a strict majority)
+    n_noise: int = 50  # 28 x 28 line scribbles per image
+    train_size: int = 5000  # images per training epoch
+    test_size: int = 1000  # images in the test set
+    fresh_train: bool = False  # draw new training images every epoch (the records are cheap)
+    seed: int = 0  # data seed (records are a pure function of seed, split and index)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 32  # images per optimiser step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup_steps: int = 0  # linear learning-rate warm-up steps
+    cosine: bool = True  # cosine decay of the learning rate to 5% over all steps
+    clip_grad: float = 5.0  # gradient-norm clip (0 disables)
+    entropy_weight: float = 0.01  # weight of the attention entropy regulariser (METHOD §3)
+    contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
+    reference_class: int = 0  # the "negative" class for contrastive negatives
+    amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
+    device: str = "auto"  # "auto" picks cuda -> mps -> cpu
+    num_workers: int = 0  # DataLoader worker processes that rasterise images
+    eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
+    seed: int = 0  # seed of model init, sampling and data order
+    threads: int = 0  # torch CPU threads (0 keeps torch's default)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a mapping with sections model/data/train")
+        unknown = set(d) - {"model", "data", "train"}
+        if unknown:
+            raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}; expected model, data, train")
+        parts = {}
+        for name, klass in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+            sec = d.get(name) or {}
+            known = {f.name: f for f in dataclasses.fields(klass)}
+            bad = set(sec) - set(known)
+            if bad:
+                raise ValueError(f"{source}: unknown key(s) in {name}: {sorted(bad)}")
+            try:
+                parts[name] = klass(**sec)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{source}: {e}") from None
+        return cls(**parts)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        import yaml
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            d = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(d or {}, source=str(path))
+
+    def to_yaml(self, path: str | Path) -> None:
+        import yaml
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

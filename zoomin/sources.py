@@ -1,0 +1,77 @@
+"""Image sources: what the model reads pixels from (METHOD §2, §5).
+
+A source is a batch of images of one size that answers two questions:
+
+* ``view(scale)``: the whole image resampled at ``scale`` -> (B, C, h, w);
+* ``read(batch_index, boxes, scale, size_hw)``: level-0 boxes (M, 4) of images ``batch_index``
+  (M,) read at ``scale`` as ``size_hw`` windows -> (M, C, h, w), zero outside the image.
+
+``ArraySource`` serves in-memory tensors; it keeps one resampled level per scale asked for, the
+way a slide pyramid keeps levels, so stage-II views are cut from the ``s2`` level and only
+sub-tiles are cut from level 0.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import crop, scale_box, view_size
+
+
+class Source(Protocol):
+    """What ``ZoomInNet`` and ``AttentionSamplingNet`` need from an image (or batch of images)."""
+
+    batch_size: int
+    channels: int
+    size: tuple[int, int]  # level-0 (H, W)
+
+    def view(self, scale: float) -> torch.Tensor: ...
+
+    def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
+             size_hw: tuple[int, int]) -> torch.Tensor: ...
+
+
+class ArraySource:
+    """A batch of in-memory images (B, C, H, W) as a source; levels are area-resampled on demand."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4:
+            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            images = images.float()
+        self.images = images
+        self.batch_size, self.channels = images.shape[:2]
+        self.size = (images.shape[2], images.shape[3])
+        self.pixels_read = 0  # level pixels resampled or cut, for memory/IO accounting
+        self._levels: dict[float, torch.Tensor] = {}
+
+    def view(self, scale: float) -> torch.Tensor:
+        """``V(x, s)`` (METHOD §2): area resampling to ``floor(s H) x floor(s W)``; cached per scale."""
+        if scale not in self._levels:
+            h, w = view_size(*self.size, scale)
+            level = self.images if (h, w) == self.size else F.interpolate(self.images, size=(h, w), mode="area")
+            self.pixels_read += level.shape[-1] * level.shape[-2] * self.batch_size
+            self._levels[scale] = level
+        return self._levels[scale]
+
+    def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
+             size_hw: tuple[int, int]) -> torch.Tensor:
+        """Level-0 ``boxes`` (M, 4) of images ``batch_index`` (M,) at ``scale`` -> (M, C, h, w)."""
+        level = self.images if scale >= 1.0 else self.view(scale)
+        factor = (level.shape[-2] / self.size[0], level.shape[-1] / self.size[1])
+        out = crop(level, batch_index, scale_box(boxes, factor), size_hw)
+        self.pixels_read += out.shape[0] * out.shape[-1] * out.shape[-2]
+        return out
+
+
+def as_source(x) -> Source:
+    """Tensors become an ``ArraySource``; anything with ``view`` and ``read`` passes through."""
+    if isinstance(x, torch.Tensor):
+        return ArraySource(x)
+    if hasattr(x, "view") and hasattr(x, "read"):
+        return x
+    raise TypeError(f"expected a (B, C, H, W) tensor or a Source, got {type(x).__name__}")

@@ -1,0 +1,212 @@
+"""The trainer: AdamW with warm-up and cosine decay, gradient clipping, AMP on CUDA, a tqdm.auto
+progress bar, an atomic checkpoint every epoch (model, optimiser, scheduler, RNG state, config)
+and ``metrics.json``; ``resume=True`` continues from the last checkpoint."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import Config
+from .losses import total_loss
+from .model import build_model
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a zoomin checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise ValueError(f"{path}: not a readable zoomin checkpoint ({type(e).__name__})") from None
+
+
+def load_model(path: str | Path, map_location="cpu"):
+    """The model stored in a checkpoint, in eval mode, and its ``Config``."""
+    ck = load_checkpoint(path, map_location)
+    cfg = Config.from_dict(ck["config"], source=str(path))
+    model = build_model(cfg.model)
+    model.load_state_dict(ck["model"])
+    return model.eval(), cfg
+
+
+def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    if cfg.data.task != "megapixel_mnist":
+        raise ValueError(f"unknown data.task {cfg.data.task!r}; the built-in task is 'megapixel_mnist'")
+    from .data import MegapixelMNIST
+    return MegapixelMNIST(cfg.data, "train"), MegapixelMNIST(cfg.data, "test")
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, mode: str = "sample", amp_dtype=None, progress: bool = True) -> float:
+    """Accuracy over a loader (one Monte-Carlo pass per image in ``sample`` mode)."""
+    from tqdm.auto import tqdm
+    model.eval()
+    correct = total = 0
+    for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            trace = model(x, mode=mode)
+        correct += int((trace.logits.argmax(-1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+class Trainer:
+    """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data."""
+
+    def __init__(self, cfg: Config, out: str | Path, datasets: tuple[Dataset, Dataset] | None = None,
+                 progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        random.seed(t.seed)
+        self.device = select_device(t.device)
+        self.model = build_model(cfg.model).to(self.device)
+        self.train_set, self.test_set = datasets or make_datasets(cfg)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
+        self.total_steps = max(1, steps_per_epoch * t.epochs)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        cuda_amp = t.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda_amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.step, self.history = 0, 0, []
+
+    def _lr_factor(self, step: int) -> float:
+        t = self.cfg.train
+        if t.warmup_steps and step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if not t.cosine:
+            return 1.0
+        p = min(1.0, (step - t.warmup_steps) / max(1, self.total_steps - t.warmup_steps))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "step": self.step, "history": self.history,
+                "config": self.cfg.to_dict(), "rng_torch": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "rng_python": list(random.getstate()[1]), "rng_python_pos": random.getstate()[2]}
+
+    def resume(self) -> bool:
+        """Load ``out/checkpoint.pt`` if there is one; True when training continues from it."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        ck = load_checkpoint(path, self.device)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        torch.set_rng_state(ck["rng_torch"].cpu())
+        if ck["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
+        random.setstate((3, tuple(ck["rng_python"]), ck["rng_python_pos"]))
+        return True
+
+    # -- loop --------------------------------------------------------------------------------
+    def loaders(self) -> tuple[DataLoader, DataLoader]:
+        t = self.cfg.train
+        g = torch.Generator().manual_seed(t.seed * 1000 + self.epoch)  # data order: a function of the epoch
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(self.epoch)
+        kw = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=False)
+        return (DataLoader(self.train_set, shuffle=True, generator=g, drop_last=False, **kw),
+                DataLoader(self.test_set, shuffle=False, **kw))
+
+    def train_epoch(self, loader: DataLoader) -> dict:
+        from tqdm.auto import tqdm
+        t, model = self.cfg.train, self.model
+        model.train()
+        sums: dict[str, float] = {}
+        n = correct = 0
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                trace = model(x, negatives=t.contrastive_weight > 0)
+                loss, parts = total_loss(trace, y, t.entropy_weight, t.contrastive_weight, t.reference_class)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.clip_grad:
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            self.step += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * len(y)
+            correct += int((trace.logits.argmax(-1) == y).sum())
+            n += len(y)
+            bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
+        return {**{k: v / n for k, v in sums.items()}, "train_accuracy": correct / max(n, 1)}
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train to ``cfg.train.epochs``; returns (and writes) the metrics."""
+        if resume:
+            self.resume()
+        while self.epoch < self.cfg.train.epochs:
+            train_loader, test_loader = self.loaders()
+            t0 = time.perf_counter()
+            row = self.train_epoch(train_loader)
+            row["seconds"] = time.perf_counter() - t0
+            row["test_accuracy"] = evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
+                                            self.amp_dtype, self.progress)
+            row["epoch"] = self.epoch + 1
+            self.history.append(row)
+            self.epoch += 1
+            atomic_save(self.state(), self.out / CHECKPOINT)
+            self.write_metrics()
+            if self.progress:
+                print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f} "
+                      f"test acc {row['test_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
+        return self.write_metrics()
+
+    def write_metrics(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        metrics = {"test_accuracy": last.get("test_accuracy"), "epochs": self.epoch,
+                   "seconds_per_epoch": (sum(r["seconds"] for r in self.history) / len(self.history))
+                   if self.history else None,
+                   "device": str(self.device), "model": self.cfg.model.kind, "history": self.history,
+                   "config": self.cfg.to_dict()}
+        tmp = self.out / (METRICS + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, self.out / METRICS)
+        return metrics
