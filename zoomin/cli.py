@@ -48,14 +48,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output folder (metrics.json, checkpoint.pt)")
     d.add_argument("--epochs", type=int, default=0, help="override the demo's epochs")
     d.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", required=True, help="YAML with sections model, data, train")
     t.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     t.add_argument("--epochs", type=int, default=0, help="override train.epochs")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
     t.set_defaults(func=cmd_train)
     return p
 

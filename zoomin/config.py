@@ -69,6 +69,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
     num_workers: int = 0  # DataLoader worker processes that rasterise images
     eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
+    eval_passes: int = 1  # sample mode: average the class probabilities of this many passes
     seed: int = 0  # seed of model init, sampling and data order
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
 

@@ -67,16 +67,26 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, mode: str = "sample", amp_dtype=None, progress: bool = True) -> float:
-    """Accuracy over a loader (one Monte-Carlo pass per image in ``sample`` mode)."""
+def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None) -> torch.Tensor:
+    """Class probabilities (B, classes); in ``sample`` mode the mean over ``passes`` Monte-Carlo passes."""
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    probs = 0
+    for _ in range(passes if mode == "sample" else 1):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            probs = probs + model(x, mode=mode).logits.float().softmax(-1)
+    return probs / (passes if mode == "sample" else 1)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
+             progress: bool = True) -> float:
+    """Accuracy over a loader."""
     from tqdm.auto import tqdm
     model.eval()
     correct = total = 0
     for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            trace = model(x, mode=mode)
-        correct += int((trace.logits.argmax(-1) == y).sum())
+        correct += int((predict_proba(model, x, mode, passes, amp_dtype).argmax(-1) == y).sum())
         total += len(y)
     return correct / max(total, 1)
 
@@ -85,8 +95,8 @@ class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data."""
 
     def __init__(self, cfg: Config, out: str | Path, datasets: tuple[Dataset, Dataset] | None = None,
-                 progress: bool = True):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+                 progress: bool = True, log: bool = True):
+        self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
         self.out.mkdir(parents=True, exist_ok=True)
         t = cfg.train
         if t.threads:
@@ -188,13 +198,13 @@ class Trainer:
             row = self.train_epoch(train_loader)
             row["seconds"] = time.perf_counter() - t0
             row["test_accuracy"] = evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
-                                            self.amp_dtype, self.progress)
+                                            self.cfg.train.eval_passes, self.amp_dtype, self.progress)
             row["epoch"] = self.epoch + 1
             self.history.append(row)
             self.epoch += 1
             atomic_save(self.state(), self.out / CHECKPOINT)
             self.write_metrics()
-            if self.progress:
+            if self.log:
                 print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f} "
                       f"test acc {row['test_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
         return self.write_metrics()

@@ -1,0 +1,38 @@
+import torch
+
+from zoomin.config import ModelConfig
+from zoomin.losses import attention_entropy, contrastive_loss, total_loss
+from zoomin.model import ZoomInNet, complement_log_probs
+
+
+def test_contrastive_binary_is_the_papers_loss():
+    torch.manual_seed(0)
+    model = ZoomInNet(ModelConfig(num_classes=2, scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8,
+                                  feature_width=8))
+    x, y = torch.rand(4, 1, 80, 80), torch.tensor([1, 0, 1, 1])
+    tr = model(x, negatives=True)
+    psi = tr.negatives.logits.softmax(-1)[:, 1]  # Psi(x | y = 1): probability of the positive class
+    expected = -torch.log(1 - psi[y == 1]).mean()  # eq 10, averaged over positives
+    assert torch.allclose(contrastive_loss(tr, y, reference_class=0), expected, atol=1e-6)
+    assert contrastive_loss(tr, torch.zeros(4, dtype=torch.long)) == 0  # no positives, no loss
+
+
+def test_complement_distribution():
+    p = torch.tensor([[0.7, 0.2, 0.1]])
+    q = complement_log_probs(p.log()).exp()
+    assert torch.allclose(q, (1 - p) / 2)
+    fg = torch.tensor([[True, True, False]])
+    q = complement_log_probs(p.log(), fg).exp()
+    assert torch.allclose(q, torch.tensor([[0.3, 0.8, 0.0]]) / 1.1, atol=1e-6)
+
+
+def test_entropy_regulariser_sign_and_value():
+    torch.manual_seed(0)
+    model = ZoomInNet(ModelConfig(scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8, feature_width=8))
+    tr = model(torch.rand(2, 1, 80, 80))
+    H = attention_entropy(tr)
+    assert 0 < H <= torch.log(torch.tensor(64.0)) + torch.log(torch.tensor(100.0)) + 1e-4
+    y = torch.tensor([1, 2])
+    l0, _ = total_loss(tr, y)
+    l1, parts = total_loss(tr, y, entropy_weight=0.5)
+    assert torch.allclose(l1, l0 - 0.5 * H) and parts["entropy"] == float(H)

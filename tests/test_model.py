@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from zoomin.config import ModelConfig
+from zoomin.model import AttentionSamplingNet, ZoomInNet, build_model
+from zoomin.sources import ArraySource
+
+TWO = dict(kind="zoom_in", scale1=0.1, tile=40, scale2=0.25, subtile=12, n_samples=8, feature_dim=16,
+           feature_width=8)
+ONE = dict(kind="one_stage", scale1=0.1, tile=12, n_samples=8, feature_dim=16, feature_width=8)
+
+
+def images(B=3, C=1, H=97, W=130, seed=0):
+    return torch.rand(B, C, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+class CountingSource(ArraySource):
+    """Records every read: (scale, number of windows, window size)."""
+
+    def __init__(self, x):
+        super().__init__(x)
+        self.reads = []
+
+    def read(self, batch_index, boxes, scale, size_hw):
+        self.reads.append((scale, boxes.shape[0], size_hw))
+        return super().read(batch_index, boxes, scale, size_hw)
+
+
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_trace_shapes_and_weights(cfg):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**cfg))
+    tr = model(images())
+    B, P = tr.tile_counts.shape
+    assert tr.logits.shape == (3, 10) and tr.alpha.shape == (3, 9, 13)
+    assert torch.allclose(tr.alpha.sum((1, 2)), torch.ones(3))
+    assert (tr.tile_counts.sum(1) == 8).all()
+    assert tr.subtile_boxes.shape[:3] == tr.subtile_index.shape == tr.weights.shape
+    assert torch.allclose(tr.weights.sum((1, 2)), torch.ones(3), atol=1e-5)  # a weighted average of samples
+    assert (tr.weights[~tr.subtile_valid] == 0).all()
+    if cfg["kind"] == "zoom_in":
+        assert tr.beta.shape == (3, P, 10, 10)
+        t, s = tr.tile_boxes[:, :, None, :], tr.subtile_boxes
+        centre_x, centre_y = s[..., 0] + 6, s[..., 1] + 6
+        ok = (centre_x >= t[..., 0]) & (centre_x < t[..., 0] + 40) & (centre_y >= t[..., 1]) & (centre_y < t[..., 1] + 40)
+        assert ok[tr.subtile_valid].all()  # sub-tiles lie in their tile
+
+
+def test_beta_and_features_never_computed_twice():
+    torch.manual_seed(1)
+    model = ZoomInNet(ModelConfig(**{**TWO, "n_samples": 30}))  # many repeats of tiles
+    calls = {"b": 0, "f": 0}
+    model.attention2.register_forward_hook(lambda m, i, o: calls.__setitem__("b", calls["b"] + i[0].shape[0]))
+    model.features.register_forward_hook(lambda m, i, o: calls.__setitem__("f", calls["f"] + i[0].shape[0]))
+    tr = model(images(H=60, W=60))
+    distinct_tiles = int((tr.tile_counts > 0).sum())
+    assert distinct_tiles < 3 * 30  # there were repeats to exploit
+    assert calls["b"] == distinct_tiles  # beta once per distinct tile
+    assert calls["f"] == int(tr.subtile_valid.sum())  # f once per drawn sub-tile
+    # and the drawn (image, tile, sub-tile) triples are all distinct
+    b, p, k = torch.nonzero(tr.subtile_valid, as_tuple=True)
+    keys = torch.stack([b, tr.tile_index[b, p], tr.subtile_index[b, p, k]], 1)
+    assert torch.unique(keys, dim=0).shape[0] == keys.shape[0]
+
+
+def test_only_subtiles_read_at_full_resolution():
+    model = ZoomInNet(ModelConfig(**TWO))
+    src = CountingSource(images())
+    tr = model(src)
+    full = [r for r in src.reads if r[0] >= 1.0]
+    assert full == [(1.0, int(tr.subtile_valid.sum()), (12, 12))]
+    assert [r for r in src.reads if r[0] < 1.0] == [(0.25, int((tr.tile_counts > 0).sum()), (10, 10))]
+
+
+def test_topk_is_deterministic_and_sampling_follows_the_generator():
+    model = ZoomInNet(ModelConfig(**TWO)).eval()
+    x = images()
+    a, b = model(x, mode="topk"), model(x, mode="topk")
+    assert torch.equal(a.logits, b.logits) and (a.tile_counts == 1).all()
+    s1 = model(x, generator=torch.Generator().manual_seed(5))
+    s2 = model(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(s1.subtile_boxes, s2.subtile_boxes) and torch.equal(s1.logits, s2.logits)
+
+
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_negatives_trace(cfg):
+    model = build_model(ModelConfig(**cfg))
+    tr = model(images(), negatives=True)
+    neg = tr.negatives
+    assert neg is not None and neg.logits.shape == tr.logits.shape and neg.negatives is None
+    assert (neg.tile_counts.sum(1) == 8).all()
+
+
+@pytest.mark.parametrize("H,W", [(1, 1), (7, 5), (39, 3), (41, 200)])
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_odd_tiny_and_non_square_images(H, W, cfg):
+    model = build_model(ModelConfig(**cfg))
+    tr = model(images(B=2, H=H, W=W))
+    assert torch.isfinite(tr.logits).all() and tr.logits.shape == (2, 10)
+
+
+def test_rgb_backward_reaches_every_part():
+    model = ZoomInNet(ModelConfig(**{**TWO, "in_channels": 3}))
+    tr = model(images(C=3), negatives=True)
+    (tr.logits.logsumexp(-1).sum() + tr.negatives.logits.sum()).backward()
+    for name in ("attention1", "attention2", "features", "classifier"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+
+
+def test_foreground_mask_keeps_samples_on_content():
+    x = torch.zeros(2, 1, 120, 120)
+    x[0, :, 10:30, 80:100] = 1.0  # one bright object per image
+    x[1, :, 90:110, 5:25] = 1.0
+    model = ZoomInNet(ModelConfig(**{**TWO, "foreground": "otsu_bright", "n_samples": 16}))
+    tr = model(x)
+    cx = tr.subtile_boxes[..., 0] + 6
+    cy = tr.subtile_boxes[..., 1] + 6
+    v = tr.subtile_valid
+    assert ((cx[0][v[0]] >= 70) & (cy[0][v[0]] < 40)).all()
+    assert ((cx[1][v[1]] < 35) & (cy[1][v[1]] >= 80)).all()
+    assert (tr.alpha[0].flatten() > 0).sum() < 0.1 * tr.alpha[0].numel()
+
+
+def test_wrong_channels_is_a_clear_error():
+    with pytest.raises(ValueError, match="channel"):
+        ZoomInNet(ModelConfig(**TWO))(images(C=3))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="subtile"):
+        ModelConfig(kind="zoom_in", tile=20, subtile=30)
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="three_stage")
+    assert isinstance(build_model(ModelConfig(**ONE)), AttentionSamplingNet)
