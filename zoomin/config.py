@@ -70,6 +70,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes that rasterise images
     eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
     eval_passes: int = 1  # sample mode: average the class probabilities of this many passes
+    eval_every: int = 1  # test every this many epochs (0: only after the last epoch)
     seed: int = 0  # seed of model init, sampling and data order
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
 

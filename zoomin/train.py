@@ -188,30 +188,35 @@ class Trainer:
             bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
         return {**{k: v / n for k, v in sums.items()}, "train_accuracy": correct / max(n, 1)}
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train to ``cfg.train.epochs``; returns (and writes) the metrics."""
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Train to ``cfg.train.epochs`` (or stop once ``stop_after`` epochs are done, as an
+        interruption would); returns (and writes) the metrics."""
         if resume:
             self.resume()
-        while self.epoch < self.cfg.train.epochs:
+        last = self.cfg.train.epochs if stop_after is None else min(stop_after, self.cfg.train.epochs)
+        while self.epoch < last:
             train_loader, test_loader = self.loaders()
             t0 = time.perf_counter()
             row = self.train_epoch(train_loader)
             row["seconds"] = time.perf_counter() - t0
-            row["test_accuracy"] = evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
-                                            self.cfg.train.eval_passes, self.amp_dtype, self.progress)
+            every = self.cfg.train.eval_every
+            if self.epoch + 1 == self.cfg.train.epochs or (every and (self.epoch + 1) % every == 0):
+                row["test_accuracy"] = evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
+                                                self.cfg.train.eval_passes, self.amp_dtype, self.progress)
             row["epoch"] = self.epoch + 1
             self.history.append(row)
             self.epoch += 1
             atomic_save(self.state(), self.out / CHECKPOINT)
             self.write_metrics()
             if self.log:
-                print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f} "
-                      f"test acc {row['test_accuracy']:.3f} ({row['seconds']:.0f} s)", flush=True)
+                test = f" test acc {row['test_accuracy']:.3f}" if "test_accuracy" in row else ""
+                print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
+                      f"({row['seconds']:.0f} s)", flush=True)
         return self.write_metrics()
 
     def write_metrics(self) -> dict:
-        last = self.history[-1] if self.history else {}
-        metrics = {"test_accuracy": last.get("test_accuracy"), "epochs": self.epoch,
+        tested = [r for r in self.history if "test_accuracy" in r]
+        metrics = {"test_accuracy": tested[-1]["test_accuracy"] if tested else None, "epochs": self.epoch,
                    "seconds_per_epoch": (sum(r["seconds"] for r in self.history) / len(self.history))
                    if self.history else None,
                    "device": str(self.device), "model": self.cfg.model.kind, "history": self.history,

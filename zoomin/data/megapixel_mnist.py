@@ -80,8 +80,8 @@ def make_record(rng: np.random.Generator, cfg: DataConfig, split: str) -> Record
     others = (label + rng.integers(1, 10, size=cfg.n_digits - cfg.n_target)) % 10
     classes = np.concatenate([np.full(cfg.n_target, label), others])
     digits = np.array([rng.choice(pool[labels[pool] == c]) for c in classes])
-    corners = _free_corners(rng, cfg.canvas, cfg.n_digits, np.zeros((0, 2), np.int64), 50 * cfg.n_digits)
-    boxes = _free_corners(rng, cfg.canvas, cfg.n_noise, corners, 20 * cfg.n_noise + 50) if cfg.n_noise else \
+    corners = _free_corners(rng, cfg.canvas, cfg.n_digits, np.zeros((0, 2), np.int64), 200 * cfg.n_digits)
+    boxes = _free_corners(rng, cfg.canvas, cfg.n_noise, corners, 50 * cfg.n_noise + 200) if cfg.n_noise else \
         np.zeros((0, 2), np.int64)
     ends = rng.integers(0, DIGIT, size=(cfg.n_noise, 2, 2)) + boxes[:, None, :]
     return Record(label, digits, corners, ends)

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from zoomin.cli import main
+from zoomin.config import Config
+from zoomin.train import Trainer, load_checkpoint, load_model
+
+TINY = {
+    "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 40, "scale2": 0.25, "subtile": 16, "n_samples": 4,
+              "feature_dim": 8, "feature_width": 8, "foreground": "otsu_bright"},
+    "data": {"canvas": 160, "n_noise": 2, "train_size": 12, "test_size": 6, "fresh_train": True},
+    "train": {"epochs": 2, "batch_size": 4, "threads": 1},
+}
+
+
+def write(tmp_path, d, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+@pytest.mark.parametrize("kind", ["zoom_in", "one_stage"])
+def test_train_cli_writes_metrics_and_checkpoint(tmp_path, kind, capsys):
+    d = {**TINY, "model": {**TINY["model"], "kind": kind}}
+    if kind == "one_stage":
+        d["model"]["tile"] = 16
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(write(tmp_path, d)), "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["epochs"] == 2 and len(m["history"]) == 2
+    ck = load_checkpoint(out / "checkpoint.pt")  # weights_only=True
+    assert ck["epoch"] == 2 and ck["config"]["model"]["kind"] == kind
+    model, cfg = load_model(out / "checkpoint.pt")
+    assert cfg.model.kind == kind and model(torch.rand(1, 1, 160, 160)).logits.shape == (1, 10)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = Config.from_dict(TINY)
+    full = Trainer(cfg, tmp_path / "full", progress=False, log=False)
+    full.fit()
+    Trainer(cfg, tmp_path / "part", progress=False, log=False).fit(stop_after=1)  # "interrupted" after epoch 1
+    resumed = Trainer(cfg, tmp_path / "part", progress=False, log=False)
+    resumed.fit(resume=True)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert full.history[-1]["test_accuracy"] == resumed.history[-1]["test_accuracy"]
+
+
+def test_bad_config_is_one_line(tmp_path, capsys):
+    bad = write(tmp_path, {"model": {"kind": "zoom_in", "n_smaples": 3}})
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and "n_smaples" in err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    (tmp_path / "junk.yaml").write_text("model: [unclosed")
+    assert main(["train", "--config", str(tmp_path / "junk.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_bad_checkpoint_is_one_line(tmp_path):
+    p = tmp_path / "checkpoint.pt"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint.pt: not a readable zoomin checkpoint"):
+        load_checkpoint(p)
+
+
+def test_shipped_configs_parse():
+    from importlib import resources
+    from pathlib import Path
+    with resources.as_file(resources.files("zoomin") / "configs" / "demo.yaml") as p:
+        Config.from_yaml(p)
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for p in sorted(root.glob("*.yaml")):
+        Config.from_yaml(p)
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "zoomin", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "demo" in r.stdout and "train" in r.stdout
+
+
+def test_import_stays_light():
+    code = "import sys, zoomin; bad = [m for m in ('holoviews', 'bokeh', 'ipywidgets', 'large_image', 'yaml', 'mlxtend') if m in sys.modules]; print(bad)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
