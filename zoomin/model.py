@@ -14,8 +14,9 @@ Inference modes:
 """
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import foreground
@@ -139,7 +140,7 @@ class ZoomInNet(_AttentionSampler):
         valid = draws.valid  # (B, P)
         boxes = tile_boxes(draws.index, view_hw, src.size, tile_hw)  # (B, P, 4)
         rows = torch.arange(B, device=boxes.device)[:, None].expand_as(draws.index)  # (B, P)
-        log_beta = torch.full((*valid.shape, S), -float(torch.log(torch.tensor(float(S)))), device=boxes.device)
+        log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # padding: uniform
         log_beta[valid], fg_valid = self.zoom(src, rows[valid], boxes[valid], threshold)  # (B, P, S)
         if complement:
             fg = None
