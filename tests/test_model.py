@@ -134,3 +134,12 @@ def test_config_validation():
     with pytest.raises(ValueError, match="kind"):
         ModelConfig(kind="three_stage")
     assert isinstance(build_model(ModelConfig(**ONE)), AttentionSamplingNet)
+
+
+@pytest.mark.parametrize("mode", ["sample", "topk"])
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_trace_weights_reproduce_the_aggregated_feature(cfg, mode):
+    """The per-sample weights are exactly the coefficients of the features in z."""
+    model = build_model(ModelConfig(**{**cfg, "n_samples": 20}))
+    tr = model(images(H=60, W=70), mode=mode)
+    assert torch.allclose((tr.weights.unsqueeze(-1) * tr.features).sum((1, 2)), tr.z, atol=1e-5)

@@ -101,6 +101,16 @@ def expected_with_replacement(log_alpha: torch.Tensor, tile_sums: torch.Tensor, 
     return (weight.unsqueeze(-1) * tile_sums).sum(1) / n
 
 
+def _ordered_draws(log_beta: torch.Tensor, count: torch.Tensor, num_locations: int):
+    """For ``Kmax`` ordered draws per tile: which are used (the first ``min(k, S)``), their
+    ``beta`` (0 where unused) and the remaining mass ``R_m = 1 - sum_{l<m} beta_l`` (exclusive)."""
+    Kmax = log_beta.shape[-1]
+    used = torch.arange(Kmax, device=log_beta.device) < count.clamp(max=num_locations).unsqueeze(-1)  # (..., Kmax)
+    beta = log_beta.exp() * used
+    remaining = (1.0 - (torch.cumsum(beta, -1) - beta)).clamp(min=0.0)  # (..., Kmax)
+    return used, beta, remaining
+
+
 def expected_without_replacement(log_beta: torch.Tensor, feats: torch.Tensor, count: torch.Tensor,
                                  num_locations: int) -> torch.Tensor:
     """Eq 9 inside one tile: ``sum_{m<k} F_m`` for the ``k`` stage-I draws of that tile, where
@@ -113,11 +123,9 @@ def expected_without_replacement(log_beta: torch.Tensor, feats: torch.Tensor, co
     log_beta: (..., Kmax) log beta of the drawn sub-tiles in draw order; feats: (..., Kmax, D)
     (anything in unused slots, typically 0); count: (...) draws per tile; -> (..., D).
     """
-    Kmax = log_beta.shape[-1]
-    used = torch.arange(Kmax, device=log_beta.device) < count.clamp(max=num_locations).unsqueeze(-1)  # (..., Kmax)
-    beta = log_beta.exp() * used
+    used, beta, remaining = _ordered_draws(log_beta, count, num_locations)
     feats = feats * used.unsqueeze(-1)
-    remaining = (1.0 - (torch.cumsum(beta, -1) - beta)).detach().clamp(min=0.0)  # (..., Kmax) R_m, exclusive
+    remaining = remaining.detach()
     weighted = beta.unsqueeze(-1) * feats  # (..., Kmax, D) beta_l f_l
     prefix = torch.cumsum(weighted, -2) - weighted  # (..., Kmax, D) sum_{l<m} beta_l f_l, exclusive
     own = (remaining * _unit_with_score(log_beta)).unsqueeze(-1) * feats  # (..., Kmax, D) R_m f_m
@@ -132,13 +140,9 @@ def subtile_weights(log_beta: torch.Tensor, count: torch.Tensor, num_locations: 
 
     log_beta: (..., Kmax); count: (...) -> (..., Kmax) (0 in unused slots).
     """
-    Kmax = log_beta.shape[-1]
-    m = torch.arange(Kmax, device=log_beta.device)
-    k = count.clamp(max=num_locations).unsqueeze(-1)
-    used = m < k
-    beta = log_beta.detach().exp() * used
-    remaining = (1.0 - (torch.cumsum(beta, -1) - beta)).clamp(min=0.0)
-    later = (k - 1 - m).clamp(min=0) + (count - num_locations).clamp(min=0).unsqueeze(-1)
+    used, beta, remaining = _ordered_draws(log_beta.detach(), count, num_locations)
+    m = torch.arange(log_beta.shape[-1], device=log_beta.device)
+    later = (used.sum(-1, keepdim=True) - 1 - m).clamp(min=0) + (count - num_locations).clamp(min=0).unsqueeze(-1)
     return (remaining + beta * later) * used
 
 
