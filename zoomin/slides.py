@@ -1,0 +1,118 @@
+"""Slides as sources (METHOD §2, §5): a whole-slide image read lazily through large-image.
+
+``SlideSource`` answers the same two questions as ``ArraySource`` — ``view(scale)`` and
+``read(batch_index, boxes, scale, size_hw)`` — so ``ZoomInNet`` runs on a slide unchanged. Every
+read asks large-image for the region at the output size it needs, and large-image decodes the
+pyramid level nearest to that scale: level 0 is only decoded for full-resolution reads (the
+sub-tiles). Needs the ``slides`` extra (``pip install zoomin[slides]``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .geometry import view_size
+
+
+class SlideSource:
+    """One slide (batch of one) read through large-image; pixels become floats in [0, 1]."""
+
+    batch_size = 1
+
+    def __init__(self, path: str | Path, channels: int = 3):
+        try:
+            import large_image
+        except ImportError:  # pragma: no cover - depends on the installed extras
+            raise RuntimeError("reading slides needs the 'slides' extra: pip install 'zoomin[slides]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: file not found")
+        try:
+            self._ts = large_image.open(str(self.path))
+            meta = self._ts.getMetadata()
+        except Exception as e:
+            raise ValueError(f"{self.path}: not a readable image ({type(e).__name__})") from None
+        self._numpy = large_image.constants.TILE_FORMAT_NUMPY
+        self.size = (int(meta["sizeY"]), int(meta["sizeX"]))  # level-0 (H, W)
+        self.levels = int(meta.get("levels", 1))
+        self.mpp = (meta.get("mm_x") or 0) * 1000 or None  # microns per pixel at level 0, if known
+        self.channels = channels
+        self.pixels_read = 0  # pixels large-image returned, for the "decoded vs needed" accounting
+        self._views: dict[float, torch.Tensor] = {}
+
+    def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
+        """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]."""
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
+        t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float()
+        if np.issubdtype(arr.dtype, np.integer):
+            t = t / float(np.iinfo(arr.dtype).max)
+        if t.shape[0] != self.channels:
+            t = t.mean(0, keepdim=True).expand(self.channels, -1, -1) if self.channels in (1, 3) else t
+        self.pixels_read += t.shape[-1] * t.shape[-2]
+        return t
+
+    def _region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> torch.Tensor:
+        """An in-image level-0 rectangle resampled to exactly ``out_hw`` -> (C, h, w)."""
+        oh, ow = out_hw
+        kw = dict(region=dict(left=left, top=top, width=width, height=height, units="base_pixels"),
+                  format=self._numpy)
+        if (oh, ow) != (height, width):
+            kw["output"] = dict(maxWidth=ow, maxHeight=oh)
+        arr, _ = self._ts.getRegion(**kw)
+        t = self._to_tensor(arr)
+        if t.shape[-2:] != (oh, ow):
+            t = F.interpolate(t[None], size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
+        return t
+
+    def view(self, scale: float) -> torch.Tensor:
+        """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w); cached per scale."""
+        if scale not in self._views:
+            h, w = view_size(*self.size, scale)
+            self._views[scale] = self._region(0, 0, self.size[1], self.size[0], (h, w))[None]
+        return self._views[scale]
+
+    def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
+             size_hw: tuple[int, int]) -> torch.Tensor:
+        """Level-0 ``boxes`` (M, 4) read at ``scale`` as ``size_hw`` windows, zero outside -> (M, C, h, w).
+
+        One region request per box (the I/O, not the model, is what loops here)."""
+        h, w = size_hw
+        out = torch.zeros(boxes.shape[0], self.channels, h, w)
+        H, W = self.size
+        for m, (x, y, bw, bh) in enumerate(boxes.tolist()):
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, W), min(y + bh, H)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            fy, fx = h / bh, w / bw  # output pixels per level-0 pixel
+            r0, c0 = round((y0 - y) * fy), round((x0 - x) * fx)
+            r1, c1 = max(r0 + 1, min(h, round((y1 - y) * fy))), max(c0 + 1, min(w, round((x1 - x) * fx)))
+            out[m, :, r0:r1, c0:c1] = self._region(x0, y0, x1 - x0, y1 - y0, (r1 - r0, c1 - c0))
+        return out
+
+    def __repr__(self) -> str:
+        return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"
+
+
+def write_pyramidal_tiff(path: str | Path, image: np.ndarray, tile: int = 256, levels: int | None = None,
+                         mpp: float = 0.25, compression: str = "jpeg") -> Path:
+    """Write ``image`` (H, W, 3) uint8 as a tiled pyramidal TIFF that large-image and OpenSlide
+    read fast: reduced levels as ordinary pages with ``subfiletype=1`` (not SubIFDs)."""
+    import tifffile
+    path = Path(path)
+    levels = levels or max(1, int(math.log2(max(image.shape[:2]) / tile)) + 1)
+    res = 1e4 / mpp  # pixels per centimetre
+    level = image
+    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tw:
+        for k in range(levels):
+            if k:  # each level: 2 x 2 means of the previous one
+                h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
+                level = level[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean((1, 3)).round().astype(np.uint8)
+            tw.write(level, tile=(tile, tile), compression=compression, photometric="rgb",
+                     subfiletype=1 if k else 0, resolution=(res / 2**k, res / 2**k), resolutionunit="CENTIMETER")
+    return path
