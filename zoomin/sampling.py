@@ -77,9 +77,11 @@ def gumbel_top_k(log_probs: torch.Tensor, k: int, generator: torch.Generator | N
     The indices of the ``k`` largest ``log p + Gumbel`` values, in decreasing order, have the
     law of sequential sampling without replacement from ``p``. log_probs: (..., S) -> (..., k).
     """
-    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
-    keys = log_probs.detach().double() + gumbel
+    dtype = torch.float32 if log_probs.device.type == "mps" else torch.float64  # mps has no float64
+    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny
+    gumbel = -torch.log(-torch.log(u.clamp(tiny, 1.0 - torch.finfo(dtype).eps)))
+    keys = log_probs.detach().to(dtype) + gumbel
     return keys.topk(k, dim=-1).indices
 
 
