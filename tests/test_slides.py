@@ -86,6 +86,19 @@ def test_jpeg_pyramid_and_png(tmp_path):
                           as_array(img).read(torch.zeros(1, dtype=torch.long), torch.tensor([[10, 20, 8, 8]]), 1.0, (8, 8)))
 
 
+def test_aperio_svs_style_file_opens_through_openslide(tmp_path):
+    openslide = pytest.importorskip("openslide")
+    img = synthetic(512, 640)
+    path = write_pyramidal_tiff(tmp_path / "slide.svs", img, tile=128, aperio=True, mpp=0.5)
+    assert openslide.OpenSlide.detect_format(str(path)) == "aperio"
+    src = SlideSource(path)
+    assert type(src._ts).__name__.lower().startswith("openslide") and src.size == (512, 640)
+    assert abs(src.mpp - 0.5) < 1e-6
+    boxes = torch.tensor([[100, 60, 64, 64]])
+    got = src.read(torch.zeros(1, dtype=torch.long), boxes, 1.0, (64, 64))
+    assert (got - as_array(img).read(torch.zeros(1, dtype=torch.long), boxes, 1.0, (64, 64))).abs().mean() < 0.03
+
+
 @pytest.mark.parametrize("H,W", [(1, 1), (20, 30)])
 def test_tiny_images_smaller_than_a_tile(tmp_path, H, W):
     from PIL import Image

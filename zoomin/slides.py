@@ -100,9 +100,12 @@ class SlideSource:
 
 
 def write_pyramidal_tiff(path: str | Path, image: np.ndarray, tile: int = 256, levels: int | None = None,
-                         mpp: float = 0.25, compression: str = "jpeg") -> Path:
+                         mpp: float = 0.25, compression: str = "jpeg", aperio: bool = False) -> Path:
     """Write ``image`` (H, W, 3) uint8 as a tiled pyramidal TIFF that large-image and OpenSlide
-    read fast: reduced levels as ordinary pages with ``subfiletype=1`` (not SubIFDs)."""
+    read fast: reduced levels as ordinary pages with ``subfiletype=1`` (not SubIFDs).
+
+    ``aperio=True`` writes Aperio-style image descriptions (and no tifffile metadata), so
+    OpenSlide opens the file as an Aperio SVS slide with its microns per pixel."""
     import tifffile
     path = Path(path)
     levels = levels or max(1, int(math.log2(max(image.shape[:2]) / tile)) + 1)
@@ -113,6 +116,14 @@ def write_pyramidal_tiff(path: str | Path, image: np.ndarray, tile: int = 256, l
             if k:  # each level: 2 x 2 means of the previous one
                 h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
                 level = level[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean((1, 3)).round().astype(np.uint8)
+            extra = {}
+            if aperio:
+                h, w = level.shape[:2]
+                head = (f"Aperio Image Library v12.0.15 \n{image.shape[1]}x{image.shape[0]} [0,0 {image.shape[1]}x"
+                        f"{image.shape[0]}] ({tile}x{tile}) JPEG/RGB Q=90|AppMag = {10 / mpp:g}|MPP = {mpp}")
+                extra = dict(description=head if k == 0 else f"Aperio Image Library v12.0.15 \n{w}x{h} -> {w}x{h}",
+                             metadata=None)
             tw.write(level, tile=(tile, tile), compression=compression, photometric="rgb",
-                     subfiletype=1 if k else 0, resolution=(res / 2**k, res / 2**k), resolutionunit="CENTIMETER")
+                     subfiletype=1 if k else 0, resolution=(res / 2**k, res / 2**k), resolutionunit="CENTIMETER",
+                     **extra)
     return path
