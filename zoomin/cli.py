@@ -40,6 +40,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_synth_slides(args) -> int:
+    from .synth import synth_slides
+    manifest = synth_slides(args.out, args.n, args.size, seed=args.seed, tile=args.tile, aperio=args.svs,
+                            progress=not args.quiet)
+    print(manifest)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoomin", description="The Zoom-In network: two-stage attention sampling.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -57,6 +65,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
     t.set_defaults(func=cmd_train)
+    s = sub.add_parser("synth-slides", help="write synthetic pyramidal slides with tiny lesions and a manifest")
+    s.add_argument("--n", type=int, required=True, help="number of slides")
+    s.add_argument("--size", type=int, required=True, help="slide side in level-0 pixels")
+    s.add_argument("--out", required=True, help="output folder (slides, lesion GeoJSON, manifest.csv)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tile", type=int, default=256, help="TIFF tile side")
+    s.add_argument("--svs", action="store_true", help="Aperio-SVS-style files (OpenSlide reads them as Aperio)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth_slides)
     return p
 
 
