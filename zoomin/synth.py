@@ -54,10 +54,10 @@ def _inside(ell: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Which pixels (rows (h, 1), cols (1, w), level-0) fall in any ellipse (E, 5) -> (h, w) bool."""
     out = np.zeros((rows.shape[0], cols.shape[1]), bool)
     for cr, cc, ar, ac, th in ell:  # a handful of ellipses per slide
-        dr, dc = rows - cr, cols - cc
-        u = dr * math.cos(th) + dc * math.sin(th)
-        v = -dr * math.sin(th) + dc * math.cos(th)
-        out |= (u / ar) ** 2 + (v / ac) ** 2 <= 1.0
+        dr, dc = (rows - cr).astype(np.float32), (cols - cc).astype(np.float32)
+        ct, st = np.float32(math.cos(th)), np.float32(math.sin(th))
+        u, v = (dr * ct + dc * st) / np.float32(ar), (dc * ct - dr * st) / np.float32(ac)
+        out |= u * u + v * v <= 1.0
     return out
 
 
@@ -70,12 +70,16 @@ def _near(ell: np.ndarray, r0: float, c0: float, r1: float, c1: float) -> np.nda
 
 
 class _Renderer:
-    def __init__(self, spec: SlideSpec, tile: int, seed: int):
-        self.spec, self.tile = spec, tile
-        rng = np.random.default_rng(seed)
-        self.noise = rng.normal(0, 1, size=(8, tile * 2, tile * 2)).astype(np.float32)  # texture bank
+    """Renders tiles from a ``SlideSpec``; textures come from small pre-coloured banks, so a tile
+    costs one mask evaluation and two copies."""
 
-    def tile_at(self, level: int, ti: int, tj: int, level_hw: tuple[int, int]) -> np.ndarray:
+    def __init__(self, spec: SlideSpec, tile: int, seed: int, bank: int = 8):
+        self.spec, self.tile = spec, tile
+        noise = np.random.default_rng(seed).normal(0, 1, size=(bank, tile * 2, tile * 2, 1)).astype(np.float32)
+        self.tissue = np.clip(TISSUE + noise * 14.0, 0, 255).astype(np.uint8)  # (bank, 2t, 2t, 3)
+        self.lesion = np.clip(LESION + noise * 10.0 - (noise > 0.8) * 40.0, 0, 255).astype(np.uint8)
+
+    def tile_at(self, level: int, ti: int, tj: int) -> np.ndarray:
         t, f = self.tile, 2**level
         r0, c0 = ti * t * f, tj * t * f
         out = np.empty((t, t, 3), np.uint8)
@@ -83,20 +87,13 @@ class _Renderer:
         tissue = _near(self.spec.tissue, r0, c0, r0 + t * f, c0 + t * f)
         if not len(tissue):
             return out  # background: nothing to compute
-        rows = (r0 + (np.arange(t)[:, None] + 0.5) * f)
-        cols = (c0 + (np.arange(t)[None, :] + 0.5) * f)
-        inside = _inside(tissue, rows, cols)
-        if not inside.any():
-            return out
-        k = (ti * 7919 + tj * 104729 + level) % len(self.noise)
-        n = self.noise[k, (ti * 31) % t:(ti * 31) % t + t, (tj * 17) % t:(tj * 17) % t + t]
-        colour = TISSUE[None, None] + n[..., None] * 14.0
+        rows = r0 + (np.arange(t)[:, None] + 0.5) * f
+        cols = c0 + (np.arange(t)[None, :] + 0.5) * f
+        k, dr, dc = (ti * 7919 + tj * 104729 + level) % len(self.tissue), (ti * 31) % t, (tj * 17) % t
+        np.copyto(out, self.tissue[k, dr:dr + t, dc:dc + t], where=_inside(tissue, rows, cols)[..., None])
         lesions = _near(self.spec.lesions, r0, c0, r0 + t * f, c0 + t * f)
         if len(lesions):
-            les = _inside(lesions, rows, cols)
-            nuclei = (n > 0.8)[..., None]
-            colour = np.where(les[..., None], LESION[None, None] + n[..., None] * 10 - nuclei * 40.0, colour)
-        out[inside] = np.clip(colour, 0, 255).astype(np.uint8)[inside]
+            np.copyto(out, self.lesion[k, dr:dr + t, dc:dc + t], where=_inside(lesions, rows, cols)[..., None])
         return out
 
 
@@ -113,7 +110,7 @@ def write_slide(path: str | Path, spec: SlideSpec, tile: int = 256, mpp: float =
         for k in range(levels):
             h = w = max(1, spec.size // 2**k)
             nt = math.ceil(h / tile), math.ceil(w / tile)
-            tiles = (render.tile_at(k, i, j, (h, w)) for i in range(nt[0]) for j in range(nt[1]))
+            tiles = (render.tile_at(k, i, j) for i in range(nt[0]) for j in range(nt[1]))
             extra = {}
             if aperio:
                 head = f"Aperio Image Library v12.0.15 \n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q={quality}"
