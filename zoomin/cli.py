@@ -48,6 +48,14 @@ def cmd_synth_slides(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .predict import predict
+    written, failed = predict(args.checkpoint, args.inputs, args.out, args.heatmaps, passes=args.passes,
+                              seed=args.seed, progress=not args.quiet)
+    print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
+    return 1 if failed and not written else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoomin", description="The Zoom-In network: two-stage attention sampling.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -74,6 +82,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--svs", action="store_true", help="Aperio-SVS-style files (OpenSlide reads them as Aperio)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth_slides)
+    q = sub.add_parser("predict", help="class probabilities (and attention heatmaps) for slides")
+    q.add_argument("--checkpoint", required=True, help="checkpoint.pt written by zoomin train/demo")
+    q.add_argument("--out", required=True, help="predictions CSV: slide_id, p_0.., prediction")
+    q.add_argument("--heatmaps", default=None, help="folder for per-slide PNG, GeoJSON (QuPath) and DSA JSON")
+    q.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes averaged per slide")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
+    q.set_defaults(func=cmd_predict)
     return p
 
 

@@ -50,6 +50,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: not a readable zoomin checkpoint ({type(e).__name__})") from None
 
 
+def save_model(path: str | Path, model, cfg: Config) -> Path:
+    """A checkpoint with just the model and its config (what ``load_model`` and ``predict`` need)."""
+    path = Path(path)
+    atomic_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
 def load_model(path: str | Path, map_location="cpu"):
     """The model stored in a checkpoint, in eval mode, and its ``Config``."""
     ck = load_checkpoint(path, map_location)

@@ -1,0 +1,75 @@
+"""Manifests and ``zoomin predict`` on synthetic slides: predictions CSV, heatmaps, bad inputs."""
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("large_image")
+
+from zoomin.cli import main  # noqa: E402
+from zoomin.config import Config, ModelConfig  # noqa: E402
+from zoomin.manifest import read_manifest  # noqa: E402
+from zoomin.model import build_model  # noqa: E402
+from zoomin.synth import synth_slides  # noqa: E402
+from zoomin.train import save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slides")
+    manifest = synth_slides(d, 3, 1024, seed=1, tile=128, progress=False)
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+                                   n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
+    ckpt = save_model(d / "model.pt", build_model(cfg.model), cfg)
+    return d, manifest, ckpt
+
+
+def test_manifest_reads_and_resolves(slides):
+    d, manifest, _ = slides
+    entries = read_manifest(manifest)
+    assert len(entries) == 3 and all(e.path.is_file() for e in entries)
+    assert {e.label for e in entries} <= {0, 1}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("slide_id,path\na,x.tif\n", "missing column(s) label"),
+    ("slide_id,path,label\na,synth_0000.tif,1\na,synth_0001.tif,0\n", ":3: duplicate slide_id 'a'"),
+    ("slide_id,path,label\na,synth_0000.tif,tumour\n", ":2: label 'tumour' is not a class index"),
+    ("slide_id,path,label\na,missing.tif,1\n", ":2: slide file not found: missing.tif"),
+    ("slide_id,path,label\n", "no slides listed"),
+])
+def test_bad_manifests_are_one_line(slides, text, message):
+    d, _, _ = slides
+    bad = d / "bad.csv"
+    bad.write_text(text)
+    with pytest.raises(ValueError) as e:
+        read_manifest(bad)
+    assert message in str(e.value) and "bad.csv" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_predict_writes_csv_and_heatmaps_and_skips_bad_slides(slides, tmp_path, capsys):
+    d, manifest, ckpt = slides
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"\x00" * 10)
+    out = tmp_path / "pred.csv"
+    rc = main(["predict", "--checkpoint", str(ckpt), "--out", str(out), "--heatmaps", str(tmp_path / "hm"),
+               "--quiet", "--passes", "2", str(manifest), str(junk)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "junk.tif" in err and err.count("\n") == 1
+    rows = list(csv.DictReader(open(out)))
+    assert [r["slide_id"] for r in rows] == ["synth_0000", "synth_0001", "synth_0002"]
+    for r in rows:
+        assert abs(float(r["p_0"]) + float(r["p_1"]) - 1) < 1e-4 and r["prediction"] in ("0", "1")
+        assert (tmp_path / "hm" / f"{r['slide_id']}.png").stat().st_size > 0
+        gj = json.loads((tmp_path / "hm" / f"{r['slide_id']}.geojson").read_text())
+        assert gj["type"] == "FeatureCollection" and gj["features"]
+        dsa = json.loads((tmp_path / "hm" / f"{r['slide_id']}.dsa.json").read_text())
+        assert dsa["elements"][0]["type"] == "heatmap" and dsa["elements"][0]["points"]
+
+
+def test_predict_with_only_bad_inputs_fails(slides, tmp_path):
+    _, _, ckpt = slides
+    rc = main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--quiet",
+               str(tmp_path / "nothing.tif")])
+    assert rc == 1
