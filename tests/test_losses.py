@@ -36,3 +36,33 @@ def test_entropy_regulariser_sign_and_value():
     l0, _ = total_loss(tr, y)
     l1, parts = total_loss(tr, y, entropy_weight=0.5)
     assert torch.allclose(l1, l0 - 0.5 * H) and parts["entropy"] == float(H.detach())
+
+
+def test_annotation_loss_pulls_attention_to_the_roi():
+    from zoomin.losses import annotation_loss
+    torch.manual_seed(0)
+    cfg = ModelConfig(scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8, feature_width=8, n_samples=8)
+    model = ZoomInNet(cfg)
+    x = torch.rand(2, 1, 120, 120) * 0.2
+    x[0, :, 20:40, 70:90] += 0.8  # the ROI is brighter
+    x[1, :, 80:100, 10:30] += 0.8
+    mask = torch.zeros(2, 1, 120, 120)
+    mask[0, :, 20:40, 70:90] = 1
+    mask[1, :, 80:100, 10:30] = 1
+    opt = torch.optim.Adam(list(model.attention1.parameters()) + list(model.attention2.parameters()), 0.05)
+
+    def roi_mass(tr):
+        m1 = torch.nn.functional.interpolate(mask, size=tr.alpha.shape[-2:], mode="area").squeeze(1) > 0
+        return float((tr.alpha.detach() * m1).sum((1, 2)).mean())
+
+    before = roi_mass(model(x))
+    for _ in range(40):
+        tr = model(x, n=2)
+        loss = annotation_loss(tr, mask, cfg.scale1, cfg.scale2, model.subview_hw)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = roi_mass(model(x))
+    assert before < 0.2 and after > 0.6
+    none = annotation_loss(model(x), torch.zeros_like(mask), cfg.scale1, cfg.scale2, model.subview_hw)
+    assert none == 0  # no ROI, no supervision
