@@ -73,3 +73,35 @@ def test_predict_with_only_bad_inputs_fails(slides, tmp_path):
     rc = main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--quiet",
                str(tmp_path / "nothing.tif")])
     assert rc == 1
+
+
+def test_train_on_a_manifest_then_predict(slides, tmp_path):
+    d, manifest, _ = slides
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {kind: zoom_in, in_channels: 3, num_classes: 2, scale1: 0.05, tile: 128, scale2: 0.25,"
+                   " subtile: 32, n_samples: 4, feature_dim: 8, feature_width: 8, foreground: otsu_dark}\n"
+                   "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, eval_passes: 1, threads: 1}\n")
+    rows = list(csv.DictReader(open(manifest)))
+    for i, r in enumerate(rows):  # make sure both splits exist
+        r["split"] = "test" if i == 0 else "train"
+    m2 = d / "m2.csv"
+    with open(m2, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "run"
+    assert main(["train", "--manifest", str(m2), "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 1 and 0 <= m["test_accuracy"] <= 1
+    assert main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "p.csv"),
+                 "--quiet", str(m2)]) == 0
+
+
+def test_auc():
+    import torch
+
+    from zoomin.train import auc
+    assert auc(torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([1, 1, 0, 0])) == 1.0
+    assert auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == 0.5
+    assert auc(torch.tensor([0.2, 0.9]), torch.tensor([1, 0])) == 0.0
+    assert auc(torch.tensor([0.2]), torch.tensor([1])) is None

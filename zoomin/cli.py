@@ -32,7 +32,15 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     from .config import Config
     from .train import Trainer
-    cfg = Config.from_yaml(args.config)
+    if args.config:
+        cfg = Config.from_yaml(args.config)
+    elif args.manifest:
+        with resources.as_file(resources.files("zoomin") / "configs" / "slides.yaml") as path:
+            cfg = Config.from_yaml(path)
+    else:
+        raise ValueError("zoomin train needs --config YAML, --manifest CSV, or both")
+    if args.manifest:
+        cfg.data.task, cfg.data.manifest = "manifest", args.manifest
     if args.epochs:
         cfg.train.epochs = args.epochs
     metrics = Trainer(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
@@ -67,7 +75,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", required=True, help="YAML with sections model, data, train")
+    t.add_argument("--config", default=None, help="YAML with sections model, data, train")
+    t.add_argument("--manifest", default=None,
+                   help="train on the slides of this CSV (defaults: zoomin/configs/slides.yaml unless --config)")
     t.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
     t.add_argument("--epochs", type=int, default=0, help="override train.epochs")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

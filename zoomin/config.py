@@ -42,7 +42,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "megapixel_mnist"  # built-in data set (the only one in the core package)
+    task: str = "megapixel_mnist"  # "megapixel_mnist" (built in) or "manifest" (slides listed in a CSV)
+    manifest: str = ""  # task "manifest": the CSV (slide_id,path,label[,split,annotation])
+    test_split: str = "test"  # task "manifest": rows whose split is this are the test set, the rest train
     canvas: int = 1500  # canvas side H = W in pixels
     n_digits: int = 5  # digits per image: n_target of the label class, the rest of other classes
     n_target: int = 3  # digits of the label class (must be a strict majority)

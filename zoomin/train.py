@@ -67,35 +67,69 @@ def load_model(path: str | Path, map_location="cpu"):
 
 
 def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    if cfg.data.task == "manifest":
+        from .data.slides import SlideDataset
+        from .manifest import read_manifest
+        entries = read_manifest(cfg.data.manifest)
+        test = [e for e in entries if e.split == cfg.data.test_split]
+        train = [e for e in entries if e.split != cfg.data.test_split]
+        if not train or not test:
+            raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
+                             f"'{cfg.data.test_split}'")
+        return SlideDataset(train, cfg.model.in_channels), SlideDataset(test, cfg.model.in_channels)
     if cfg.data.task != "megapixel_mnist":
-        raise ValueError(f"unknown data.task {cfg.data.task!r}; the built-in task is 'megapixel_mnist'")
+        raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")
     from .data import MegapixelMNIST
     return MegapixelMNIST(cfg.data, "train"), MegapixelMNIST(cfg.data, "test")
 
 
+def forward_batch(model, x, **kw):
+    """A tensor batch in one forward pass; a list of sources (slides of different sizes) one by
+    one -> list of traces."""
+    if isinstance(x, torch.Tensor):
+        return [model(x, **kw)]
+    return [model(s, **kw) for s in x]
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class only."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
 @torch.no_grad()
 def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None) -> torch.Tensor:
-    """Class probabilities (B, classes); in ``sample`` mode the mean over ``passes`` Monte-Carlo passes."""
-    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    """Class probabilities (B, classes); in ``sample`` mode the mean over ``passes`` Monte-Carlo
+    passes. ``x``: a tensor batch, a source, or a list of sources."""
+    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
+    x = x if isinstance(x, (torch.Tensor, list)) else [x]
     probs = 0
     for _ in range(passes if mode == "sample" else 1):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = probs + model(x, mode=mode).logits.float().softmax(-1)
+            traces = forward_batch(model, x, mode=mode)
+        probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])
     return probs / (passes if mode == "sample" else 1)
 
 
 @torch.no_grad()
 def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
-             progress: bool = True) -> float:
-    """Accuracy over a loader."""
+             progress: bool = True) -> dict:
+    """Accuracy (and, for two classes, ROC AUC) over a loader."""
     from tqdm.auto import tqdm
     model.eval()
-    correct = total = 0
+    probs, labels = [], []
     for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
-        x, y = x.to(device), y.to(device)
-        correct += int((predict_proba(model, x, mode, passes, amp_dtype).argmax(-1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+        x = x.to(device) if isinstance(x, torch.Tensor) else x
+        probs.append(predict_proba(model, x, mode, passes, amp_dtype).cpu())
+        labels.append(y.cpu())
+    p, y = torch.cat(probs), torch.cat(labels)
+    out = {"test_accuracy": float((p.argmax(-1) == y).double().mean())}
+    if p.shape[-1] == 2:
+        out["test_auc"] = auc(p[:, 1], y)
+    return out
 
 
 class Trainer:
@@ -163,7 +197,8 @@ class Trainer:
         g = torch.Generator().manual_seed(t.seed * 1000 + self.epoch)  # data order: a function of the epoch
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(self.epoch)
-        kw = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=False)
+        kw = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=False,
+                  collate_fn=getattr(self.train_set, "collate", None))
         return (DataLoader(self.train_set, shuffle=True, generator=g, drop_last=False, **kw),
                 DataLoader(self.test_set, shuffle=False, **kw))
 
@@ -175,10 +210,16 @@ class Trainer:
         n = correct = 0
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
         for x, y in bar:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+            y = y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                trace = model(x, negatives=t.contrastive_weight > 0)
-                loss, parts = total_loss(trace, y, t.entropy_weight, t.contrastive_weight, t.reference_class)
+                traces = forward_batch(model, x, negatives=t.contrastive_weight > 0)
+                ys = [y] if len(traces) == 1 else list(y.split(1))
+                results = [total_loss(tr, yy, t.entropy_weight, t.contrastive_weight, t.reference_class)
+                           for tr, yy in zip(traces, ys)]
+                loss = sum(r[0] for r in results) / len(results)
+                parts = {k: sum(r[1][k] for r in results) / len(results) for k in results[0][1]}
+            logits = torch.cat([tr.logits for tr in traces])
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if t.clip_grad:
@@ -190,7 +231,7 @@ class Trainer:
             self.step += 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(y)
-            correct += int((trace.logits.argmax(-1) == y).sum())
+            correct += int((logits.argmax(-1) == y).sum())
             n += len(y)
             bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
         return {**{k: v / n for k, v in sums.items()}, "train_accuracy": correct / max(n, 1)}
@@ -208,8 +249,8 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             every = self.cfg.train.eval_every
             if self.epoch + 1 == self.cfg.train.epochs or (every and (self.epoch + 1) % every == 0):
-                row["test_accuracy"] = evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
-                                                self.cfg.train.eval_passes, self.amp_dtype, self.progress)
+                row.update(evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
+                                    self.cfg.train.eval_passes, self.amp_dtype, self.progress))
             row["epoch"] = self.epoch + 1
             self.history.append(row)
             self.epoch += 1
@@ -217,13 +258,15 @@ class Trainer:
             self.write_metrics()
             if self.log:
                 test = f" test acc {row['test_accuracy']:.3f}" if "test_accuracy" in row else ""
+                test += f" test AUC {row['test_auc']:.3f}" if row.get("test_auc") is not None else ""
                 print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
                       f"({row['seconds']:.0f} s)", flush=True)
         return self.write_metrics()
 
     def write_metrics(self) -> dict:
         tested = [r for r in self.history if "test_accuracy" in r]
-        metrics = {"test_accuracy": tested[-1]["test_accuracy"] if tested else None, "epochs": self.epoch,
+        metrics = {"test_accuracy": tested[-1]["test_accuracy"] if tested else None,
+                   "test_auc": tested[-1].get("test_auc") if tested else None, "epochs": self.epoch,
                    "seconds_per_epoch": (sum(r["seconds"] for r in self.history) / len(self.history))
                    if self.history else None,
                    "device": str(self.device), "model": self.cfg.model.kind, "history": self.history,

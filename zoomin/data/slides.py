@@ -1,0 +1,25 @@
+"""Slides listed in a manifest as a data set: item -> (SlideSource, label), opened lazily."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ..manifest import Entry
+
+
+class SlideDataset(Dataset):
+    def __init__(self, entries: list[Entry], channels: int = 3):
+        self.entries, self.channels = entries, channels
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int):
+        from ..slides import SlideSource
+        e = self.entries[i]
+        return SlideSource(e.path, channels=self.channels), e.label
+
+    @staticmethod
+    def collate(items):
+        """Slides differ in size: a batch is a list of sources and a label tensor."""
+        return [s for s, _ in items], torch.tensor([y for _, y in items])
