@@ -143,3 +143,13 @@ def test_trace_weights_reproduce_the_aggregated_feature(cfg, mode):
     model = build_model(ModelConfig(**{**cfg, "n_samples": 20}))
     tr = model(images(H=60, W=70), mode=mode)
     assert torch.allclose((tr.weights.unsqueeze(-1) * tr.features).sum((1, 2)), tr.z, atol=1e-5)
+
+
+def test_trace_item_and_detach():
+    model = ZoomInNet(ModelConfig(**TWO))
+    tr = model(images(), negatives=True)
+    one = tr.item(1)
+    assert torch.equal(one.logits, tr.logits[1:2]) and one.negatives.logits.shape == (1, 10)
+    d = tr.detach()
+    assert not d.logits.requires_grad and not d.negatives.logits.requires_grad
+    assert d.probs.shape == (3, 10) and d.distinct_tiles.shape == (3,)
