@@ -89,3 +89,19 @@ def test_import_stays_light():
     code = "import sys, zoomin; bad = [m for m in ('holoviews', 'bokeh', 'ipywidgets', 'large_image', 'yaml', 'mlxtend') if m in sys.modules]; print(bad)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_batch_norm_recalibration_replaces_stale_statistics():
+    from zoomin.model import build_model
+    from zoomin.train import recalibrate_batch_norm
+    cfg = Config.from_dict(TINY)
+    model = build_model(cfg.model)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bn:
+        m.running_mean.fill_(100.0)
+    x = torch.zeros(4, 1, 160, 160)
+    x[:, :, 40:70, 60:90] = 1.0
+    loader = [(x, torch.zeros(4, dtype=torch.long))] * 3
+    recalibrate_batch_norm(model, loader, torch.device("cpu"), batches=2)
+    assert all(m.running_mean.abs().max() < 50 for m in bn)
+    assert all(m.momentum == 0.1 for m in bn) and all(int(m.num_batches_tracked) == 2 for m in bn)

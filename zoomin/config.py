@@ -73,6 +73,7 @@ class TrainConfig:
     eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
     eval_passes: int = 1  # sample mode: average the class probabilities of this many passes
     eval_every: int = 1  # test every this many epochs (0: only after the last epoch)
+    bn_recalibrate: int = 8  # before testing, re-estimate batch-norm statistics on this many training batches
     seed: int = 0  # seed of model init, sampling and data order
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
 

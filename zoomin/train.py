@@ -132,6 +132,27 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
     return out
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(model, loader, device, batches: int) -> None:
+    """Re-estimate batch-norm running statistics as plain averages over ``batches`` training
+    batches (train-mode forward passes, no gradients). Running averages taken while ``f`` was
+    changing fast can lag far enough to put evaluation at chance; this removes the lag."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        forward_batch(model, x.to(device) if isinstance(x, torch.Tensor) else x)
+    for m, mom in zip(norms, momenta):
+        m.momentum = mom
+
+
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data."""
 
@@ -249,6 +270,7 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             every = self.cfg.train.eval_every
             if self.epoch + 1 == self.cfg.train.epochs or (every and (self.epoch + 1) % every == 0):
+                recalibrate_batch_norm(self.model, train_loader, self.device, self.cfg.train.bn_recalibrate)
                 row.update(evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
                                     self.cfg.train.eval_passes, self.amp_dtype, self.progress))
             row["epoch"] = self.epoch + 1
