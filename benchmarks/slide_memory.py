@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL = dict(in_channels=3, num_classes=2, scale1=0.01, tile=2048, scale2=1 / 64, subtile=128, n_samples=16,
+MODEL = dict(in_channels=3, num_classes=2, view_size=1000, tile=2048, scale2=1 / 64, subtile=128, n_samples=16,
              foreground="otsu_dark")
 
 

@@ -153,3 +153,10 @@ def test_trace_item_and_detach():
     d = tr.detach()
     assert not d.logits.requires_grad and not d.negatives.logits.requires_grad
     assert d.probs.shape == (3, 10) and d.distinct_tiles.shape == (3,)
+
+
+def test_view_size_fixes_the_stage_one_view_whatever_the_image_size():
+    model = ZoomInNet(ModelConfig(**{**TWO, "view_size": 16}))
+    for H, W in [(64, 48), (200, 300), (500, 90)]:
+        tr = model(images(B=1, H=H, W=W))
+        assert max(tr.alpha.shape[-2:]) == 16 and abs(tr.scale1 - 16 / max(H, W)) < 1e-12

@@ -13,6 +13,7 @@ class ModelConfig:
     in_channels: int = 1  # image channels C
     num_classes: int = 10  # classes predicted by g
     scale1: float = 0.05  # s1: stage-I view scale (one stage: the view scale s)
+    view_size: int = 0  # if > 0: s1 is set per image so the stage-I view's longer side has this many pixels
     tile: int = 200  # h1 = w1: stage-I tile side in level-0 pixels (one stage: the patch fed to f)
     scale2: float = 0.25  # s2: scale at which a tile is viewed for stage II (two stages only)
     subtile: int = 50  # h2 = w2: sub-tile side in level-0 pixels, the patch fed to f (two stages only)

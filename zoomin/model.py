@@ -52,11 +52,18 @@ class _AttentionSampler(nn.Module):
     def attend(self, src: Source) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None, torch.Tensor | None]:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground -> log alpha (B, h*w),
         the view size, the per-image foreground threshold (B,) and mask (B, h*w) (None: no mask)."""
-        view = src.view(self.cfg.scale1)  # (B, C, h, w)
+        view = src.view(self.stage1_scale(src.size))  # (B, C, h, w)
         logits = self.attention1(view)  # (B, h, w)
         threshold = foreground.fit(view, self.cfg.foreground)
         fg = foreground.mask(view, threshold, self.cfg.foreground)
         return foreground.apply(logits.flatten(1).float(), fg), tuple(logits.shape[-2:]), threshold, fg
+
+    def stage1_scale(self, size: tuple[int, int]) -> float:
+        """``s1``: ``scale1``, or with ``view_size`` the scale that gives a view of that many pixels
+        on its longer side (so stage I costs the same on any slide size)."""
+        if self.cfg.view_size:
+            return min(1.0, self.cfg.view_size / max(size))
+        return self.cfg.scale1
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
@@ -110,7 +117,7 @@ class AttentionSamplingNet(_AttentionSampler):
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
                      tile_counts=draws.count, tile_boxes=boxes, subtile_index=zeros, subtile_valid=valid.unsqueeze(-1),
                      subtile_boxes=boxes.unsqueeze(2), weights=weights.unsqueeze(-1), features=feats.unsqueeze(2),
-                     z=z, log_alpha=log_alpha, image_size=src.size, mode=mode)
+                     z=z, log_alpha=log_alpha, image_size=src.size, mode=mode, scale1=self.stage1_scale(src.size))
 
 
 class ZoomInNet(_AttentionSampler):
@@ -171,7 +178,8 @@ class ZoomInNet(_AttentionSampler):
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
                      tile_counts=draws.count, tile_boxes=boxes, subtile_index=sub, subtile_valid=used,
                      subtile_boxes=sboxes, weights=weights, features=feats, z=z, log_alpha=log_alpha,
-                     beta=lb.exp().view(B, -1, u, v), log_beta=lb, image_size=src.size, mode=mode)
+                     beta=lb.exp().view(B, -1, u, v), log_beta=lb, image_size=src.size, mode=mode,
+                     scale1=self.stage1_scale(src.size))
 
 
 def build_model(cfg: ModelConfig) -> _AttentionSampler:

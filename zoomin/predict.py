@@ -112,7 +112,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
             written += 1
             if heatmaps:
                 tr, hdir = traces[0], Path(heatmaps)
-                heatmap_png(src.view(cfg.model.scale1)[0], tr.alpha[0], hdir / f"{sid}.png")
+                heatmap_png(src.view(tr.scale1)[0], tr.alpha[0], hdir / f"{sid}.png")
                 (hdir / f"{sid}.geojson").write_text(json.dumps(heatmap_geojson(tr, sid)))
                 (hdir / f"{sid}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, sid)))
     return written, failed

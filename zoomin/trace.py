@@ -33,6 +33,7 @@ class Trace:
     negatives: Optional["Trace"] = None  # the contrastive negatives' trace (METHOD §6), if asked for
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
+    scale1: float = 0.0  # the stage-I view scale used for this image
 
     @property
     def probs(self) -> torch.Tensor:
