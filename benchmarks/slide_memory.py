@@ -60,10 +60,11 @@ def main(argv=None):
         with torch.no_grad():
             tr = model(src, generator=torch.Generator().manual_seed(0))
         u = model.subview_hw
-        needed = (src.view(cfg.model.scale1).shape[-1] * src.view(cfg.model.scale1).shape[-2]
-                  + int((tr.tile_counts > 0).sum()) * u[0] * u[1] + int(tr.subtile_valid.sum()) * MODEL["subtile"] ** 2)
+        view_pixels = tr.alpha[0].numel()  # the stage-I view the model read
+        needed = (view_pixels + int((tr.tile_counts > 0).sum()) * u[0] * u[1]
+                  + int(tr.subtile_valid.sum()) * MODEL["subtile"] ** 2)
         rows.append(dict(size=size, generate_s=gen_s, predict_s=wall, peak_rss_gib=rss,
-                         view_pixels=src.view(cfg.model.scale1)[0, 0].numel(), decoded_over_needed=src.pixels_read / needed))
+                         view_pixels=view_pixels, decoded_over_needed=src.pixels_read / needed))
         print(rows[-1], flush=True)
     base = rows[0]["peak_rss_gib"]
     lines = ["# zoomin predict: peak memory against slide size", "",
