@@ -1,4 +1,4 @@
-"""Command line: ``zoomin demo`` and ``zoomin train`` (also ``python -m zoomin``).
+"""Command line: ``zoomin demo | train | predict | synth-slides`` (also ``python -m zoomin``).
 
 Errors are one line naming the file and the problem; ``--debug`` shows the traceback."""
 from __future__ import annotations
@@ -10,42 +10,41 @@ from importlib import resources
 from pathlib import Path
 
 
-def _demo_config():
+def _packaged_config(name: str):
     from .config import Config
-    with resources.as_file(resources.files("zoomin") / "configs" / "demo.yaml") as path:
+    with resources.as_file(resources.files("zoomin") / "configs" / name) as path:
         return Config.from_yaml(path)
 
 
-def cmd_demo(args) -> int:
+def _fit(cfg, args) -> int:
+    """Train with the command's --epochs/--resume/--quiet and print the headline metrics."""
     from .train import Trainer
-    cfg = _demo_config()
     if args.epochs:
         cfg.train.epochs = args.epochs
-    out = Path(args.out)
-    print(f"zoomin demo: Megapixel MNIST {cfg.data.canvas}x{cfg.data.canvas}, {cfg.model.kind}, "
-          f"N={cfg.model.n_samples}, {cfg.train.epochs} epochs -> {out}", flush=True)
-    metrics = Trainer(cfg, out, progress=not args.quiet).fit(resume=args.resume)
-    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "epochs", "seconds_per_epoch", "device")}))
+    metrics = Trainer(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
+    keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device")
+    print(json.dumps({k: metrics[k] for k in keys if metrics.get(k) is not None}))
     return 0
+
+
+def cmd_demo(args) -> int:
+    cfg = _packaged_config("demo.yaml")
+    print(f"zoomin demo: Megapixel MNIST {cfg.data.canvas}x{cfg.data.canvas}, {cfg.model.kind}, "
+          f"N={cfg.model.n_samples}, {args.epochs or cfg.train.epochs} epochs -> {Path(args.out)}", flush=True)
+    return _fit(cfg, args)
 
 
 def cmd_train(args) -> int:
     from .config import Config
-    from .train import Trainer
     if args.config:
         cfg = Config.from_yaml(args.config)
     elif args.manifest:
-        with resources.as_file(resources.files("zoomin") / "configs" / "slides.yaml") as path:
-            cfg = Config.from_yaml(path)
+        cfg = _packaged_config("slides.yaml")
     else:
         raise ValueError("zoomin train needs --config YAML, --manifest CSV, or both")
     if args.manifest:
         cfg.data.task, cfg.data.manifest = "manifest", args.manifest
-    if args.epochs:
-        cfg.train.epochs = args.epochs
-    metrics = Trainer(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
-    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "epochs", "seconds_per_epoch", "device")}))
-    return 0
+    return _fit(cfg, args)
 
 
 def cmd_synth_slides(args) -> int:
@@ -64,24 +63,26 @@ def cmd_predict(args) -> int:
     return 1 if failed and not written else 0
 
 
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=0, help="override train.epochs")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoomin", description="The Zoom-In network: two-stage attention sampling.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train the two-stage model on built-in Megapixel MNIST and report test accuracy")
     d.add_argument("--out", default="runs/demo", help="output folder (metrics.json, checkpoint.pt)")
-    d.add_argument("--epochs", type=int, default=0, help="override the demo's epochs")
-    d.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    d.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
+    _training_args(d)
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config", default=None, help="YAML with sections model, data, train")
     t.add_argument("--manifest", default=None,
                    help="train on the slides of this CSV (defaults: zoomin/configs/slides.yaml unless --config)")
     t.add_argument("--out", required=True, help="output folder (metrics.json, checkpoint.pt)")
-    t.add_argument("--epochs", type=int, default=0, help="override train.epochs")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
+    _training_args(t)
     t.set_defaults(func=cmd_train)
     s = sub.add_parser("synth-slides", help="write synthetic pyramidal slides with tiny lesions and a manifest")
     s.add_argument("--n", type=int, required=True, help="number of slides")
