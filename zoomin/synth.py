@@ -78,19 +78,25 @@ class _Renderer:
         noise = np.random.default_rng(seed).normal(0, 1, size=(bank, tile * 2, tile * 2, 1)).astype(np.float32)
         self.tissue = np.clip(TISSUE + noise * 14.0, 0, 255).astype(np.uint8)  # (bank, 2t, 2t, 3)
         self.lesion = np.clip(LESION + noise * 10.0 - (noise > 0.8) * 40.0, 0, 255).astype(np.uint8)
+        self.background = np.empty((tile, tile, 3), np.uint8)
+        self.background[:] = BACKGROUND
 
     def tile_at(self, level: int, ti: int, tj: int) -> np.ndarray:
         t, f = self.tile, 2**level
         r0, c0 = ti * t * f, tj * t * f
-        out = np.empty((t, t, 3), np.uint8)
-        out[:] = BACKGROUND
         tissue = _near(self.spec.tissue, r0, c0, r0 + t * f, c0 + t * f)
         if not len(tissue):
-            return out  # background: nothing to compute
+            return self.background  # nothing to compute (the writer only reads it)
         rows = r0 + (np.arange(t)[:, None] + 0.5) * f
         cols = c0 + (np.arange(t)[None, :] + 0.5) * f
         k, dr, dc = (ti * 7919 + tj * 104729 + level) % len(self.tissue), (ti * 31) % t, (tj * 17) % t
-        np.copyto(out, self.tissue[k, dr:dr + t, dc:dc + t], where=_inside(tissue, rows, cols)[..., None])
+        texture = self.tissue[k, dr:dr + t, dc:dc + t]
+        cr, cc = rows[[0, -1]], cols[:, [0, -1]]
+        if any(_inside(e[None], cr, cc).all() for e in tissue):  # one convex ellipse holds all 4 corners
+            out = texture.copy()
+        else:
+            out = self.background.copy()
+            np.copyto(out, texture, where=_inside(tissue, rows, cols)[..., None])
         lesions = _near(self.spec.lesions, r0, c0, r0 + t * f, c0 + t * f)
         if len(lesions):
             np.copyto(out, self.lesion[k, dr:dr + t, dc:dc + t], where=_inside(lesions, rows, cols)[..., None])
