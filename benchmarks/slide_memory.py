@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--work", default="runs/bench_slides")
     p.add_argument("--out", default="docs")
+    p.add_argument("--repeats", type=int, default=5, help="predict runs per size (median reported)")
     args = p.parse_args(argv)
     import torch
 
@@ -50,12 +52,15 @@ def main(argv=None):
             gen_s = time.perf_counter() - t0
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "zoomin", "predict", "--checkpoint", str(ckpt),
                "--out", str(work / f"pred_{size}.csv"), "--passes", "1", "--quiet", str(slide)]
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if r.returncode:
-            raise SystemExit(r.stderr)
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 2**20  # GiB
+        rss_runs, walls = [], []
+        for _ in range(args.repeats):  # fresh process each time; medians reported
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - t0)
+            if r.returncode:
+                raise SystemExit(r.stderr)
+            rss_runs.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 2**20)
+        rss, wall = statistics.median(rss_runs), statistics.median(walls)
         src = SlideSource(slide)
         with torch.no_grad():
             tr = model(src, generator=torch.Generator().manual_seed(0))
@@ -64,20 +69,22 @@ def main(argv=None):
         needed = (view_pixels + int((tr.tile_counts > 0).sum()) * u[0] * u[1]
                   + int(tr.subtile_valid.sum()) * MODEL["subtile"] ** 2)
         rows.append(dict(size=size, generate_s=gen_s, predict_s=wall, peak_rss_gib=rss,
+                         rss_runs=" ".join(f"{v:.3f}" for v in rss_runs),
                          view_pixels=view_pixels, decoded_over_needed=src.pixels_read / needed))
         print(rows[-1], flush=True)
     base = rows[0]["peak_rss_gib"]
     lines = ["# zoomin predict: peak memory against slide size", "",
              "Untrained two-stage model, same settings for every size: "
              + ", ".join(f"{k} = {v}" for k, v in MODEL.items()) + ".",
-             "Peak RSS of a fresh `zoomin predict` process (`/usr/bin/time -v`), one Monte-Carlo pass. "
+             "Peak RSS of a fresh `zoomin predict` process (`/usr/bin/time -v`), one Monte-Carlo pass, "
+             "median of the runs listed. "
              "Command: `python benchmarks/slide_memory.py`.", "",
-             "| slide | write (s) | predict wall (s) | peak RSS (GiB) | vs smallest | stage-I view pixels | decoded / needed pixels |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| slide | write (s) | predict wall (s) | peak RSS (GiB) | vs smallest | runs (GiB) | stage-I view pixels | decoded / needed pixels |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
     def written(r):
         return "existing" if r["generate_s"] is None else f"{r['generate_s']:.0f}"
     lines += [f"| {r['size']:,}² | {written(r)} | {r['predict_s']:.1f} | {r['peak_rss_gib']:.3f} | "
-              f"{r['peak_rss_gib'] / base:.2f}× | {r['view_pixels']:,} | {r['decoded_over_needed']:.2f} |"
+              f"{r['peak_rss_gib'] / base:.2f}× | {r['rss_runs']} | {r['view_pixels']:,} | {r['decoded_over_needed']:.2f} |"
               for r in rows]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "slide_memory.md").write_text("\n".join(lines) + "\n")
