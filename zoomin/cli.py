@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, required=True, help="slide side in level-0 pixels")
     s.add_argument("--out", required=True, help="output folder (slides, lesion GeoJSON, manifest.csv)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tile", type=int, default=256, help="TIFF tile side")
+    s.add_argument("--tile", type=int, default=512, help="TIFF tile side (the reader keeps per-tile state: fewer, larger tiles cost less memory)")
     s.add_argument("--svs", action="store_true", help="Aperio-SVS-style files (OpenSlide reads them as Aperio)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth_slides)

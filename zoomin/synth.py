@@ -103,7 +103,7 @@ class _Renderer:
         return out
 
 
-def write_slide(path: str | Path, spec: SlideSpec, tile: int = 256, mpp: float = 0.25, seed: int = 0,
+def write_slide(path: str | Path, spec: SlideSpec, tile: int = 512, mpp: float = 0.25, seed: int = 0,
                 aperio: bool = False, quality: int = 85) -> Path:
     """Write ``spec`` as a pyramidal JPEG-tiled TIFF, levels halving until one tile covers the
     slide; tile by tile, so memory does not grow with the slide."""
@@ -142,7 +142,7 @@ def lesion_geojson(spec: SlideSpec, points: int = 32) -> dict:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def synth_slides(out: str | Path, n: int, size: int, seed: int = 0, tile: int = 256, positive_fraction: float = 0.5,
+def synth_slides(out: str | Path, n: int, size: int, seed: int = 0, tile: int = 512, positive_fraction: float = 0.5,
                  test_fraction: float = 0.25, aperio: bool = False, progress: bool = True) -> Path:
     """``n`` synthetic slides (about ``positive_fraction`` with lesions) and ``out/manifest.csv``
     with ``slide_id,path,label,split,annotation`` (paths relative to the manifest)."""
