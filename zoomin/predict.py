@@ -101,8 +101,9 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
             try:
                 src = SlideSource(path, channels=cfg.model.in_channels)
                 with torch.no_grad():
-                    traces = [model(src, generator=gen).detach() for _ in range(max(1, passes))]
-                probs = torch.stack([t.probs[0] for t in traces]).mean(0)
+                    tr = model(src, generator=gen).detach()  # the first pass is also the one drawn
+                    probs = tr.probs[0] + sum(model(src, generator=gen).probs[0] for _ in range(max(1, passes) - 1))
+                probs = probs / max(1, passes)
             except (OSError, ValueError, RuntimeError) as e:
                 print(f"zoomin: skipped {path}: {e}", file=sys.stderr)
                 failed += 1
@@ -111,7 +112,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
             fh.flush()
             written += 1
             if heatmaps:
-                tr, hdir = traces[0], Path(heatmaps)
+                hdir = Path(heatmaps)
                 heatmap_png(src.view(tr.scale1)[0], tr.alpha[0], hdir / f"{sid}.png")
                 (hdir / f"{sid}.geojson").write_text(json.dumps(heatmap_geojson(tr, sid)))
                 (hdir / f"{sid}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, sid)))
