@@ -145,6 +145,17 @@ def test_trace_weights_reproduce_the_aggregated_feature(cfg, mode):
     assert torch.allclose((tr.weights.unsqueeze(-1) * tr.features).sum((1, 2)), tr.z, atol=1e-5)
 
 
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_contributions_add_up_to_the_logits(cfg):
+    """What the explorer shows per sample: the logits are the bias plus every sample's share."""
+    model = build_model(ModelConfig(**{**cfg, "n_samples": 20, "num_classes": 3})).eval()
+    tr = model(images(H=60, W=70))
+    assert tr.contributions.shape == (*tr.weights.shape, 3)
+    bias = model.classifier.body[-1].bias
+    assert torch.allclose(bias + tr.contributions.sum((1, 2)), tr.logits, atol=1e-5)
+    assert (tr.contributions[~tr.subtile_valid] == 0).all()
+
+
 def test_trace_item_and_detach():
     model = ZoomInNet(ModelConfig(**TWO))
     tr = model(images(), negatives=True)

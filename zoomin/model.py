@@ -117,7 +117,8 @@ class AttentionSamplingNet(_AttentionSampler):
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
                      tile_counts=draws.count, tile_boxes=boxes, subtile_index=zeros, subtile_valid=valid.unsqueeze(-1),
                      subtile_boxes=boxes.unsqueeze(2), weights=weights.unsqueeze(-1), features=feats.unsqueeze(2),
-                     z=z, log_alpha=log_alpha, image_size=src.size, mode=mode, scale1=self.stage1_scale(src.size))
+                     contributions=self.classifier.contributions(weights, feats).unsqueeze(2), z=z,
+                     log_alpha=log_alpha, image_size=src.size, mode=mode, scale1=self.stage1_scale(src.size))
 
 
 class ZoomInNet(_AttentionSampler):
@@ -178,6 +179,7 @@ class ZoomInNet(_AttentionSampler):
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
                      tile_counts=draws.count, tile_boxes=boxes, subtile_index=sub, subtile_valid=used,
                      subtile_boxes=sboxes, weights=weights, features=feats, z=z, log_alpha=log_alpha,
+                     contributions=self.classifier.contributions(weights, feats),
                      beta=lb.exp().view(B, -1, u, v), log_beta=lb, image_size=src.size, mode=mode,
                      scale1=self.stage1_scale(src.size))
 

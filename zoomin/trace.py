@@ -30,6 +30,7 @@ class Trace:
     log_alpha: torch.Tensor  # (B, h*w) log-softmax of the stage-I logits (kept for losses)
     beta: Optional[torch.Tensor] = None  # (B, P, u, v) stage-II attention of each tile
     log_beta: Optional[torch.Tensor] = None  # (B, P, u*v) its log (kept for losses)
+    contributions: Optional[torch.Tensor] = None  # (B, P, K, classes) each sample's share of the logits
     negatives: Optional["Trace"] = None  # the contrastive negatives' trace (METHOD §6), if asked for
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
