@@ -1,0 +1,232 @@
+"""zoomin.viz: views sit in level-0 coordinates, zooming reads the right level, the explorer steps
+through every stage, the widgets resample reproducibly, and the saved HTML renders in Chromium."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+hv = pytest.importorskip("holoviews")
+pytest.importorskip("ipywidgets")
+
+from zoomin.config import ModelConfig  # noqa: E402
+from zoomin.model import build_model  # noqa: E402
+from zoomin.sources import ArraySource  # noqa: E402
+from zoomin.viz import STAGES, Explorer, Session, views  # noqa: E402
+
+TWO = dict(kind="zoom_in", scale1=0.1, tile=40, scale2=0.25, subtile=12, n_samples=8, feature_dim=16,
+           feature_width=8, num_classes=3)
+
+
+class CountingSource(ArraySource):
+    def __init__(self, x):
+        super().__init__(x)
+        self.reads = []  # (scale, boxes, size)
+
+    def read(self, batch_index, boxes, scale, size_hw):
+        self.reads.append((scale, boxes.clone(), size_hw))
+        return super().read(batch_index, boxes, scale, size_hw)
+
+
+def image(H=97, W=130, C=1, seed=0):
+    return torch.rand(1, C, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def traced():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TWO)).eval()
+    x = image()
+    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1)).detach()
+    return tr, x, model
+
+
+def pixels(el):
+    """An element's values in image row order (``dimension_values`` runs y upwards = level-0 rows
+    downwards, since the views store rows flipped for the inverted y axis)."""
+    if isinstance(el, hv.RGB):
+        return np.stack([el.dimension_values(d, flat=False) for d in range(2, 5)], -1)
+    return el.dimension_values(2, flat=False)
+
+
+def test_overview_attention_and_boxes_share_level0_coordinates(traced):
+    tr, x, _ = traced
+    H, W = tr.image_size
+    over, att = views.overview(ArraySource(x), tr), views.attention(tr)
+    assert over.bounds.lbrt() == (0, 0, W, H) and att.bounds.lbrt() == (0, 0, W, H)
+    assert np.allclose(pixels(att), tr.alpha[0].numpy())  # row 0 on top
+    rect = views.tiles(tr).get(0)
+    assert len(rect) == int(tr.distinct_tiles[0])
+    keep = tr.tile_counts[0] > 0
+    x0, y0 = rect.dimension_values("x0"), rect.dimension_values("y0")
+    assert np.allclose(x0, tr.tile_boxes[0, keep, 0]) and np.allclose(y0, tr.tile_boxes[0, keep, 1])
+    assert np.allclose(rect.dimension_values("draws"), tr.tile_counts[0, keep])
+
+
+def test_stage2_and_subtile_read_what_the_model_read(traced):
+    tr, x, _ = traced
+    src = CountingSource(x)
+    p = int(tr.tile_counts[0].argmax())
+    st2 = views.stage2(src, tr, p)
+    rgb_el, beta_el, subs = st2.values()
+    assert rgb_el.bounds.lbrt() == pytest.approx(views._lbrt(tr.tile_boxes[0, p]))
+    assert src.reads[-1][0] == pytest.approx(0.25) and src.reads[-1][2] == tuple(tr.beta.shape[-2:])
+    assert np.allclose(pixels(beta_el), tr.beta[0, p].numpy())
+    assert len(subs) == int(tr.subtile_valid[0, p].sum())
+    k = int(tr.weights[0, p].argmax())
+    sub = views.subtile(src, tr, p, k)
+    assert src.reads[-1][0] == 1.0
+    bx, by, bw, bh = (int(v) for v in tr.subtile_boxes[0, p, k])
+    expect = torch.zeros(bh, bw)  # zero padding outside the image, as the model sees it
+    ys, xs = slice(max(by, 0), min(by + bh, 97)), slice(max(bx, 0), min(bx + bw, 130))
+    expect[ys.start - by:ys.stop - by, xs.start - bx:xs.stop - bx] = x[0, 0, ys, xs]
+    got = pixels(sub)[..., 0] / 255.0
+    assert np.allclose(got, expect.numpy(), atol=1 / 255)
+
+
+def test_zoom_scale_picks_power_of_two_levels():
+    assert views.zoom_scale(500) == 1.0
+    assert views.zoom_scale(768) == 1.0
+    assert views.zoom_scale(1000) == 0.5
+    assert views.zoom_scale(100_000) == 2.0 ** -8
+    assert 100_000 * views.zoom_scale(100_000) <= views.MAX_PIXELS
+
+
+def test_zoomable_stream_reads_the_visible_range_at_the_right_level():
+    x = torch.rand(1, 3, 2048, 1536, generator=torch.Generator().manual_seed(3))
+    src = CountingSource(x)
+    dm = views.zoomable(src)
+    full = dm[()]
+    assert full.bounds.lbrt() == (0, 0, 1536, 2048) and src.reads[-1][0] == 0.25
+    assert full.dimension_values(2, flat=False).shape == (512, 384)
+    stream = dm.streams[0]
+    stream.event(x_range=(100.4, 400.2), y_range=(900, 700))  # y down: ranges may come reversed
+    near = dm[()]
+    assert near.bounds.lbrt() == (100, 700, 401, 900)
+    scale, boxes, size = src.reads[-1]
+    assert scale == 1.0 and size == (200, 301)
+    rgb = pixels(near)
+    assert np.allclose(rgb / 255.0, x[0, :, 700:900, 100:401].permute(1, 2, 0).numpy(), atol=1 / 255)
+    stream.event(x_range=(-50, 3000), y_range=(-10, 5000))  # beyond the image: clipped
+    assert dm[()].bounds.lbrt() == (0, 0, 1536, 2048)
+
+
+def test_zoom_on_a_slide_never_reads_level0_whole(tmp_path):
+    pytest.importorskip("large_image")
+    from zoomin.slides import SlideSource, write_pyramidal_tiff
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (4096, 4096, 3), dtype=np.uint8)
+    src = SlideSource(write_pyramidal_tiff(tmp_path / "s.tif", img, tile=256, compression="zlib"))
+    dm = views.zoomable(src, max_pixels=512)
+    dm[()]
+    assert src.pixels_read <= 512 * 512  # the overview came from a reduced level
+    dm.streams[0].event(x_range=(1000, 1200), y_range=(3000, 3300))
+    el = dm[()]
+    assert el.dimension_values(2, flat=False).shape == (300, 200)
+    assert src.pixels_read <= 512 * 512 + 300 * 200
+    got = pixels(el)
+    assert np.array_equal(got, img[3000:3300, 1000:1200])  # level-0 pixels, lossless file
+
+
+def test_explorer_has_every_stage_on_one_slider(traced):
+    tr, x, _ = traced
+    ex = Explorer(tr, x, class_names=["a", "b", "c"], title="t")
+    hm = ex.stages()
+    assert list(hm.keys()) == list(range(1, len(STAGES) + 1))
+    for s in STAGES:
+        assert isinstance(ex.stage(s), hv.Overlay)
+    neg = ex.stage("negatives")
+    assert len(neg.get(2)) == int(tr.negatives.distinct_tiles[0])  # the negatives' tiles
+    pred = ex.stage("prediction").get(1)
+    assert np.allclose(np.sort(pred.dimension_values("logit share")),
+                       np.sort(tr.contributions[0, ..., int(tr.probs[0].argmax())][tr.subtile_valid[0]].numpy()))
+    bars = ex.prediction()[0]
+    assert np.allclose(bars.dimension_values("probability"), tr.probs[0].numpy())
+    with pytest.raises(ValueError, match="unknown stage"):
+        ex.stage("nope")
+
+
+def test_one_stage_trace_is_explorable():
+    model = build_model(ModelConfig(kind="one_stage", scale1=0.1, tile=12, n_samples=6, feature_dim=8,
+                                    feature_width=8)).eval()
+    x = image()
+    ex = Explorer(model(x), x)
+    assert len(ex.stages()) == len(STAGES)
+    assert ex.stage("II: zoom").get(0).dimension_values(2, flat=False).shape == (12, 12)
+
+
+def test_save_writes_one_offline_html(traced, tmp_path):
+    tr, x, _ = traced
+    path = Explorer(tr, x, title="offline").save(tmp_path / "trace.html")
+    html = path.read_text()
+    assert "cdn.bokeh.org" not in html and "Bokeh" in html and len(html) > 500_000  # bokeh inlined
+    assert "offline" in html
+
+
+def test_session_and_widget_resample_reproducibly(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TWO))
+    images = {"a": image(seed=1), "b": image(H=120, W=90, seed=2)}
+    session = Session(model, images)
+    w = Explorer.from_session(session, seed=5).widget()
+    assert w.stage.value == STAGES[0] and w.slide.options == ("a", "b")
+    w.next.click()
+    assert w.stage.value == "tiles"
+    for s in STAGES:
+        w.stage.value = s
+        assert w.current() is not None
+    w.seed.value, w.n.value = 7, 20
+    w.resample.click()
+    first = w.explorer.trace.tile_index.clone()
+    assert int(w.explorer.trace.tile_counts.sum()) == 20
+    w.resample.click()
+    assert torch.equal(w.explorer.trace.tile_index, first)  # same seed, same samples
+    w.slide.value = "b"
+    w.resample.click()
+    assert w.explorer.trace.image_size == (120, 90) and w.explorer.name == "b"
+    w.tile.value = w.tile.options[-1][1]
+    assert all(w.explorer.trace.subtile_valid[0, w.tile.value, k] for _, k in w.subtile.options)
+    w.checkpoint.value = str(tmp_path / "missing.pt")
+    w.load.click()
+    assert "could not load" in w.status.value
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+ERROR_HOOK = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message)));
+const _err = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); _err(...a); };
+setTimeout(() => { document.title = 'ERRORS=' + window.__errors.length + ' ' + window.__errors.join(' | ')
+  + ' ROOTS=' + (window.Bokeh ? Bokeh.documents.length : -1); }, 4000);
+</script>"""
+
+
+@pytest.mark.skipif(not _chromium() and not os.environ.get("ZOOMIN_REQUIRE_BROWSER"),
+                    reason="no chromium here (CI installs it and sets ZOOMIN_REQUIRE_BROWSER)")
+def test_saved_explorer_renders_in_headless_chromium(traced, tmp_path):
+    from PIL import Image
+    browser = _chromium()
+    assert browser, "ZOOMIN_REQUIRE_BROWSER is set but no chromium is installed"
+    tr, x, _ = traced
+    page = Explorer(tr, x, title="browser").save(tmp_path / "trace.html")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000",
+             "--virtual-time-budget=10000"]
+    dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", dom.stdout, re.S).group(1)
+    assert title.startswith("ERRORS=0 "), f"JavaScript errors: {title}"
+    assert "ROOTS=1" in title  # bokeh built the document
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    plot = pixels[60:560, 60:700]  # where the stage-I plot sits
+    non_white = (pixels.sum(-1) < 720).mean()
+    assert non_white > 0.1, f"page is blank ({non_white:.3f} non-white)"
+    assert len(np.unique(plot.reshape(-1, 3), axis=0)) > 100  # an image, not a flat canvas

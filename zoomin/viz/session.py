@@ -1,0 +1,66 @@
+"""``Session``: a model and a set of named images -> traces. The one part of ``zoomin.viz`` that
+calls a model; the views and widgets only render what it returns."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ..sources import Source, as_source
+from ..trace import Trace
+
+
+def open_source(item) -> Source:
+    """A slide path (opened lazily through large-image), a (C, H, W)/(1, C, H, W) tensor, or a Source."""
+    if isinstance(item, (str, Path)):
+        from ..slides import SlideSource
+        return SlideSource(item)
+    if isinstance(item, torch.Tensor) and item.dim() == 3:
+        item = item.unsqueeze(0)
+    return as_source(item)
+
+
+class Session:
+    """``model`` (eval mode) over ``images``: a mapping name -> slide path / tensor / Source, or a
+    list (named by position or file name). Sources open on first use and stay open."""
+
+    def __init__(self, model, images, class_names: list[str] | None = None, mode: str = "sample",
+                 negatives: bool = True, checkpoint: str | None = None):
+        if not isinstance(images, Mapping):
+            images = {(Path(i).stem if isinstance(i, (str, Path)) else str(k)): i for k, i in enumerate(images)}
+        if not images:
+            raise ValueError("a Session needs at least one image")
+        self.model, self.images, self.class_names = model.eval(), dict(images), class_names
+        self.mode, self.negatives, self.checkpoint = mode, negatives, checkpoint
+        self._sources: dict[str, Source] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, images, **kw) -> "Session":
+        from ..train import load_model
+        model, _ = load_model(path)
+        return cls(model, images, checkpoint=str(path), **kw)
+
+    def load(self, path: str | Path) -> None:
+        """Swap in the model of another checkpoint (same images)."""
+        from ..train import load_model
+        self.model, _ = load_model(path)
+        self.checkpoint = str(path)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.images)
+
+    def source(self, name: str) -> Source:
+        if name not in self.images:
+            raise KeyError(f"no image named {name!r}; have {self.names}")
+        if name not in self._sources:
+            self._sources[name] = open_source(self.images[name])
+        return self._sources[name]
+
+    @torch.no_grad()
+    def trace(self, name: str, n: int | None = None, seed: int = 0) -> Trace:
+        """One forward pass on image ``name`` with ``n`` samples, reproducible from ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        return self.model(self.source(name), n=n, mode=self.mode, negatives=self.negatives,
+                          generator=generator).detach()

@@ -1,0 +1,160 @@
+"""holoviews elements for one image of a ``Trace`` and the ``Source`` it was computed from.
+
+All views share level-0 pixel coordinates (x right, y down: ``invert_yaxis``), so the stage-I
+attention, tile boxes, stage-II views and sub-tiles overlay and zoom together. Pixels are only
+ever read through the source, at the scale a view needs.
+"""
+from __future__ import annotations
+
+import math
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the options below need)
+import numpy as np
+import torch
+
+from ..sources import Source
+from ..trace import Trace
+
+if hv.Store.current_backend != "bokeh":
+    hv.Store.set_current_backend("bokeh")
+
+MAX_PIXELS = 768  # longest side of a zoomed read, in screen pixels
+AXES = dict(invert_yaxis=True, xlabel="x (level-0 px)", ylabel="y (level-0 px)", show_legend=False)
+
+
+def _lbrt(box) -> tuple[float, float, float, float]:
+    """Level-0 ``(x, y, w, h)`` -> holoviews bounds (left, bottom, right, top) with y down."""
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)
+
+
+def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
+    """(C, h, w) pixels in [0, 1] covering level-0 ``box`` -> an RGB element placed on the slide."""
+    img = pixels.detach().float().clamp(0, 1)
+    img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
+    arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return hv.RGB(np.ascontiguousarray(arr[::-1]), bounds=_lbrt(box), label=label).opts(**AXES)
+
+
+def heat(values: torch.Tensor, box, label: str, cmap: str = "fire", alpha: float = 0.55) -> hv.Image:
+    """An (h, w) map of probabilities over level-0 ``box``, drawn translucent."""
+    arr = values.detach().float().numpy()[::-1]
+    return hv.Image(np.ascontiguousarray(arr), bounds=_lbrt(box), vdims=[label], label=label).opts(
+        cmap=cmap, alpha=alpha, colorbar=True, clim=(0, float(arr.max()) or 1.0), tools=["hover"], **AXES)
+
+
+def overview(source: Source, trace: Trace, b: int = 0) -> hv.RGB:
+    """The stage-I view ``V(x, s1)`` (read from the pyramid level nearest ``s1``) on level-0 axes."""
+    H, W = trace.image_size
+    return rgb(source.view(trace.scale1)[b], (0, 0, W, H), label="stage-I view")
+
+
+def attention(trace: Trace, b: int = 0) -> hv.Image:
+    """Eq 1's ``alpha`` over the whole image."""
+    H, W = trace.image_size
+    return heat(trace.alpha[b], (0, 0, W, H), "alpha")
+
+
+def boxes(box_list: torch.Tensor, values: torch.Tensor, label: str, color: str = "lime",
+          cmap: str = "Greens") -> hv.Rectangles:
+    """Level-0 boxes (M, 4) with one value each (a count, a weight) -> outlined rectangles."""
+    b, v = box_list.detach().float().reshape(-1, 4), values.detach().float().reshape(-1)
+    data = [(x, y, x + w, y + h, val) for (x, y, w, h), val in zip(b.tolist(), v.tolist())]
+    return hv.Rectangles(data, vdims=[label], label=label).opts(
+        color=label, cmap=cmap, fill_alpha=0.3, line_color=color, line_width=2, tools=["hover"], **AXES)
+
+
+def box_labels(box_list: torch.Tensor, texts: list[str], color: str = "white") -> hv.Labels:
+    """Text at the top-left corner of each level-0 box."""
+    b = box_list.detach().float().reshape(-1, 4)
+    data = [(x, y, t) for (x, y, _, _), t in zip(b.tolist(), texts)]
+    return hv.Labels(data, vdims=["text"]).opts(text_color=color, text_align="left", text_baseline="bottom",
+                                                text_font_size="9pt")
+
+
+def tiles(trace: Trace, b: int = 0, color: str = "lime", cmap: str = "Greens") -> hv.Overlay:
+    """The distinct stage-I tiles with their draw counts."""
+    keep = trace.tile_counts[b] > 0
+    tb, counts = trace.tile_boxes[b][keep], trace.tile_counts[b][keep]
+    return boxes(tb, counts, "draws", color, cmap) * box_labels(tb, [f"x{int(c)}" for c in counts], color)
+
+
+def subtiles(trace: Trace, b: int = 0, tile: int | None = None, color: str = "cyan",
+             cmap: str = "Blues") -> hv.Rectangles:
+    """The drawn sub-tiles (all, or those of one tile) with their weight in ``z``."""
+    valid = trace.subtile_valid[b].clone()
+    if tile is not None:
+        valid[torch.arange(valid.shape[0]) != tile] = False
+    return boxes(trace.subtile_boxes[b][valid], trace.weights[b][valid], "weight", color, cmap)
+
+
+def stage2(source: Source, trace: Trace, tile: int, b: int = 0) -> hv.Overlay:
+    """Tile ``tile``'s stage-II view ``V(x, s2, c)`` with eq 4's ``beta`` and its drawn sub-tiles.
+    A one-stage trace has no stage II: the tile (the patch itself) at level 0."""
+    box = trace.tile_boxes[b, tile]
+    rows = torch.tensor([b])
+    if trace.beta is None:
+        t = int(box[3])
+        return rgb(source.read(rows, box[None], 1.0, (t, t))[0], box.tolist(), label="patch")
+    u, v = trace.beta.shape[-2:]
+    view = source.read(rows, box[None], u / float(box[3]), (u, v))[0]  # (C, u, v) at s2
+    return (rgb(view, box.tolist(), label="stage-II view") * heat(trace.beta[b, tile], box.tolist(), "beta")
+            * subtiles(trace, b, tile))
+
+
+def subtile(source: Source, trace: Trace, tile: int, k: int, b: int = 0) -> hv.RGB:
+    """Sub-tile ``k`` of tile ``tile`` read at full resolution (level 0)."""
+    box = trace.subtile_boxes[b, tile, k]
+    h, w = int(box[3]), int(box[2])
+    return rgb(source.read(torch.tensor([b]), box[None], 1.0, (h, w))[0], box.tolist(),
+               label=f"sub-tile {k} of tile {tile} (level 0)")
+
+
+def prediction(trace: Trace, class_names: list[str] | None = None, b: int = 0) -> hv.Bars:
+    """``softmax(g(z))``."""
+    p = trace.probs[b].detach().float()
+    names = class_names or [str(c) for c in range(p.numel())]
+    return hv.Bars(list(zip(names, p.tolist())), "class", "probability").opts(
+        ylim=(0, 1), title=f"prediction: {names[int(p.argmax())]}", tools=["hover"])
+
+
+def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 0) -> hv.Bars:
+    """Each sample's share of the logit of class ``cls`` (default: the predicted class), largest
+    magnitudes first. Shares plus the bias add up to the logit exactly (``g`` is linear)."""
+    cls = int(trace.probs[b].argmax()) if cls is None else cls
+    share = trace.contributions[b, ..., cls].detach().float()  # (P, K)
+    valid = trace.subtile_valid[b]
+    order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(top, int(valid.sum()))]
+    K = share.shape[-1]
+    data = [(f"t{int(i) // K}/s{int(i) % K}", float(share.flatten()[i])) for i in order]
+    return hv.Bars(data, "sample", "logit share").opts(
+        title=f"contributions to class {cls}", xrotation=45, tools=["hover"], color="logit share", cmap="RdBu_r",
+        symmetric=True)
+
+
+def zoom_scale(extent: float, max_pixels: int = MAX_PIXELS) -> float:
+    """The power-of-two scale at which ``extent`` level-0 pixels fit ``max_pixels`` (1 at most):
+    the pyramid level a view of that range should come from."""
+    if extent <= max_pixels:
+        return 1.0
+    return 2.0 ** math.floor(math.log2(max_pixels / extent))
+
+
+def zoomable(source: Source, b: int = 0, max_pixels: int = MAX_PIXELS) -> hv.DynamicMap:
+    """The image as a DynamicMap on a ``RangeXY`` stream: every pan/zoom reads the visible range at
+    ``zoom_scale`` (so a 100,000² slide zooms to sub-tile pixels without reading level 0 whole)."""
+    H, W = source.size
+
+    def region(x_range=None, y_range=None):
+        x0, x1 = x_range if x_range else (0, W)
+        y0, y1 = sorted(y_range) if y_range else (0, H)
+        x0, y0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+        x1, y1 = min(W, max(x0 + 1, math.ceil(x1))), min(H, max(y0 + 1, math.ceil(y1)))
+        s = zoom_scale(max(x1 - x0, y1 - y0), max_pixels)
+        size = (max(1, round((y1 - y0) * s)), max(1, round((x1 - x0) * s)))
+        box = torch.tensor([[x0, y0, x1 - x0, y1 - y0]], dtype=torch.float)
+        pixels = source.read(torch.tensor([b]), box, s, size)[0]
+        return rgb(pixels, box[0].tolist(), label=f"scale {s:g}")
+
+    return hv.DynamicMap(region, streams=[hv.streams.RangeXY()])
