@@ -1,6 +1,8 @@
-"""Command line: ``zoomin demo | train | predict | synth-slides`` (also ``python -m zoomin``).
+"""Command line: ``zoomin demo | train | predict | synth-slides`` (also ``python -m zoomin``, and
+``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
 
-Errors are one line naming the file and the problem; ``--debug`` shows the traceback."""
+Errors are one line naming the file and the problem, with a non-zero exit; ``--debug`` shows the
+traceback. Hostile inputs and their messages: docs/reliability.md."""
 from __future__ import annotations
 
 import argparse
@@ -57,9 +59,11 @@ def cmd_synth_slides(args) -> int:
 
 def cmd_predict(args) -> int:
     from .predict import predict
+    from .distributed import is_main
     written, failed = predict(args.checkpoint, args.inputs, args.out, args.heatmaps, passes=args.passes,
-                              seed=args.seed, progress=not args.quiet)
-    print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
+                              seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels)
+    if is_main():
+        print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
     return 1 if failed and not written else 0
 
 
@@ -98,25 +102,38 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="predictions CSV: slide_id, p_0.., prediction")
     q.add_argument("--heatmaps", default=None, help="folder for per-slide PNG, GeoJSON (QuPath) and DSA JSON")
     q.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes averaged per slide")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="sampling seed (each slide's draws depend on it and its id only)")
+    q.add_argument("--max-pixels", type=int, default=0,
+                   help="memory guard: most pixels one read may decode (default: the checkpoint's data.max_pixels, "
+                        "else $ZOOMIN_MAX_PIXELS, else 2**28)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
     q.set_defaults(func=cmd_predict)
     return p
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line; messages that are not ours keep their type name."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    ours = isinstance(e, (FileNotFoundError, ValueError, RuntimeError, OSError))
+    return text if ours and text else f"{type(e).__name__}: {text or 'no detail'} (--debug for the traceback)"
+
+
 def main(argv=None) -> int:
+    from .distributed import close
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("zoomin: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+    except Exception as e:
         if args.debug:
             raise
-        print(f"zoomin: error: {e}", file=sys.stderr)
+        print(f"zoomin: error: {one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        close()
 
 
 if __name__ == "__main__":

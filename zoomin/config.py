@@ -54,6 +54,7 @@ class DataConfig:
     test_size: int = 1000  # images in the test set
     fresh_train: bool = False  # draw new training images every epoch (the records are cheap)
     seed: int = 0  # data seed (records are a pure function of seed, split and index)
+    max_pixels: int = 0  # memory guard: most pixels one slide read may decode (0: $ZOOMIN_MAX_PIXELS, else 2**28)
 
 
 @dataclass

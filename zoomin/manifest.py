@@ -18,11 +18,13 @@ class Entry:
     annotation: Path | None = None  # lesion outlines (GeoJSON), resolved, when given
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> list[Entry]:
+def read_manifest(path: str | Path, check_files: bool = True, num_classes: int | None = None) -> list[Entry]:
+    """The rows of a manifest (parsed as CSV, never evaluated). ``num_classes``: labels must be
+    below it. A problem with the file or a row is a ``ValueError`` naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         missing = [c for c in REQUIRED if c not in cols]
@@ -40,8 +42,9 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[Entry]:
                 label = int(row["label"])
             except (TypeError, ValueError):
                 raise ValueError(f"{path}:{line}: label {row['label']!r} is not a class index") from None
-            if label < 0:
-                raise ValueError(f"{path}:{line}: label {label} is negative")
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                known = f"0..{num_classes - 1}" if num_classes else "0 or more"
+                raise ValueError(f"{path}:{line}: unknown label {label} (the model's classes are {known})")
             slide = (path.parent / (row["path"] or "").strip()).resolve()
             if check_files and not slide.is_file():
                 raise ValueError(f"{path}:{line}: slide file not found: {row['path']}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import distributed
 from .trace import Trace
 
 
@@ -71,49 +74,117 @@ def heatmap_dsa(trace: Trace, slide_id: str) -> dict:
     return {"name": f"zoomin attention {slide_id}", "elements": elements}
 
 
-def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
-            passes: int = 4, seed: int = 0, progress: bool = True) -> tuple[int, int]:
-    """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
-    stderr and skipped, the rest are still written. Returns (written, failed)."""
-    from tqdm.auto import tqdm
-
+def list_slides(inputs: list[str]) -> list[tuple[str, Path]]:
+    """(slide_id, path) for every input: slide files, and the rows of manifests ending in .csv."""
     from .manifest import read_manifest
-    from .slides import SlideSource
-    from .train import load_model
-    model, cfg = load_model(checkpoint)
     slides: list[tuple[str, Path]] = []
     for item in inputs:
         if item.endswith(".csv"):
             slides += [(e.slide_id, e.path) for e in read_manifest(item, check_files=False)]
         else:
             slides.append((Path(item).stem, Path(item)))
+    return slides
+
+
+def slide_generator(seed: int, slide_id: str) -> torch.Generator:
+    """The sampling generator of one slide: a function of (seed, slide_id) only, so a slide's
+    prediction does not depend on the other slides, their order, or how they are sharded."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
+
+
+def predict_slide(model, cfg, path: Path, slide_id: str, passes: int, seed: int, max_pixels: int = 0):
+    """-> (probabilities (classes,), the first pass's trace, the source); a problem with the slide
+    is a one-line ``ValueError``/``OSError`` naming it."""
+    from .slides import SlideSource
+    src = SlideSource(path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels)
+    gen = slide_generator(seed, slide_id)
+    with torch.no_grad():
+        tr = model(src, generator=gen).detach()  # the first pass is also the one drawn
+        probs = tr.probs[0] + sum(model(src, generator=gen).probs[0] for _ in range(max(1, passes) - 1))
+    probs = probs / max(1, passes)
+    if not torch.isfinite(probs).all():
+        raise ValueError(f"{path}: the model's output is not finite")
+    return probs, tr, src
+
+
+def write_heatmaps(folder: Path, slide_id: str, src, tr: Trace) -> None:
+    heatmap_png(src.view(tr.scale1)[0], tr.alpha[0], folder / f"{slide_id}.png")
+    (folder / f"{slide_id}.geojson").write_text(json.dumps(heatmap_geojson(tr, slide_id)))
+    (folder / f"{slide_id}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, slide_id)))
+
+
+def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
+            passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0) -> tuple[int, int]:
+    """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
+    stderr and skipped, the rest are still written. Under torchrun each rank predicts every
+    ``world``-th slide and rank 0 merges the parts into ``out_csv`` in input order.
+    Returns (written, failed) over all ranks."""
+    from .train import load_model
+    model, cfg = load_model(checkpoint)
+    slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     if heatmaps:
         Path(heatmaps).mkdir(parents=True, exist_ok=True)
-    classes = cfg.model.num_classes
+    distributed.init("cpu")
+    rank, world = distributed.rank_and_world()
+    part = out_csv if world == 1 else out_csv.with_name(f"{out_csv.name}.part{rank}")
+    mine = list(enumerate(slides))[rank::world]
+    written, failed = _predict_into(model, cfg, mine, part, world > 1, heatmaps, passes, seed, max_pixels, progress)
+    if world > 1:
+        written, failed = (int(v) for v in distributed.all_sum([written, failed]))
+        distributed.barrier()
+        if rank == 0:
+            merge_parts(out_csv, world)
+        distributed.barrier()
+    return written, failed
+
+
+def _predict_into(model, cfg, slides, out_csv: Path, index_column: bool, heatmaps, passes, seed, max_pixels,
+                  progress) -> tuple[int, int]:
+    """Predict ``slides`` [(index, (slide_id, path))] into ``out_csv``, a row as soon as it is known."""
+    from tqdm.auto import tqdm
+    header = ["slide_id"] + [f"p_{c}" for c in range(cfg.model.num_classes)] + ["prediction"]
     written = failed = 0
-    gen = torch.Generator().manual_seed(seed)
     with open(out_csv, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["slide_id"] + [f"p_{c}" for c in range(classes)] + ["prediction"])
-        for sid, path in tqdm(slides, desc="slides", disable=not progress):
+        w.writerow((["_index"] if index_column else []) + header)
+        for i, (sid, path) in tqdm(slides, desc="slides", disable=not progress):
             try:
-                src = SlideSource(path, channels=cfg.model.in_channels)
-                with torch.no_grad():
-                    tr = model(src, generator=gen).detach()  # the first pass is also the one drawn
-                    probs = tr.probs[0] + sum(model(src, generator=gen).probs[0] for _ in range(max(1, passes) - 1))
-                probs = probs / max(1, passes)
+                probs, tr, src = predict_slide(model, cfg, path, sid, passes, seed, max_pixels)
             except (OSError, ValueError, RuntimeError) as e:
-                print(f"zoomin: skipped {path}: {e}", file=sys.stderr)
+                print(f"zoomin: skipped {path}: {_one_line(e, path)}", file=sys.stderr)
                 failed += 1
                 continue
-            w.writerow([sid] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())])
+            w.writerow(([i] if index_column else []) + [sid] + [f"{p:.6f}" for p in probs.tolist()]
+                       + [int(probs.argmax())])
             fh.flush()
             written += 1
             if heatmaps:
-                hdir = Path(heatmaps)
-                heatmap_png(src.view(tr.scale1)[0], tr.alpha[0], hdir / f"{sid}.png")
-                (hdir / f"{sid}.geojson").write_text(json.dumps(heatmap_geojson(tr, sid)))
-                (hdir / f"{sid}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, sid)))
+                write_heatmaps(Path(heatmaps), sid, src, tr)
     return written, failed
+
+
+def _one_line(e: Exception, path: Path) -> str:
+    """The problem without the path when the message already starts with it."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return msg[len(str(path)) + 2:] if msg.startswith(f"{path}: ") else msg
+
+
+def merge_parts(out_csv: Path, world: int) -> None:
+    """Rank 0: the part files of all ranks -> one CSV in input order (atomically); parts removed."""
+    parts = [out_csv.with_name(f"{out_csv.name}.part{r}") for r in range(world)]
+    header, rows = None, []
+    for part in parts:
+        with open(part, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)[1:]
+            rows += [(int(r[0]), r[1:]) for r in reader]
+    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(r for _, r in sorted(rows, key=lambda ir: ir[0]))
+    os.replace(tmp, out_csv)
+    for part in parts:
+        part.unlink()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import view_size
+from .sources import check_budget, pixel_budget
 
 
 class SlideSource:
@@ -23,7 +24,7 @@ class SlideSource:
 
     batch_size = 1
 
-    def __init__(self, path: str | Path, channels: int = 3):
+    def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None):
         try:
             import large_image
         except ImportError:  # pragma: no cover - depends on the installed extras
@@ -31,6 +32,9 @@ class SlideSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: file not found")
+        if self.path.stat().st_size == 0:
+            raise ValueError(f"{self.path}: not a readable image (empty file, 0 bytes)")
+        check_tiff_complete(self.path)
         try:
             self._ts = large_image.open(str(self.path))
             meta = self._ts.getMetadata()
@@ -43,6 +47,7 @@ class SlideSource:
         self.channels = channels
         self.pixels_read = 0  # pixels large-image returned, for the "decoded vs needed" accounting
         self._views: dict[float, torch.Tensor] = {}
+        self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
 
     def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
         """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]."""
@@ -52,23 +57,55 @@ class SlideSource:
         t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float()
         if np.issubdtype(arr.dtype, np.integer):
             t = t / float(np.iinfo(arr.dtype).max)
+        else:  # float images: NaN and infinities become 0 (background), values are kept as they are
+            t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
         if t.shape[0] != self.channels:
             t = t.mean(0, keepdim=True).expand(self.channels, -1, -1) if self.channels in (1, 3) else t
         self.pixels_read += t.shape[-1] * t.shape[-2]
         return t
 
+    def _data_level(self, level: int) -> int:
+        """The pyramid level large-image decodes for ``level`` (0 = coarsest): the first level at
+        least as fine that holds data (missing levels are built from finer ones)."""
+        try:
+            present = self._ts._nonemptyLevelsList()
+        except Exception:  # a source without the private helper: trust the level it prefers
+            return self._ts.getPreferredLevel(level)
+        return next((k for k in range(level, len(present)) if present[k] is not None), len(present) - 1)
+
+    def decoded_pixels(self, width: int, height: int, out_hw: tuple[int, int]) -> int:
+        """Pixels large-image decodes to return a level-0 ``width x height`` region at ``out_hw``:
+        the region at the finest level it has to read (level 0 for a file without a pyramid)."""
+        ratio = max(out_hw[1] / width, out_hw[0] / height)  # output pixels per level-0 pixel
+        down = max(0, math.floor(math.log2(1 / ratio) + 1e-9)) if ratio < 1 else 0
+        level = self._data_level(max(0, self.levels - 1 - down))
+        f = 2 ** (self.levels - 1 - level)
+        return max(math.ceil(width / f) * math.ceil(height / f), out_hw[0] * out_hw[1])
+
     def _region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> torch.Tensor:
         """An in-image level-0 rectangle resampled to exactly ``out_hw`` -> (C, h, w)."""
         oh, ow = out_hw
+        check_budget(str(self.path), f"reading a {width}x{height} region at {ow}x{oh}",
+                     self.decoded_pixels(width, height, out_hw), self.max_pixels)
         kw = dict(region=dict(left=left, top=top, width=width, height=height, units="base_pixels"),
                   format=self._numpy)
         if (oh, ow) != (height, width):
             kw["output"] = dict(maxWidth=ow, maxHeight=oh)
-        arr, _ = self._ts.getRegion(**kw)
+        try:
+            arr, _ = self._ts.getRegion(**kw)
+        except Exception as e:  # truncated or corrupt tiles
+            raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
         t = self._to_tensor(arr)
         if t.shape[-2:] != (oh, ow):
             t = F.interpolate(t[None], size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
         return t
+
+    def check_view(self, scale: float) -> None:
+        """The memory guard for ``view(scale)``, without reading anything."""
+        h, w = view_size(*self.size, scale)
+        check_budget(str(self.path), f"reading a {self.size[1]}x{self.size[0]} region at {w}x{h}",
+                     self.decoded_pixels(self.size[1], self.size[0], (h, w)), self.max_pixels)
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w); cached per scale."""
@@ -97,6 +134,29 @@ class SlideSource:
 
     def __repr__(self) -> str:
         return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"
+
+
+def check_tiff_complete(path: Path) -> None:
+    """A TIFF whose image data runs past the end of the file (a truncated copy or download) is an
+    error: large-image would otherwise return the missing tiles as black. Other files pass."""
+    with open(path, "rb") as fh:
+        if fh.read(2) not in (b"II", b"MM"):
+            return
+    import logging
+
+    import tifffile
+    log = logging.getLogger("tifffile")
+    level, size = log.level, path.stat().st_size
+    log.setLevel(logging.CRITICAL)  # tifffile logs about pages past the end; we report it once, below
+    try:
+        with tifffile.TiffFile(path) as tf:
+            end = max((int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in tf.pages), default=0)
+    except Exception:  # not a TIFF tifffile can parse: large-image decides
+        return
+    finally:
+        log.setLevel(level)
+    if end > size:
+        raise ValueError(f"{path}: truncated TIFF (image data runs to byte {end:,}, the file has {size:,})")
 
 
 def write_pyramidal_tiff(path: str | Path, image: np.ndarray, tile: int = 256, levels: int | None = None,

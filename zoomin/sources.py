@@ -12,12 +12,39 @@ sub-tiles are cut from level 0.
 """
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .geometry import crop, scale_box, view_size
+
+
+DEFAULT_MAX_PIXELS = 2**28  # pixel budget of one read when neither the caller nor ZOOMIN_MAX_PIXELS sets one
+
+
+def pixel_budget(max_pixels: int | None = None) -> int:
+    """The largest number of pixels one read may decode: ``max_pixels`` if > 0, else the
+    ``ZOOMIN_MAX_PIXELS`` environment variable, else ``DEFAULT_MAX_PIXELS``."""
+    if max_pixels:
+        return int(max_pixels)
+    env = os.environ.get("ZOOMIN_MAX_PIXELS", "")
+    try:
+        return int(float(env)) if env else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"ZOOMIN_MAX_PIXELS={env!r} is not a number of pixels") from None
+
+
+class MemoryBudgetError(ValueError):
+    """A read larger than the pixel budget (a ``ValueError``: one line, per-slide, skippable)."""
+
+
+def check_budget(name: str, what: str, pixels: int, budget: int) -> None:
+    """The memory guard: raise before allocating a read of more than ``budget`` pixels."""
+    if pixels > budget:
+        raise MemoryBudgetError(f"{name}: {what} would decode {pixels:,} pixels, over the budget of "
+                                f"{budget:,} (data.max_pixels / ZOOMIN_MAX_PIXELS)")
 
 
 class Source(Protocol):
@@ -36,7 +63,7 @@ class Source(Protocol):
 class ArraySource:
     """A batch of in-memory images (B, C, H, W) as a source; levels are area-resampled on demand."""
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, images: torch.Tensor, max_pixels: int | None = None):
         if images.dim() == 3:
             images = images.unsqueeze(0)
         if images.dim() != 4:
@@ -48,11 +75,13 @@ class ArraySource:
         self.size = (images.shape[2], images.shape[3])
         self.pixels_read = 0  # level pixels resampled or cut, for memory/IO accounting
         self._levels: dict[float, torch.Tensor] = {}
+        self.max_pixels = pixel_budget(max_pixels)
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` (METHOD §2): area resampling to ``floor(s H) x floor(s W)``; cached per scale."""
         if scale not in self._levels:
             h, w = view_size(*self.size, scale)
+            check_budget("array", f"a {w}x{h} view", h * w * self.batch_size, self.max_pixels)
             level = self.images if (h, w) == self.size else F.interpolate(self.images, size=(h, w), mode="area")
             self.pixels_read += level.shape[-1] * level.shape[-2] * self.batch_size
             self._levels[scale] = level
@@ -61,6 +90,8 @@ class ArraySource:
     def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
              size_hw: tuple[int, int]) -> torch.Tensor:
         """Level-0 ``boxes`` (M, 4) of images ``batch_index`` (M,) at ``scale`` -> (M, C, h, w)."""
+        check_budget("array", f"{boxes.shape[0]} windows of {size_hw[1]}x{size_hw[0]}",
+                     boxes.shape[0] * size_hw[0] * size_hw[1], self.max_pixels)
         level = self.images if scale >= 1.0 else self.view(scale)
         factor = (level.shape[-2] / self.size[0], level.shape[-1] / self.size[1])
         out = crop(level, batch_index, scale_box(boxes, factor), size_hw)

@@ -1,24 +1,33 @@
 """The trainer: AdamW with warm-up and cosine decay, gradient clipping, AMP on CUDA, a tqdm.auto
 progress bar, an atomic checkpoint every epoch (model, optimiser, scheduler, RNG state, config)
-and ``metrics.json``; ``resume=True`` continues from the last checkpoint."""
+and ``metrics.json``; ``resume=True`` continues from the last checkpoint, and a run killed at any
+point and resumed ends bitwise equal to an uninterrupted one on CPU (docs/reliability.md).
+
+Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``, each epoch is sharded by a
+``DistributedSampler`` (``train.batch_size`` stays the global batch) and only rank 0 writes."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from . import distributed
 from .config import Config
 from .losses import total_loss
 from .model import build_model
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
+PAUSE_AT_STEP = "ZOOMIN_TEST_PAUSE_AT_STEP"  # test hook: after this optimiser step, write OUT/paused and wait
+DUMP_PARAMS = "ZOOMIN_TEST_DUMP_PARAMS"  # test hook: each rank saves its final parameters in this folder
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -60,23 +69,46 @@ def save_model(path: str | Path, model, cfg: Config) -> Path:
 def load_model(path: str | Path, map_location="cpu"):
     """The model stored in a checkpoint, in eval mode, and its ``Config``."""
     ck = load_checkpoint(path, map_location)
+    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
+        raise ValueError(f"{path}: not a zoomin checkpoint (no model and config in it)")
     cfg = Config.from_dict(ck["config"], source=str(path))
     model = build_model(cfg.model)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError:
+        raise ValueError(f"{path}: the weights do not match the model its config describes") from None
     return model.eval(), cfg
+
+
+def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
+    """The manifest rows whose slide opens and whose stage-I view fits the pixel budget; each
+    other one is reported on one line (``zoomin: skipped PATH: problem``) and left out."""
+    from .slides import SlideSource
+    kept = []
+    for e in entries:
+        try:
+            src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels)
+            scale = min(1.0, cfg.model.view_size / max(src.size)) if cfg.model.view_size else cfg.model.scale1
+            src.check_view(scale)
+            kept.append(e)
+        except (OSError, ValueError) as err:
+            if report and distributed.is_main():
+                print(f"zoomin: skipped {err}", file=sys.stderr)
+    return kept
 
 
 def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     if cfg.data.task == "manifest":
         from .data.slides import SlideDataset
         from .manifest import read_manifest
-        entries = read_manifest(cfg.data.manifest)
+        entries = usable_slides(read_manifest(cfg.data.manifest, num_classes=cfg.model.num_classes), cfg)
         test = [e for e in entries if e.split == cfg.data.test_split]
         train = [e for e in entries if e.split != cfg.data.test_split]
         if not train or not test:
             raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
-                             f"'{cfg.data.test_split}'")
-        return SlideDataset(train, cfg.model.in_channels), SlideDataset(test, cfg.model.in_channels)
+                             f"'{cfg.data.test_split}' (after skipping unreadable slides)")
+        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels),
+                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels))
     if cfg.data.task != "megapixel_mnist":
         raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")
     from .data import MegapixelMNIST
@@ -153,6 +185,27 @@ def recalibrate_batch_norm(model, loader, device, batches: int) -> None:
         m.momentum = mom
 
 
+def rng_state() -> dict:
+    """Every random state training draws from (torch, CUDA, Python, NumPy), as plain tensors and
+    numbers so that a ``weights_only`` load restores it."""
+    py, np_state = random.getstate(), np.random.get_state()
+    return {"rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_python": list(py[1]), "rng_python_pos": py[2],
+            "rng_numpy": torch.from_numpy(np_state[1].astype(np.int64)), "rng_numpy_pos": int(np_state[2]),
+            "rng_numpy_gauss": [int(np_state[3]), float(np_state[4])]}
+
+
+def set_rng_state(ck: dict) -> None:
+    torch.set_rng_state(ck["rng_torch"].cpu())
+    if ck["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
+    random.setstate((3, tuple(ck["rng_python"]), ck["rng_python_pos"]))
+    if "rng_numpy" in ck:  # checkpoints from before it was saved lack it
+        keys = ck["rng_numpy"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, ck["rng_numpy_pos"], *ck["rng_numpy_gauss"]))
+
+
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data."""
 
@@ -165,8 +218,16 @@ class Trainer:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
         random.seed(t.seed)
+        np.random.seed(t.seed)
         self.device = select_device(t.device)
+        self.distributed = distributed.init(self.device.type)
+        self.rank, self.world = distributed.rank_and_world()
+        self.device = distributed.local_device(self.device)
+        if t.batch_size % self.world:
+            raise ValueError(f"train.batch_size {t.batch_size} is the global batch: it must divide among "
+                             f"{self.world} processes")
         self.model = build_model(cfg.model).to(self.device)
+        self.net = self._wrap(self.model)
         self.train_set, self.test_set = datasets or make_datasets(cfg)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
@@ -176,6 +237,18 @@ class Trainer:
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda_amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
+
+    def _wrap(self, model):
+        """``DistributedDataParallel`` under torchrun (rank 0's initial weights are broadcast)."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    @property
+    def writer(self) -> bool:
+        """Only rank 0 writes checkpoints, metrics and logs."""
+        return self.rank == 0
 
     def _lr_factor(self, step: int) -> float:
         t = self.cfg.train
@@ -191,9 +264,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "step": self.step, "history": self.history,
-                "config": self.cfg.to_dict(), "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "rng_python": list(random.getstate()[1]), "rng_python_pos": random.getstate()[2]}
+                "config": self.cfg.to_dict(), **rng_state()}
 
     def resume(self) -> bool:
         """Load ``out/checkpoint.pt`` if there is one; True when training continues from it."""
@@ -206,26 +277,40 @@ class Trainer:
         self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
-        torch.set_rng_state(ck["rng_torch"].cpu())
-        if ck["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
-        random.setstate((3, tuple(ck["rng_python"]), ck["rng_python_pos"]))
+        set_rng_state(ck)
         return True
 
     # -- loop --------------------------------------------------------------------------------
     def loaders(self) -> tuple[DataLoader, DataLoader]:
+        """This epoch's training loader (this rank's shard of a permutation that is a function of
+        seed and epoch; one process: the whole permutation) and the test loader."""
         t = self.cfg.train
-        g = torch.Generator().manual_seed(t.seed * 1000 + self.epoch)  # data order: a function of the epoch
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(self.epoch)
-        kw = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=False,
-                  collate_fn=getattr(self.train_set, "collate", None))
-        return (DataLoader(self.train_set, shuffle=True, generator=g, drop_last=False, **kw),
-                DataLoader(self.test_set, shuffle=False, **kw))
+        sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                     seed=t.seed * 1000, drop_last=False)
+        sampler.set_epoch(self.epoch)  # permutation seeded with seed * 1000 + epoch
+        kw = dict(num_workers=t.num_workers, persistent_workers=False, collate_fn=getattr(self.train_set, "collate", None))
+        return (DataLoader(self.train_set, batch_size=t.batch_size // self.world, sampler=sampler, **kw),
+                DataLoader(self.test_set, batch_size=t.batch_size, shuffle=False, **kw))
+
+    def _seed_rank(self) -> None:
+        """Under torchrun every rank draws its own samples: the torch generator of each rank is
+        reseeded at each epoch from (seed, epoch, rank), so a resumed run draws the same."""
+        if self.distributed:
+            torch.manual_seed((self.cfg.train.seed * 100_003 + self.epoch) * 1009 + self.rank)
+
+    def _pause_hook(self) -> None:
+        """Test hook (``ZOOMIN_TEST_PAUSE_AT_STEP``): stop still after that step, so a test can
+        SIGKILL the process at a known point mid-epoch."""
+        if os.environ.get(PAUSE_AT_STEP) == str(self.step):
+            (self.out / "paused").write_text(str(self.step))
+            while True:
+                time.sleep(1)
 
     def train_epoch(self, loader: DataLoader) -> dict:
         from tqdm.auto import tqdm
-        t, model = self.cfg.train, self.model
+        t, model = self.cfg.train, self.net
         model.train()
         sums: dict[str, float] = {}
         n = correct = 0
@@ -255,7 +340,10 @@ class Trainer:
             correct += int((logits.argmax(-1) == y).sum())
             n += len(y)
             bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
-        return {**{k: v / n for k, v in sums.items()}, "train_accuracy": correct / max(n, 1)}
+            self._pause_hook()
+        keys = sorted(sums)
+        *totals, n, correct = distributed.all_sum([sums[k] for k in keys] + [n, correct])  # over the ranks
+        return {**{k: v / n for k, v in zip(keys, totals)}, "train_accuracy": correct / max(n, 1)}
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
         """Train to ``cfg.train.epochs`` (or stop once ``stop_after`` epochs are done, as an
@@ -264,36 +352,60 @@ class Trainer:
             self.resume()
         last = self.cfg.train.epochs if stop_after is None else min(stop_after, self.cfg.train.epochs)
         while self.epoch < last:
+            self._seed_rank()
             train_loader, test_loader = self.loaders()
             t0 = time.perf_counter()
             row = self.train_epoch(train_loader)
             row["seconds"] = time.perf_counter() - t0
-            every = self.cfg.train.eval_every
-            if self.epoch + 1 == self.cfg.train.epochs or (every and (self.epoch + 1) % every == 0):
-                recalibrate_batch_norm(self.model, train_loader, self.device, self.cfg.train.bn_recalibrate)
-                row.update(evaluate(self.model, test_loader, self.device, self.cfg.train.eval_mode,
-                                    self.cfg.train.eval_passes, self.amp_dtype, self.progress))
+            if self.writer:
+                self.test(row, train_loader, test_loader)
+            distributed.barrier()  # the other ranks wait while rank 0 tests and writes
             row["epoch"] = self.epoch + 1
             self.history.append(row)
             self.epoch += 1
-            atomic_save(self.state(), self.out / CHECKPOINT)
-            self.write_metrics()
-            if self.log:
-                test = f" test acc {row['test_accuracy']:.3f}" if "test_accuracy" in row else ""
-                test += f" test AUC {row['test_auc']:.3f}" if row.get("test_auc") is not None else ""
-                print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
-                      f"({row['seconds']:.0f} s)", flush=True)
-        return self.write_metrics()
+            if self.writer:
+                atomic_save(self.state(), self.out / CHECKPOINT)
+                self.write_metrics()
+                self._log(row)
+        self._dump_params()
+        return self.write_metrics() if self.writer else self.metrics()
+
+    def test(self, row: dict, train_loader, test_loader) -> None:
+        """Test (into ``row``) after the last epoch and every ``eval_every`` epochs (rank 0 only)."""
+        t, every = self.cfg.train, self.cfg.train.eval_every
+        if self.epoch + 1 == t.epochs or (every and (self.epoch + 1) % every == 0):
+            recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
+            row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
+                                self.progress))
+
+    def _log(self, row: dict) -> None:
+        if self.log:
+            test = f" test acc {row['test_accuracy']:.3f}" if "test_accuracy" in row else ""
+            test += f" test AUC {row['test_auc']:.3f}" if row.get("test_auc") is not None else ""
+            print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
+                  f"({row['seconds']:.0f} s)", flush=True)
+
+    def _dump_params(self) -> None:
+        """Test hook (``ZOOMIN_TEST_DUMP_PARAMS``): every rank saves its parameters, to compare ranks."""
+        folder = os.environ.get(DUMP_PARAMS)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            atomic_save({k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                        Path(folder) / f"params.rank{self.rank}.pt")
 
     def write_metrics(self) -> dict:
+        metrics = self.metrics()
+        tmp = self.out / (METRICS + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, self.out / METRICS)
+        return metrics
+
+    def metrics(self) -> dict:
         tested = [r for r in self.history if "test_accuracy" in r]
         metrics = {"test_accuracy": tested[-1]["test_accuracy"] if tested else None,
                    "test_auc": tested[-1].get("test_auc") if tested else None, "epochs": self.epoch,
                    "seconds_per_epoch": (sum(r["seconds"] for r in self.history) / len(self.history))
                    if self.history else None,
                    "device": str(self.device), "model": self.cfg.model.kind, "history": self.history,
-                   "config": self.cfg.to_dict()}
-        tmp = self.out / (METRICS + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, self.out / METRICS)
+                   "processes": self.world, "config": self.cfg.to_dict()}
         return metrics

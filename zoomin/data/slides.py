@@ -8,8 +8,8 @@ from ..manifest import Entry
 
 
 class SlideDataset(Dataset):
-    def __init__(self, entries: list[Entry], channels: int = 3):
-        self.entries, self.channels = entries, channels
+    def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0):
+        self.entries, self.channels, self.max_pixels = entries, channels, max_pixels
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -17,7 +17,7 @@ class SlideDataset(Dataset):
     def __getitem__(self, i: int):
         from ..slides import SlideSource
         e = self.entries[i]
-        return SlideSource(e.path, channels=self.channels), e.label
+        return SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels), e.label
 
     @staticmethod
     def collate(items):
