@@ -23,9 +23,11 @@ def _fit(cfg, args) -> int:
     from .train import Trainer
     if args.epochs:
         cfg.train.epochs = args.epochs
-    metrics = Trainer(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
-    keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device")
-    print(json.dumps({k: metrics[k] for k in keys if metrics.get(k) is not None}))
+    from .distributed import is_main
+    metrics = Trainer(cfg, args.out, progress=not args.quiet and is_main()).fit(resume=args.resume)
+    keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device", "processes")
+    if is_main():
+        print(json.dumps({k: metrics[k] for k in keys if metrics.get(k) not in (None, 1)}))
     return 0
 
 
