@@ -8,6 +8,8 @@ sub-tiles). Needs the ``slides`` extra (``pip install zoomin[slides]``).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from pathlib import Path
 
@@ -36,8 +38,9 @@ class SlideSource:
             raise ValueError(f"{self.path}: not a readable image (empty file, 0 bytes)")
         check_tiff_complete(self.path)
         try:
-            self._ts = large_image.open(str(self.path))
-            meta = self._ts.getMetadata()
+            with contextlib.redirect_stdout(io.StringIO()):  # pylibtiff prints notes about some tags
+                self._ts = large_image.open(str(self.path))
+                meta = self._ts.getMetadata()
         except Exception as e:
             raise unreadable(self.path, e) from None
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
