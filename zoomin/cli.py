@@ -27,7 +27,10 @@ def _fit(cfg, args) -> int:
     metrics = Trainer(cfg, args.out, progress=not args.quiet and is_main()).fit(resume=args.resume)
     keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device", "processes")
     if is_main():
-        print(json.dumps({k: metrics[k] for k in keys if metrics.get(k) not in (None, 1)}))
+        shown = {k: metrics[k] for k in keys if metrics.get(k) is not None}
+        if shown.get("processes") == 1:
+            del shown["processes"]
+        print(json.dumps(shown))
     return 0
 
 
