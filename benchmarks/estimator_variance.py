@@ -12,25 +12,7 @@ from pathlib import Path
 
 import torch
 
-from zoomin.sampling import (expected_with_replacement, expected_without_replacement, gumbel_top_k,
-                             sample_with_replacement)
-
-
-def estimates(a, b, f, n, draws, without, gen):
-    L, S, D = f.shape
-    log_alpha = a.log_softmax(-1).expand(draws, L)
-    tiles = sample_with_replacement(log_alpha.exp(), n, gen)  # (B, P)
-    log_beta = b.log_softmax(-1)[tiles.index]  # (B, P, S)
-    if without:
-        kmax = min(int(tiles.count.max()), S)
-        sub = gumbel_top_k(log_beta, kmax, gen)  # (B, P, kmax)
-        sums = expected_without_replacement(log_beta.gather(-1, sub), f[tiles.index[..., None], sub], tiles.count, S)
-    else:  # k independent sub-tile draws per tile, each counted once
-        kmax = int(tiles.count.max())
-        sub = torch.multinomial(log_beta.exp().flatten(0, 1), kmax, replacement=True, generator=gen).view(*tiles.index.shape, kmax)
-        used = torch.arange(kmax) < tiles.count[..., None]
-        sums = (f[tiles.index[..., None], sub] * used[..., None]).sum(-2)
-    return expected_with_replacement(log_alpha.gather(1, tiles.index), sums * tiles.valid[..., None], n)
+from zoomin.montecarlo import two_stage_estimates
 
 
 def main(argv=None):
@@ -46,7 +28,7 @@ def main(argv=None):
         for n in (1, 2, 4, 8, 16, 32, 64, 128):
             v = {}
             for without in (False, True):
-                z = estimates(a, b, f, n, args.draws, without, torch.Generator().manual_seed(n))
+                z = two_stage_estimates(a, b, f, n, args.draws, without, torch.Generator().manual_seed(n))
                 v[without] = float(z.var(0).sum())
             rows.append({"N": n, "var_with_replacement": v[False], "var_without_replacement": v[True],
                          "ratio": v[True] / v[False]})

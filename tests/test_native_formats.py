@@ -313,3 +313,14 @@ def test_dataset_configs_load(name, classes):
     cfg = Config.from_yaml(CONFIGS / f"{name}.yaml")
     assert cfg.data.task == "manifest" and cfg.model.in_channels == 3 and cfg.model.num_classes == classes
     assert (Path(__file__).resolve().parents[1] / "data_manifests" / f"{name}.md").is_file()
+
+
+def test_manifest_command_builds_from_a_raw_layout(tmp_path, capsys):
+    from zoomin.cli import main
+    camelyon_layout(tmp_path / "raw")
+    out = tmp_path / "c16.csv"
+    assert main(["manifest", "camelyon16", str(tmp_path / "raw"), str(out)]) == 0
+    assert len(read_manifest(out)) == 5 and str(out) in capsys.readouterr().out
+    assert main(["manifest", "imagenet", str(tmp_path / "raw"), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoomin: error:") and err.count("\n") == 1

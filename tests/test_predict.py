@@ -105,3 +105,18 @@ def test_auc():
     assert auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == 0.5
     assert auc(torch.tensor([0.2, 0.9]), torch.tensor([1, 0])) == 0.0
     assert auc(torch.tensor([0.2]), torch.tensor([1])) is None
+
+
+def test_predict_explore_writes_one_offline_html_per_slide(slides, tmp_path):
+    pytest.importorskip("holoviews")
+    _, manifest, ckpt = slides
+    out = tmp_path / "p.csv"
+    base = tmp_path / "base.csv"
+    assert main(["predict", "--checkpoint", str(ckpt), "--out", str(base), "--quiet", str(manifest)]) == 0
+    assert main(["predict", "--checkpoint", str(ckpt), "--out", str(out), "--explore", str(tmp_path / "ex"),
+                 "--quiet", str(manifest)]) == 0
+    assert out.read_text() == base.read_text()  # exploring does not change the predictions
+    pages = sorted(p.name for p in (tmp_path / "ex").iterdir())
+    assert pages == ["synth_0000.html", "synth_0001.html", "synth_0002.html"]
+    html = (tmp_path / "ex" / "synth_0001.html").read_text()
+    assert "synth_0001" in html and "cdn.bokeh.org" not in html

@@ -66,10 +66,17 @@ def cmd_predict(args) -> int:
     from .predict import predict
     from .distributed import is_main
     written, failed = predict(args.checkpoint, args.inputs, args.out, args.heatmaps, passes=args.passes,
-                              seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels)
+                              seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels,
+                              explore=args.explore)
     if is_main():
         print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
     return 1 if failed and not written else 0
+
+
+def cmd_manifest(args) -> int:
+    from .data.native import build_manifest
+    print(build_manifest(args.dataset, args.root, args.out))
+    return 0
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
@@ -111,9 +118,17 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--max-pixels", type=int, default=0,
                    help="memory guard: most pixels one read may decode (default: the checkpoint's data.max_pixels, "
                         "else $ZOOMIN_MAX_PIXELS, else 2**28)")
+    q.add_argument("--explore", default=None,
+                   help="folder for one offline explorer HTML per slide (needs the 'viz' extra)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
     q.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("manifest", help="a zoomin manifest CSV from a data set's raw download (see data_manifests/)")
+    m.add_argument("dataset", help="camelyon16, colon_cancer, fmow, needle_camelyon or traffic_signs")
+    m.add_argument("root", help="the data set's folder, as downloaded")
+    m.add_argument("out", help="manifest CSV to write (lesion/box outlines go next to it)")
+    m.set_defaults(func=cmd_manifest)
     return p
 
 

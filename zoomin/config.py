@@ -69,6 +69,7 @@ class TrainConfig:
     entropy_weight: float = 0.01  # weight of the attention entropy regulariser (METHOD §3)
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
+    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
     num_workers: int = 0  # DataLoader worker processes that rasterise images

@@ -66,7 +66,8 @@ def annotation_loss(trace: Trace, mask, scale1: float, scale2: float | None = No
     """
     from .sources import as_source
     src = as_source(mask)
-    q = src.view(scale1).float().sum(1).flatten(1)  # (B, L)
+    dev = trace.log_alpha.device
+    q = src.view(scale1).float().sum(1).flatten(1).to(dev)  # (B, L)
     terms = []
     has = q.sum(-1) > 0
     if has.any():
@@ -75,7 +76,7 @@ def annotation_loss(trace: Trace, mask, scale1: float, scale2: float | None = No
     if trace.log_beta is not None and scale2 is not None and subview_hw is not None:
         valid = trace.tile_counts > 0  # (B, P)
         rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]
-        q2 = src.read(rows, trace.tile_boxes[valid], scale2, subview_hw).float().sum(1).flatten(1)  # (M, S)
+        q2 = src.read(rows.cpu(), trace.tile_boxes[valid].cpu(), scale2, subview_hw).float().sum(1).flatten(1).to(dev)  # (M, S)
         has2 = q2.sum(-1) > 0
         if has2.any():
             q2 = q2[has2] / q2[has2].sum(-1, keepdim=True)

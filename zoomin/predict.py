@@ -113,8 +113,18 @@ def write_heatmaps(folder: Path, slide_id: str, src, tr: Trace) -> None:
     (folder / f"{slide_id}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, slide_id)))
 
 
+def write_explorer(folder: Path, slide_id: str, model, src, seed: int) -> Path:
+    """One offline explorer HTML for the slide: a pass with the contrastive negatives, drawn from
+    the slide's own generator (so it does not change the predictions)."""
+    from .viz import Explorer
+    with torch.no_grad():
+        tr = model(src, negatives=True, generator=slide_generator(seed, slide_id)).detach()
+    return Explorer(tr, src, title=slide_id).save(folder / f"{slide_id}.html")
+
+
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
-            passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0) -> tuple[int, int]:
+            passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0,
+            explore: str | Path | None = None) -> tuple[int, int]:
     """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
     stderr and skipped, the rest are still written. Under torchrun each rank predicts every
     ``world``-th slide and rank 0 merges the parts into ``out_csv`` in input order.
@@ -124,13 +134,15 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    if heatmaps:
-        Path(heatmaps).mkdir(parents=True, exist_ok=True)
+    for folder in (heatmaps, explore):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
     distributed.init("cpu")
     rank, world = distributed.rank_and_world()
     part = out_csv if world == 1 else out_csv.with_name(f"{out_csv.name}.part{rank}")
     mine = list(enumerate(slides))[rank::world]
-    written, failed = _predict_into(model, cfg, mine, part, world > 1, heatmaps, passes, seed, max_pixels, progress)
+    written, failed = _predict_into(model, cfg, mine, part, world > 1, heatmaps, passes, seed, max_pixels, progress,
+                                    explore)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))
         distributed.barrier()
@@ -141,7 +153,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
 
 
 def _predict_into(model, cfg, slides, out_csv: Path, index_column: bool, heatmaps, passes, seed, max_pixels,
-                  progress) -> tuple[int, int]:
+                  progress, explore=None) -> tuple[int, int]:
     """Predict ``slides`` [(index, (slide_id, path))] into ``out_csv``, a row as soon as it is known."""
     from tqdm.auto import tqdm
     header = ["slide_id"] + [f"p_{c}" for c in range(cfg.model.num_classes)] + ["prediction"]
@@ -162,6 +174,8 @@ def _predict_into(model, cfg, slides, out_csv: Path, index_column: bool, heatmap
             written += 1
             if heatmaps:
                 write_heatmaps(Path(heatmaps), sid, src, tr)
+            if explore:
+                write_explorer(Path(explore), sid, model, src, seed)
     return written, failed
 
 

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed
 from .config import Config
-from .losses import total_loss
+from .geometry import view_size
+from .losses import annotation_loss, total_loss
 from .model import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -323,6 +324,9 @@ class Trainer:
                 ys = [y] if len(traces) == 1 else list(y.split(1))
                 results = [total_loss(tr, yy, t.entropy_weight, t.contrastive_weight, t.reference_class)
                            for tr, yy in zip(traces, ys)]
+                if t.annotation_weight:
+                    srcs = [None] if isinstance(x, torch.Tensor) else x
+                    results = [self._annotate(r, tr, s) for r, tr, s in zip(results, traces, srcs)]
                 loss = sum(r[0] for r in results) / len(results)
                 parts = {k: sum(r[1][k] for r in results) / len(results) for k in results[0][1]}
             logits = torch.cat([tr.logits for tr in traces])
@@ -344,6 +348,18 @@ class Trainer:
         keys = sorted(sums)
         *totals, n, correct = distributed.all_sum([sums[k] for k in keys] + [n, correct])  # over the ranks
         return {**{k: v / n for k, v in zip(keys, totals)}, "train_accuracy": correct / max(n, 1)}
+
+    def _annotate(self, result, trace, src):
+        """Add the annotation loss of a slide that has a ROI mask (``src.mask``); 0 for the others."""
+        loss, parts = result
+        mask = getattr(src, "mask", None)
+        if mask is None:
+            return loss, {**parts, "annotation": 0.0}
+        m = self.cfg.model
+        two = m.kind == "zoom_in"
+        ann = annotation_loss(trace, mask, trace.scale1, m.scale2 if two else None,
+                              view_size(m.tile, m.tile, m.scale2) if two else None)
+        return loss + self.cfg.train.annotation_weight * ann, {**parts, "annotation": float(ann.detach())}
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
         """Train to ``cfg.train.epochs`` (or stop once ``stop_after`` epochs are done, as an

@@ -17,7 +17,11 @@ class SlideDataset(Dataset):
     def __getitem__(self, i: int):
         from ..slides import SlideSource
         e = self.entries[i]
-        return SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels), e.label
+        src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels)
+        if getattr(e, "annotation", None):
+            from ..annotations import MaskSource
+            src.mask = MaskSource(e.annotation, src.size)  # the ROI, for the annotation loss
+        return src, e.label
 
     @staticmethod
     def collate(items):
