@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite.
+# Set up (.venv with every extra), then run the unit tests and the four notebooks (nbval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,slides
-.venv/bin/python -m pytest -q tests
+bash scripts/setup.sh dev,slides,viz,notebooks
+.venv/bin/python -m pytest -q tests notebooks --nbval-lax

@@ -40,8 +40,10 @@ def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
 def heat(values: torch.Tensor, box, label: str, cmap: str = "fire", alpha: float = 0.55) -> hv.Image:
     """An (h, w) map of probabilities over level-0 ``box``, drawn translucent."""
     arr = values.detach().float().numpy()[::-1]
+    top = float(arr.max()) or 1.0
     return hv.Image(np.ascontiguousarray(arr), bounds=_lbrt(box), vdims=[label], label=label).opts(
-        cmap=cmap, alpha=alpha, colorbar=True, clim=(0, float(arr.max()) or 1.0), tools=["hover"], **AXES)
+        cmap=cmap, alpha=alpha, colorbar=True, clim=(top * 0.02, top), clipping_colors={"min": "transparent"},
+        tools=["hover"], **AXES)  # below 2% of the peak: transparent, so the image shows through
 
 
 def overview(source: Source, trace: Trace, b: int = 0) -> hv.RGB:
