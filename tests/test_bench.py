@@ -1,0 +1,33 @@
+"""``zoomin bench --smoke``: the tiny version of the benchmark suite that CI runs."""
+import csv
+
+from zoomin.bench.suite import medians, ratios
+from zoomin.cli import main
+
+
+def test_smoke_bench_writes_tables_and_measures_growth(tmp_path):
+    assert main(["bench", "--out", str(tmp_path), "--smoke", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert {(r["model"], r["size"]) for r in rows} == {(m, s) for m in ("zoom_in", "one_stage", "cnn")
+                                                      for s in ("256", "512")}
+    assert not any(r["error"] for r in rows)
+    mem = {(r["model"], int(r["size"])): float(r["step_mb"]) for r in rows}
+    assert mem[("cnn", 512)] > 2 * mem[("cnn", 256)]  # a whole-image CNN grows with the area
+    md = (tmp_path / "bench.md").read_text()
+    assert "| arrays | cnn | train | 512² |" in md and "Estimator variance" in md
+    assert len(list(csv.DictReader(open(tmp_path / "variance.csv")))) == 2
+
+
+def test_skipped_and_missing_configurations_are_reported():
+    rows = [dict(part="arrays", model="zoom_in", phase="train", size=1000, repeat=0, step_mb=10.0, seconds=1.0,
+                 process_peak_rss_mb=300.0),
+            dict(part="arrays", model="zoom_in", phase="train", size=1000, repeat=1, step_mb=14.0, seconds=3.0,
+                 process_peak_rss_mb=310.0),
+            dict(part="arrays", model="one_stage", phase="train", size=1000, repeat=0, step_mb=100.0, seconds=1.0,
+                 process_peak_rss_mb=400.0),
+            dict(part="arrays", model="cnn", phase="train", size=16000, repeat=0, error="skipped: predicted 40 GB")]
+    table = medians(rows)
+    zi = next(r for r in table if r["model"] == "zoom_in")
+    assert zi["step_mb"] == 12.0 and zi["runs"] == 2
+    assert next(r for r in table if r["model"] == "cnn")["note"].startswith("skipped")
+    assert ratios(table) == [dict(part="arrays", phase="train", size=1000, ratio=0.12)]
