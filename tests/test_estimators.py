@@ -128,3 +128,16 @@ def test_group_draws_counts_and_distinct():
     assert g.index.tolist() == [[0, 1, 3], [2, 0, 0]]
     assert g.count.tolist() == [[1, 1, 3], [5, 0, 0]]
     assert g.count.sum(1).tolist() == [5, 5]
+
+
+def test_inverse_cdf_draws_follow_the_distribution_and_allow_any_size():
+    from zoomin.sampling import MULTINOMIAL_MAX, inverse_cdf_draws, sample_with_replacement
+    p = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    d = inverse_cdf_draws(p, 40_000, torch.Generator().manual_seed(0))
+    freq = torch.stack([torch.bincount(r, minlength=5) for r in d]).float() / 40_000
+    assert torch.allclose(freq, p, atol=0.01) and (freq[p == 0] == 0).all()
+    big = torch.zeros(1, MULTINOMIAL_MAX + 10)  # more locations than torch.multinomial accepts
+    big[0, [3, MULTINOMIAL_MAX + 7]] = torch.tensor([0.25, 0.75])
+    draws = sample_with_replacement(big, 400, torch.Generator().manual_seed(1))
+    assert set(draws.index[draws.valid].tolist()) == {3, MULTINOMIAL_MAX + 7}
+    assert abs(int(draws.count[draws.index == MULTINOMIAL_MAX + 7].sum()) / 400 - 0.75) < 0.08

@@ -60,8 +60,23 @@ def sample_with_replacement(probs: torch.Tensor, n: int, generator: torch.Genera
     probs = probs.detach().float()
     if not torch.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("attention probabilities must be finite and non-negative to sample from")
-    draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (B, n)
+    if probs.shape[-1] <= MULTINOMIAL_MAX:
+        draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (B, n)
+    else:
+        draws = inverse_cdf_draws(probs, n, generator)
     return group_draws(draws, probs.shape[-1])
+
+
+MULTINOMIAL_MAX = 2**24  # torch.multinomial's limit on the number of categories
+
+
+def inverse_cdf_draws(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` i.i.d. draws per row of ``probs`` (B, L) by inverting the float64 CDF: any L (a
+    one-stage view of a 100,000² slide has more locations than ``torch.multinomial`` allows)."""
+    cdf = probs.double().cumsum(-1)  # (B, L)
+    u = torch.rand(probs.shape[0], n, dtype=torch.float64, device=probs.device, generator=generator)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # first location whose CDF exceeds u
+    return idx.clamp(max=probs.shape[-1] - 1)
 
 
 def top_locations(scores: torch.Tensor, n: int) -> Draws:
