@@ -31,3 +31,13 @@ def test_skipped_and_missing_configurations_are_reported():
     assert zi["step_mb"] == 12.0 and zi["runs"] == 2
     assert next(r for r in table if r["model"] == "cnn")["note"].startswith("skipped")
     assert ratios(table) == [dict(part="arrays", phase="train", size=1000, ratio=0.12)]
+
+
+def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_path):
+    assert main(["bench", "--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "1",
+                 "--accuracy-ns", "3", "--accuracy-train-size", "16", "--accuracy-test-size", "16", "--canvas", "400"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "accuracy.csv")))
+    assert [(r["model"], r["N"], r["epochs"]) for r in rows] == [("zoom_in", "3", "1"), ("one_stage", "3", "1")]
+    for r in rows:
+        assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
+    assert "Accuracy against training-step memory" in (tmp_path / "bench.md").read_text()

@@ -34,7 +34,7 @@ SLIDE_MODELS = {  # 128-px full-resolution patches, N = 16 (the slide-memory ben
 @dataclass
 class BenchConfig:
     out: Path  # output folder
-    parts: tuple[str, ...] = ("arrays", "slides", "variance")  # which parts to run
+    parts: tuple[str, ...] = ("arrays", "slides", "variance")  # which parts to run (also "accuracy")
     array_sizes: tuple[int, ...] = (1000, 2000, 4000, 8000, 16000)  # array sides
     slide_sizes: tuple[int, ...] = (10_000, 31_623, 100_000)  # synthetic slide sides
     models: tuple[str, ...] = ("zoom_in", "one_stage", "cnn")  # which models
@@ -46,6 +46,7 @@ class BenchConfig:
     threads: int = 2  # torch CPU threads per process
     variance_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # N for the variance part
     variance_draws: int = 5000  # draws per N
+    accuracy: dict = field(default_factory=dict)  # AccuracyPlan fields for the "accuracy" part
     rows: list = field(default_factory=list)
 
 
@@ -164,7 +165,7 @@ def _fmt(v, digits=1):
     return "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
 
 
-def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path) -> None:
+def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, acc_rows=()) -> None:
     lines = ["# zoomin bench", "",
              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available, device `{cfg.device}`"
              f"{' (bf16 autocast)' if cfg.amp else ''}; torch {torch.__version__}. Medians of {cfg.repeats} fresh processes.",
@@ -185,10 +186,17 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path) ->
                   "| N | stage II with replacement | without (eq 9) | ratio |", "|---:|---:|---:|---:|"]
         lines += [f"| {r['N']} | {r['with_replacement']:.4f} | {r['without_replacement']:.4f} | {r['ratio']:.2f} |"
                   for r in var_rows]
+    if acc_rows:
+        r0 = acc_rows[0]
+        lines += ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
+                  f"images per epoch, {r0['epochs']} epochs):", "",
+                  "| model | N | test accuracy | step memory (MB) | s/epoch |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | {_fmt(r['step_mb'])} | "
+                  f"{_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_plot(table, var_rows, path: Path) -> None:
+def write_plot(table, var_rows, path: Path, acc_rows=()) -> None:
     """Step memory against image side (log-log), one curve per model and phase; variance vs N."""
     import holoviews as hv
     from bokeh.resources import INLINE
@@ -211,6 +219,11 @@ def write_plot(table, var_rows, path: Path) -> None:
         panels.append(hv.Overlay([hv.Curve([(r["N"], r[k]) for r in var_rows], "N", "total variance", label=k)
                                   for k in ("with_replacement", "without_replacement")]).opts(
             hv.opts.Curve(logx=True, logy=True), hv.opts.Overlay(title="estimator variance", width=560, height=400)))
+    if acc_rows:
+        panels.append(hv.Overlay([hv.Scatter([(r["step_mb"], r["test_accuracy"], r["N"]) for r in acc_rows if r["model"] == m],
+                                             "step memory (MB)", ["test accuracy", "N"], label=m).opts(size=9, tools=["hover"])
+                                  for m in sorted({r["model"] for r in acc_rows})]).opts(
+            hv.opts.Overlay(title="accuracy against memory", width=560, height=400)))
     if panels:
         hv.save(hv.Layout(panels).cols(2), path, resources=INLINE, title="zoomin bench")
 
@@ -241,13 +254,19 @@ def run(cfg: BenchConfig, progress: bool = True) -> dict:
     table = medians(cfg.rows)
     ratio_rows = ratios(table)
     var_rows = variance(cfg) if "variance" in cfg.parts else []
+    acc_rows = []
+    if "accuracy" in cfg.parts:
+        from .accuracy import AccuracyPlan, accuracy_runs
+        plan = AccuracyPlan(out=cfg.out, device=cfg.device, threads=cfg.threads, **cfg.accuracy)
+        acc_rows = accuracy_runs(plan)
+        write_csv(acc_rows, cfg.out / "accuracy.csv")
     if cfg.rows:
         write_csv(cfg.rows, cfg.out / "bench.csv")
     if var_rows:
         write_csv(var_rows, cfg.out / "variance.csv")
-    write_markdown(cfg, table, ratio_rows, var_rows, cfg.out / "bench.md")
+    write_markdown(cfg, table, ratio_rows, var_rows, cfg.out / "bench.md", acc_rows)
     try:
-        write_plot(table, var_rows, cfg.out / "memory.html")
+        write_plot(table, var_rows, cfg.out / "memory.html", acc_rows)
     except ImportError:  # the viz extra is optional
         pass
-    return {"table": table, "ratios": ratio_rows, "variance": var_rows, "config": {k: str(v) for k, v in asdict(cfg).items() if k != "rows"}}
+    return {"table": table, "ratios": ratio_rows, "variance": var_rows, "accuracy": acc_rows, "config": {k: str(v) for k, v in asdict(cfg).items() if k != "rows"}}
