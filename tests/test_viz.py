@@ -136,8 +136,12 @@ def test_explorer_has_every_stage_on_one_slider(traced):
     ex = Explorer(tr, x, class_names=["a", "b", "c"], title="t")
     hm = ex.stages()
     assert list(hm.keys()) == list(range(1, len(STAGES) + 1))
-    for s in STAGES:
-        assert isinstance(ex.stage(s), hv.Overlay)
+    top = ex.tile_order()[0]
+    extents = {s: ex.stage(s).get(0).bounds.lbrt() for s in STAGES}  # the image layer of each stage
+    H, W = tr.image_size
+    assert all(extents[s] == (0, 0, W, H) for s in ("I: attention", "tiles", "negatives", "prediction"))
+    assert extents["II: zoom"] == pytest.approx(views._lbrt(tr.tile_boxes[0, top]))
+    assert extents["sub-tiles"] == pytest.approx(views._lbrt(tr.subtile_boxes[0, top, ex.top_subtile(top)]))
     neg = ex.stage("negatives")
     assert len(neg.get(2)) == int(tr.negatives.distinct_tiles[0])  # the negatives' tiles
     pred = ex.stage("prediction").get(1)
@@ -192,6 +196,32 @@ def test_session_and_widget_resample_reproducibly(tmp_path):
     w.checkpoint.value = str(tmp_path / "missing.pt")
     w.load.click()
     assert "could not load" in w.status.value
+    w.stage.value = "II: zoom"
+    box = w.explorer.trace.tile_boxes[0, w.tile.value]
+    assert w.current().get(0).bounds.lbrt() == pytest.approx(views._lbrt(box))  # the selected tile's view
+
+
+def test_a_failed_resample_keeps_the_image_and_trace_and_says_why():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TWO))
+    session = Session(model, {"a": image(seed=1), "rgb": image(C=3, seed=2)})  # the model wants 1 channel
+    w = Explorer.from_session(session, seed=0).widget()
+    before = w.explorer.trace
+    w.slide.value = "rgb"  # choosing an image reruns the model on it
+    assert "could not run rgb" in w.status.value and "channel" in w.status.value
+    assert w.explorer.name == "a" and w.explorer.trace is before and w.explorer.source.size == (97, 130)
+    w.n.value = 500  # N is not capped by the widget
+    w.slide.value = "a"
+    assert int(w.explorer.trace.tile_counts.sum()) == 500
+
+
+def test_large_attention_maps_are_shown_by_block_maxima():
+    alpha = torch.zeros(1, 3000, 2000)
+    alpha[0, 1234, 567] = 1.0  # one hot location, far smaller than a screen pixel
+    shown = views.fit_display(alpha, "max")[0]
+    assert max(shown.shape) <= views.DISPLAY_PIXELS and float(shown.max()) == 1.0
+    rgb = views.fit_display(torch.ones(3, 3000, 2000), "area")
+    assert rgb.shape == (3, 1200, 800) and torch.allclose(rgb, torch.ones(1))
 
 
 def _chromium():

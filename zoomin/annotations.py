@@ -30,8 +30,9 @@ def read_geojson(path: str | Path) -> dict:
     return data
 
 
-def polygons(geojson: dict, where: str = "annotation") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Outer rings of every Polygon / MultiPolygon -> (included, excluded) lists of (K, 2) x, y arrays."""
+def polygons(geojson: dict, where: str = "annotation") -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Every Polygon / MultiPolygon -> (included, excluded) lists of polygons, each a list of
+    rings (outer ring first, then holes) as (K, 2) x, y arrays."""
     feats = geojson["features"] if geojson.get("type") == "FeatureCollection" else [geojson]
     keep, cut = [], []
     for f in feats:
@@ -41,11 +42,27 @@ def polygons(geojson: dict, where: str = "annotation") -> tuple[list[np.ndarray]
             continue
         name = (((f.get("properties") or {}).get("classification") or {}).get("name"))
         for poly in ([coords] if kind == "Polygon" else coords):
-            ring = np.asarray(poly[0], dtype=np.float64)
-            if ring.ndim != 2 or ring.shape[0] < 3 or ring.shape[1] < 2:
+            rings = [np.asarray(r, dtype=np.float64) for r in poly]
+            if not rings or any(r.ndim != 2 or r.shape[0] < 3 or r.shape[1] < 2 for r in rings):
                 raise ValueError(f"{where}: a polygon needs at least 3 (x, y) points")
-            (cut if name == EXCLUDE else keep).append(ring[:, :2])
+            (cut if name == EXCLUDE else keep).append([r[:, :2] for r in rings])
     return keep, cut
+
+
+def _inside(rings: list[np.ndarray], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Even-odd test of the points (ys[:, None], xs[None, :]) against all rings of one polygon
+    (so holes are outside) -> (len(ys), len(xs)) bool. One pass per polygon edge."""
+    out = np.zeros((len(ys), len(xs)), dtype=bool)
+    for r in rings:
+        for (xa, ya), (xb, yb) in zip(r, np.roll(r, -1, axis=0)):
+            if ya == yb:
+                continue
+            rows = (ys >= min(ya, yb)) & (ys < max(ya, yb))  # the edge spans these rows' centres
+            if not rows.any():
+                continue
+            x_cross = xa + (ys[rows] - ya) * (xb - xa) / (yb - ya)  # (R,)
+            out[rows] ^= xs[None, :] < x_cross[:, None]  # crossings to the right of each point
+    return out
 
 
 class MaskSource:
@@ -62,19 +79,26 @@ class MaskSource:
         self._views: dict[float, torch.Tensor] = {}
 
     def _raster(self, x0: float, y0: float, bw: float, bh: float, out_hw: tuple[int, int]) -> torch.Tensor:
-        """Coverage of level-0 rectangle (x0, y0, bw, bh) on an ``out_hw`` grid -> (h, w)."""
-        from PIL import Image, ImageDraw
+        """Coverage of the level-0 rectangle (x0, y0, bw, bh) on an ``out_hw`` grid -> (h, w): the
+        share of ``SUPERSAMPLE``² sub-pixel centres inside, each polygon worked out only over the
+        output pixels its bounding box touches (memory: one output grid, not a supersampled one)."""
         oh, ow = out_hw
-        s = SUPERSAMPLE
-        img = Image.new("L", (ow * s, oh * s), 0)
-        draw = ImageDraw.Draw(img)
-        fx, fy = ow * s / bw, oh * s / bh
-        for rings, fill in ((self.include, 255), (self.exclude, 0)):
-            for r in rings:
-                pts = np.column_stack([(r[:, 0] - x0) * fx, (r[:, 1] - y0) * fy])
-                draw.polygon([tuple(p) for p in pts.tolist()], fill=fill)
-        cov = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-        return cov.view(oh, s, ow, s).mean((1, 3))
+        out = np.zeros((oh, ow), dtype=np.float32)
+        fx, fy, s = ow / bw, oh / bh, SUPERSAMPLE
+        for polys, keep in ((self.include, True), (self.exclude, False)):
+            for rings in polys:
+                px = [np.column_stack([(r[:, 0] - x0) * fx, (r[:, 1] - y0) * fy]) for r in rings]  # output px
+                lo, hi = np.min(px[0], 0), np.max(px[0], 0)
+                c0, r0 = max(0, int(np.floor(lo[0]))), max(0, int(np.floor(lo[1])))
+                c1, r1 = min(ow, int(np.ceil(hi[0]))), min(oh, int(np.ceil(hi[1])))
+                if c0 >= c1 or r0 >= r1:
+                    continue
+                xs = c0 + (np.arange((c1 - c0) * s) + 0.5) / s  # sub-pixel centres
+                ys = r0 + (np.arange((r1 - r0) * s) + 0.5) / s
+                cov = _inside(px, xs, ys).reshape(r1 - r0, s, c1 - c0, s).mean((1, 3))
+                block = out[r0:r1, c0:c1]
+                out[r0:r1, c0:c1] = np.maximum(block, cov) if keep else block * (1 - cov)
+        return torch.from_numpy(out)
 
     def view(self, scale: float) -> torch.Tensor:
         """The mask at ``scale`` on the same grid as the image's ``V(x, s)`` -> (1, 1, h, w)."""

@@ -9,6 +9,7 @@ torchrun (``WORLD_SIZE`` unset or 1) every function here is a no-op and rank 0 i
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -30,7 +31,8 @@ def init(device_type: str = "cpu") -> bool:
     if rank_and_world()[1] <= 1:
         return False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # generous: the other ranks wait at a barrier while rank 0 tests a whole slide set
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(hours=4))
     return True
 
 

@@ -181,7 +181,7 @@ class ZoomInNet(_AttentionSampler):
                      subtile_boxes=sboxes, weights=weights, features=feats, z=z, log_alpha=log_alpha,
                      contributions=self.classifier.contributions(weights, feats),
                      beta=lb.exp().view(B, -1, u, v), log_beta=lb, image_size=src.size, mode=mode,
-                     scale1=self.stage1_scale(src.size))
+                     scale1=self.stage1_scale(src.size), scale2=cfg.scale2)
 
 
 def build_model(cfg: ModelConfig) -> _AttentionSampler:

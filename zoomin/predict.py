@@ -134,6 +134,11 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
+    if explore:
+        try:
+            import zoomin.viz.explorer  # noqa: F401  (fail before any slide is read, not on the first one)
+        except ImportError as e:
+            raise RuntimeError(f"--explore needs the 'viz' extra: pip install 'zoomin[viz]' ({e.name} is missing)") from None
     for folder in (heatmaps, explore):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -172,10 +177,13 @@ def _predict_into(model, cfg, slides, out_csv: Path, index_column: bool, heatmap
                        + [int(probs.argmax())])
             fh.flush()
             written += 1
-            if heatmaps:
-                write_heatmaps(Path(heatmaps), sid, src, tr)
-            if explore:
-                write_explorer(Path(explore), sid, model, src, seed)
+            try:
+                if heatmaps:
+                    write_heatmaps(Path(heatmaps), sid, src, tr)
+                if explore:
+                    write_explorer(Path(explore), sid, model, src, seed)
+            except (OSError, ValueError, RuntimeError) as e:  # the prediction row is written; go on
+                print(f"zoomin: no heatmaps/explorer for {path}: {_one_line(e, path)}", file=sys.stderr)
     return written, failed
 
 

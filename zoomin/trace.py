@@ -35,6 +35,7 @@ class Trace:
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
     scale1: float = 0.0  # the stage-I view scale used for this image
+    scale2: float = 0.0  # the stage-II view scale (two stages; 0 for one stage)
 
     @property
     def probs(self) -> torch.Tensor:

@@ -91,6 +91,9 @@ def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
             src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels)
             scale = min(1.0, cfg.model.view_size / max(src.size)) if cfg.model.view_size else cfg.model.scale1
             src.check_view(scale)
+            if cfg.train.annotation_weight and getattr(e, "annotation", None):
+                from .annotations import MaskSource
+                MaskSource(e.annotation, src.size)  # a bad outline file is found now, not mid-epoch
             kept.append(e)
         except (OSError, ValueError) as err:
             if report and distributed.is_main():
@@ -108,7 +111,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         if not train or not test:
             raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
                              f"'{cfg.data.test_split}' (after skipping unreadable slides)")
-        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels),
+        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels, annotations=cfg.train.annotation_weight > 0),
                 SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels))
     if cfg.data.task != "megapixel_mnist":
         raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")

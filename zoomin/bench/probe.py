@@ -137,8 +137,11 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 def measure(p: Probe, timeout: float = 1800) -> dict:
     """``run(p)`` in a fresh Python process (so no earlier allocation hides this one's peak)."""
-    proc = subprocess.run([sys.executable, "-m", "zoomin.bench.probe", json.dumps(asdict(p))],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **MALLOC_ENV})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zoomin.bench.probe", json.dumps(asdict(p))],
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, **MALLOC_ENV})
+    except subprocess.TimeoutExpired:
+        return {**asdict(p), "error": f"timed out after {timeout:g} s"}
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {**asdict(p), "error": f"exit {proc.returncode}: {tail}"}

@@ -61,11 +61,16 @@ def _series(cfg: BenchConfig, part: str, model: str, phase: str, sizes, paths=No
     """Measure ``sizes`` in ascending order. Where memory grows with the image area (every model on
     arrays; one stage on slides) a size predicted, by area scaling from the last one measured, to
     need more than ``max_gb`` is skipped and recorded as such."""
-    last = None
+    last, failed = None, ""
     scales_with_area = not (part == "slides" and model == "zoom_in")
     for size in sorted(sizes):
         row = dict(part=part, model=model, phase=phase, size=size)
         predicted = last[1] * (size / last[0]) ** 2 if last and scales_with_area else 0.0
+        if failed:  # a smaller size already failed (an out-of-memory kill, a timeout): do not retry bigger
+            cfg.rows.append({**row, "repeat": 0, "error": f"skipped: {failed} failed"})
+            if progress:
+                progress.update(cfg.repeats)
+            continue
         if predicted / 1024 > cfg.max_gb:
             cfg.rows.append({**row, "repeat": 0,
                              "error": f"skipped: predicted {predicted / 1024:.1f} GB > {cfg.max_gb:g} GB"})
@@ -83,6 +88,8 @@ def _series(cfg: BenchConfig, part: str, model: str, phase: str, sizes, paths=No
                 runs.append(res["step_mb"])
         if runs:
             last = (size, statistics.median(runs))
+        else:
+            failed = f"{size:,}²"
 
 
 def _cnn_on_slides(cfg: BenchConfig) -> None:

@@ -8,8 +8,13 @@ from ..manifest import Entry
 
 
 class SlideDataset(Dataset):
-    def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0):
+    """``annotations=True`` attaches each annotated row's outline mask as ``source.mask`` (parsed
+    once per row, then kept with its rasterised views) for the annotation loss."""
+
+    def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0, annotations: bool = False):
         self.entries, self.channels, self.max_pixels = entries, channels, max_pixels
+        self.annotations = annotations
+        self._masks: dict = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -18,9 +23,11 @@ class SlideDataset(Dataset):
         from ..slides import SlideSource
         e = self.entries[i]
         src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels)
-        if getattr(e, "annotation", None):
-            from ..annotations import MaskSource
-            src.mask = MaskSource(e.annotation, src.size)  # the ROI, for the annotation loss
+        if self.annotations and getattr(e, "annotation", None):
+            if i not in self._masks:
+                from ..annotations import MaskSource
+                self._masks[i] = MaskSource(e.annotation, src.size)
+            src.mask = self._masks[i]  # the ROI, for the annotation loss
         return src, e.label
 
     @staticmethod

@@ -72,7 +72,10 @@ class Explorer:
             if tr.negatives is None:
                 return hv.Overlay([base]).opts(title="no negatives in this trace (forward with negatives=True)")
             neg = tr.negatives
-            out = (base * views.heat(neg.alpha[b], (0, 0, tr.image_size[1], tr.image_size[0]), "1 - alpha (renormalised)", "kbc")
+            H, W = tr.image_size
+            heat = views.heat(views.fit_display(neg.alpha[b][None], "max")[0], (0, 0, W, H),
+                              "1 - alpha (renormalised)", "kbc")
+            out = (base * heat
                    * views.tiles(neg, b, "red", "Reds") * views.subtiles(neg, b, color="orange", cmap="Oranges"))
         elif stage == "prediction":
             out = base * self._contribution_boxes()

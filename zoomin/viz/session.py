@@ -61,6 +61,7 @@ class Session:
     @torch.no_grad()
     def trace(self, name: str, n: int | None = None, seed: int = 0) -> Trace:
         """One forward pass on image ``name`` with ``n`` samples, reproducible from ``seed``."""
-        generator = torch.Generator().manual_seed(seed)
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
         return self.model(self.source(name), n=n, mode=self.mode, negatives=self.negatives,
                           generator=generator).detach()

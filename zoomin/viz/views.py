@@ -12,6 +12,7 @@ import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the options below need)
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..sources import Source
 from ..trace import Trace
@@ -20,6 +21,7 @@ if hv.Store.current_backend != "bokeh":
     hv.Store.set_current_backend("bokeh")
 
 MAX_PIXELS = 768  # longest side of a zoomed read, in screen pixels
+DISPLAY_PIXELS = 1200  # longest side of a whole-image view embedded in a page
 AXES = dict(invert_yaxis=True, xlabel="x (level-0 px)", ylabel="y (level-0 px)", show_legend=False)
 
 
@@ -46,16 +48,29 @@ def heat(values: torch.Tensor, box, label: str, cmap: str = "fire", alpha: float
         tools=["hover"], **AXES)  # below 2% of the peak: transparent, so the image shows through
 
 
+def fit_display(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """(C, h, w) shrunk to at most ``DISPLAY_PIXELS`` on its longer side, for display only:
+    ``area`` averages pixels, ``max`` keeps the peak of each block (so a one-location attention
+    spike stays visible)."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= DISPLAY_PIXELS:
+        return x
+    size = (max(1, round(h * DISPLAY_PIXELS / max(h, w))), max(1, round(w * DISPLAY_PIXELS / max(h, w))))
+    if pool == "max":
+        return F.adaptive_max_pool2d(x.float()[None], size)[0]
+    return F.interpolate(x.float()[None], size=size, mode="area")[0]
+
+
 def overview(source: Source, trace: Trace, b: int = 0) -> hv.RGB:
     """The stage-I view ``V(x, s1)`` (read from the pyramid level nearest ``s1``) on level-0 axes."""
     H, W = trace.image_size
-    return rgb(source.view(trace.scale1)[b], (0, 0, W, H), label="stage-I view")
+    return rgb(fit_display(source.view(trace.scale1)[b], "area"), (0, 0, W, H), label="stage-I view")
 
 
 def attention(trace: Trace, b: int = 0) -> hv.Image:
-    """Eq 1's ``alpha`` over the whole image."""
+    """Eq 1's ``alpha`` over the whole image (block maxima when the map is larger than the screen)."""
     H, W = trace.image_size
-    return heat(trace.alpha[b], (0, 0, W, H), "alpha")
+    return heat(fit_display(trace.alpha[b][None], "max")[0], (0, 0, W, H), "alpha")
 
 
 def boxes(box_list: torch.Tensor, values: torch.Tensor, label: str, color: str = "lime",
@@ -100,7 +115,7 @@ def stage2(source: Source, trace: Trace, tile: int, b: int = 0) -> hv.Overlay:
         t = int(box[3])
         return rgb(source.read(rows, box[None], 1.0, (t, t))[0], box.tolist(), label="patch")
     u, v = trace.beta.shape[-2:]
-    view = source.read(rows, box[None], u / float(box[3]), (u, v))[0]  # (C, u, v) at s2
+    view = source.read(rows, box[None], trace.scale2 or u / float(box[3]), (u, v))[0]  # (C, u, v) at s2
     return (rgb(view, box.tolist(), label="stage-II view") * heat(trace.beta[b, tile], box.tolist(), "beta")
             * subtiles(trace, b, tile))
 

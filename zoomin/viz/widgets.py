@@ -19,7 +19,7 @@ class ExplorerWidget(W.VBox):
         self.subtile = W.Dropdown(description="sub-tile")
         self.negatives = W.Checkbox(value=False, description="show negatives")
         self.seed = W.IntText(value=0, description="seed", layout=W.Layout(width="160px"))
-        self.n = W.IntSlider(value=8, min=1, max=128, description="N")
+        self.n = W.BoundedIntText(value=8, min=1, max=10**6, description="N", layout=W.Layout(width="160px"))
         self.resample = W.Button(description="resample", button_style="primary")
         self.slide = W.Dropdown(description="image")
         self.checkpoint = W.Text(description="checkpoint", placeholder="path/to/model.pt")
@@ -42,6 +42,7 @@ class ExplorerWidget(W.VBox):
         for w in (self.stage, self.subtile, self.negatives):
             w.observe(lambda _: self.show(), names="value")
         self.resample.on_click(lambda _: self.rerun())
+        self.slide.observe(lambda _: self.rerun(), names="value")
         self.load.on_click(lambda _: self.load_checkpoint())
         self.show()
 
@@ -83,15 +84,20 @@ class ExplorerWidget(W.VBox):
 
     # --- actions that need a Session -----------------------------------------------------------
     def rerun(self) -> None:
-        """A new trace for the selected image with the chosen N and seed."""
+        """A new trace for the selected image with the chosen N and seed; on failure the explorer
+        keeps its current image and trace and the status line says why."""
         ex, session = self.explorer, self.explorer.session
         if session is None:
             self.status.value = "resampling needs a Session (Explorer.from_session)"
             return
-        ex.name = self.slide.value
-        ex.source = session.source(ex.name)
-        ex.trace = session.trace(ex.name, n=self.n.value, seed=self.seed.value)
-        ex.b = 0
+        name = self.slide.value
+        try:
+            source = session.source(name)
+            trace = session.trace(name, n=self.n.value, seed=self.seed.value)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            self.status.value = f"could not run {name}: {e}"
+            return
+        ex.name, ex.source, ex.trace, ex.b = name, source, trace, 0
         self._sync_tiles()
         self.show()
 
