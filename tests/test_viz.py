@@ -153,6 +153,21 @@ def test_explorer_has_every_stage_on_one_slider(traced):
         ex.stage("nope")
 
 
+def test_tapping_a_tile_shows_its_stage_two_view(traced):
+    tr, x, _ = traced
+    ex = Explorer(tr, x)
+    layout = ex.linked()
+    dm = layout[1]
+    slots = (tr.tile_counts[0] > 0).nonzero().flatten().tolist()
+    top = ex.tile_order()[0]
+    assert dm[()].get(0).bounds.lbrt() == pytest.approx(views._lbrt(tr.tile_boxes[0, top]))  # nothing picked yet
+    picked = dm.streams[0]
+    picked.event(index=[len(slots) - 1])
+    last = slots[-1]
+    assert dm[()].get(0).bounds.lbrt() == pytest.approx(views._lbrt(tr.tile_boxes[0, last]))
+    assert len(dm[()].get(2)) == int(tr.subtile_valid[0, last].sum())  # that tile's sub-tiles
+
+
 def test_one_stage_trace_is_explorable():
     model = build_model(ModelConfig(kind="one_stage", scale1=0.1, tile=12, n_samples=6, feature_dim=8,
                                     feature_width=8)).eval()

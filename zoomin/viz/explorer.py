@@ -113,6 +113,22 @@ class Explorer:
     def layout(self) -> hv.Layout:
         return (self.stages() + self.prediction()).cols(2)
 
+    def linked(self) -> hv.Layout:
+        """The sampled tiles on the overview, and beside them the stage-II view of the tile you tap
+        (or box-select) there: a ``Selection1D`` stream on the tile boxes drives a DynamicMap
+        (live in a notebook; the most-drawn tile until something is selected)."""
+        tr, b = self.trace, self.b
+        slots = (tr.tile_counts[b] > 0).nonzero().flatten().tolist()  # rectangle i = tile slot slots[i]
+        rects = views.tiles(tr, b).get(0).opts(tools=["tap", "box_select", "hover"])
+        picked = hv.streams.Selection1D(source=rects)
+
+        def stage2(index):
+            tile = slots[index[0]] if index else self.tile_order()[0]
+            return self.stage("II: zoom", tile=tile)
+
+        base = (views.overview(self.source, tr, b) * rects).opts(width=560, height=500, title="tap a tile")
+        return base + hv.DynamicMap(stage2, streams=[picked])
+
     def zoom(self, max_pixels: int = views.MAX_PIXELS) -> hv.Overlay:
         """The image, re-read at the right pyramid level on every pan/zoom, with the tiles and
         sub-tiles on top (live in a notebook; needs a running kernel)."""
