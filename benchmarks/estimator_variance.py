@@ -10,9 +10,7 @@ import argparse
 import csv
 from pathlib import Path
 
-import torch
-
-from zoomin.montecarlo import two_stage_estimates
+from zoomin.montecarlo import variance_against_n
 
 
 def main(argv=None):
@@ -20,19 +18,11 @@ def main(argv=None):
     p.add_argument("--out", default="docs")
     p.add_argument("--draws", type=int, default=20_000)
     args = p.parse_args(argv)
-    g = torch.Generator().manual_seed(0)
-    L, S, D = 64, 16, 8
-    a, b, f = torch.randn(L, generator=g) * 2, torch.randn(L, S, generator=g) * 2, torch.randn(L, S, D, generator=g)
-    rows = []
-    with torch.no_grad():
-        for n in (1, 2, 4, 8, 16, 32, 64, 128):
-            v = {}
-            for without in (False, True):
-                z = two_stage_estimates(a, b, f, n, args.draws, without, torch.Generator().manual_seed(n))
-                v[without] = float(z.var(0).sum())
-            rows.append({"N": n, "var_with_replacement": v[False], "var_without_replacement": v[True],
-                         "ratio": v[True] / v[False]})
-            print(rows[-1], flush=True)
+    L, S, D = 64, 16, 8  # the problem variance_against_n draws
+    rows = [{"N": r["N"], "var_with_replacement": r["with_replacement"], "var_without_replacement": r["without_replacement"],
+             "ratio": r["ratio"]} for r in variance_against_n((1, 2, 4, 8, 16, 32, 64, 128), args.draws)]
+    for r in rows:
+        print(r, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "estimator_variance.csv", "w", newline="") as fh:

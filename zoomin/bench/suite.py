@@ -127,17 +127,8 @@ def slide_files(cfg: BenchConfig) -> dict[int, str]:
 
 def variance(cfg: BenchConfig) -> list[dict]:
     """Total variance of the two-stage estimate against N, stage II with and without replacement."""
-    from ..montecarlo import two_stage_estimates
-    g = torch.Generator().manual_seed(0)
-    L, S, D = 64, 16, 8
-    a, b, f = torch.randn(L, generator=g) * 2, torch.randn(L, S, generator=g) * 2, torch.randn(L, S, D, generator=g)
-    rows = []
-    with torch.no_grad():
-        for n in cfg.variance_ns:
-            v = {w: float(two_stage_estimates(a, b, f, n, cfg.variance_draws, w, torch.Generator().manual_seed(n)).var(0).sum())
-                 for w in (False, True)}
-            rows.append({"N": n, "with_replacement": v[False], "without_replacement": v[True], "ratio": v[True] / v[False]})
-    return rows
+    from ..montecarlo import variance_against_n
+    return variance_against_n(cfg.variance_ns, cfg.variance_draws)
 
 
 def medians(rows: list[dict]) -> list[dict]:

@@ -58,7 +58,8 @@ class Explorer:
         ``negatives`` overlays the contrastive negatives' samples in red."""
         tr, src, b = self.trace, self.source, self.b
         tile = self.tile_order()[0] if tile is None else tile
-        base = views.overview(src, tr, b)
+        zoomed = stage in ("II: zoom", "sub-tiles")  # the other stages draw on the overview
+        base = None if zoomed else views.overview(src, tr, b)
         if stage == "I: attention":
             out = base * views.attention(tr, b)
         elif stage == "tiles":
