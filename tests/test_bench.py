@@ -41,3 +41,17 @@ def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_pat
     for r in rows:
         assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
     assert "Accuracy against training-step memory" in (tmp_path / "bench.md").read_text()
+
+
+def test_accuracy_part_runs_jobs_in_parallel_and_writes_the_curves(tmp_path):
+    assert main(["bench", "--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "2",
+                 "--accuracy-ns", "2", "--accuracy-train-size", "8", "--accuracy-test-size", "8", "--canvas", "300",
+                 "--accuracy-jobs", "2", "--accuracy-eval-every", "1"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "accuracy.csv")))
+    assert [(r["model"], r["epochs"], r["batch"]) for r in rows] == [("zoom_in", "2", "32"), ("one_stage", "2", "32")]
+    curves = list(csv.DictReader(open(tmp_path / "accuracy_curves.csv")))
+    assert [(r["model"], r["epoch"]) for r in curves] == [("zoom_in", "1"), ("zoom_in", "2"), ("one_stage", "1"),
+                                                         ("one_stage", "2")]
+    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in curves)  # tested every epoch
+    for kind in ("zoom_in", "one_stage"):  # each run trained in its own folder, resumable
+        assert (tmp_path / "accuracy" / f"{kind}_n2" / "checkpoint.pt").is_file()

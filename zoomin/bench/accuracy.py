@@ -22,35 +22,58 @@ class AccuracyPlan:
     train_size: int = 5000  # training images per epoch
     test_size: int = 1000  # test images
     canvas: int = 1500  # canvas side
-    threads: int = 2  # torch CPU threads
+    threads: int = 2  # torch CPU threads in all (split among the jobs)
     device: str = "cpu"  # training and probe device
+    jobs: int = 1  # runs trained at once, each in its own process with threads // jobs threads
+    eval_every: int = 0  # also test every this many epochs (0: after the last only); gives the curves
 
 
 def config_for(plan: AccuracyPlan, kind: str, n: int) -> Config:
     """The packaged full-protocol config of ``kind`` with N, the budget and the canvas set."""
     cfg = Config.from_yaml(resources.files("zoomin") / "configs" / f"megapixel_mnist_{kind}.yaml")
     cfg.model.n_samples = n
-    cfg.train.epochs, cfg.train.threads, cfg.train.device = plan.epochs, plan.threads, plan.device
-    cfg.train.eval_every = 0
+    cfg.train.epochs, cfg.train.device = plan.epochs, plan.device
+    cfg.train.threads = max(1, plan.threads // max(1, plan.jobs))
+    cfg.train.eval_every = plan.eval_every
     cfg.data.train_size, cfg.data.test_size, cfg.data.canvas = plan.train_size, plan.test_size, plan.canvas
     return cfg
 
 
-def accuracy_runs(plan: AccuracyPlan, progress=None) -> list[dict]:
+def train_run(cfg_dict: dict, out: str, log: bool) -> dict:
+    """One resumable training run (a top-level function, so a spawned process can run it)."""
     from ..train import Trainer
-    rows = []
-    for kind in plan.models:
-        for n in plan.ns:
-            cfg = config_for(plan, kind, n)
-            trainer = Trainer(cfg, plan.out / "accuracy" / f"{kind}_n{n}", progress=False)
-            metrics = trainer.fit(resume=True)
-            model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
-            probe = measure(Probe(model=kind, size=plan.canvas, phase="train", model_config=model_fields,
-                                  device=plan.device, threads=plan.threads))
-            rows.append(dict(model=kind, N=n, epochs=metrics["epochs"], train_size=plan.train_size,
-                             canvas=plan.canvas, test_accuracy=metrics["test_accuracy"],
-                             seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
-                             error=probe.get("error", "")))
-            if progress:
-                progress.update(1)
-    return rows
+    return Trainer(Config.from_dict(cfg_dict), out, progress=False, log=log).fit(resume=True)
+
+
+def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
+    """One row per epoch of a run's history: the training curve (test accuracy where tested)."""
+    return [dict(model=kind, N=n, epoch=h["epoch"], train_accuracy=h["train_accuracy"], ce=h["ce"],
+                 test_accuracy=h.get("test_accuracy", ""), seconds=h["seconds"]) for h in metrics["history"]]
+
+
+def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[dict]]:
+    """Train every (model, N) run (``plan.jobs`` at a time), then probe each one's training-step
+    memory (a whole training batch of lazily generated images, so the
+    images themselves are not counted) in a fresh process -> (one row per run, one row per run and epoch)."""
+    runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
+    outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
+    if plan.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(plan.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(train_run, [c.to_dict() for _, _, c in runs], outs, [False] * len(runs)))
+    else:
+        results = [train_run(c.to_dict(), o, True) for (_, _, c), o in zip(runs, outs)]
+    rows, curves = [], []
+    for (kind, n, cfg), metrics in zip(runs, results):
+        model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
+        probe = measure(Probe(model=kind, size=plan.canvas, phase="train", model_config=model_fields,
+                              batch=cfg.train.batch_size, device=plan.device, threads=plan.threads))
+        rows.append(dict(model=kind, N=n, epochs=metrics["epochs"], train_size=plan.train_size, batch=cfg.train.batch_size,
+                         canvas=plan.canvas, test_accuracy=metrics["test_accuracy"],
+                         seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
+                         error=probe.get("error", "")))
+        curves += curve_rows(kind, n, metrics)
+        if progress:
+            progress.update(1)
+    return rows, curves

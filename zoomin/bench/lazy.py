@@ -9,20 +9,18 @@ from ..geometry import view_size
 
 
 class NoiseSource:
-    """A (1, C, H, W) image of uniform noise, made on demand; reads are deterministic per call
-    order (a seeded generator), never stored."""
+    """A batch of (B, C, H, W) images of uniform noise, made on demand; reads are deterministic
+    per call order (a seeded generator), never stored."""
 
-    batch_size = 1
-
-    def __init__(self, size: tuple[int, int], channels: int = 1, seed: int = 0):
-        self.size, self.channels = tuple(size), channels
+    def __init__(self, size: tuple[int, int], channels: int = 1, seed: int = 0, batch_size: int = 1):
+        self.size, self.channels, self.batch_size = tuple(size), channels, batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.pixels_read = 0
 
     def view(self, scale: float) -> torch.Tensor:
         h, w = view_size(*self.size, scale)
-        self.pixels_read += h * w
-        return torch.rand(1, self.channels, h, w, generator=self.generator)
+        self.pixels_read += self.batch_size * h * w
+        return torch.rand(self.batch_size, self.channels, h, w, generator=self.generator)
 
     def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
              size_hw: tuple[int, int]) -> torch.Tensor:

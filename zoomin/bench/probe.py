@@ -35,6 +35,7 @@ class Probe:
     model_config: dict = field(default_factory=dict)  # ModelConfig fields (zoom_in / one_stage)
     cnn_width: int = 32  # cnn: channels of the whole-image CNN (the feature net's architecture)
     channels: int = 1  # image channels
+    batch: int = 1  # images per step (the input itself is made before the measured call)
     device: str = "cpu"  # "cpu" or "cuda"
     amp: bool = False  # bf16 autocast (CUDA)
     threads: int = 2  # torch CPU threads
@@ -79,12 +80,12 @@ def _build(p: Probe):
 
 def _input(p: Probe, device):
     if p.model == "cnn":  # the whole image has to exist for a CNN
-        return torch.rand(1, p.channels, p.size, p.size, generator=torch.Generator().manual_seed(p.seed)).to(device)
+        return torch.rand(p.batch, p.channels, p.size, p.size, generator=torch.Generator().manual_seed(p.seed)).to(device)
     if p.source == "slide":
         from ..slides import SlideSource
         return SlideSource(p.path, channels=p.channels)
     from .lazy import NoiseSource
-    return NoiseSource((p.size, p.size), p.channels, p.seed)
+    return NoiseSource((p.size, p.size), p.channels, p.seed, p.batch)
 
 
 def run(p: Probe) -> dict:
@@ -95,7 +96,7 @@ def run(p: Probe) -> dict:
     model = _build(p).to(device)
     model.train(p.phase == "train")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if p.phase == "train" else None
-    x, y = _input(p, device), torch.tensor([1], device=device)
+    x, y = _input(p, device), torch.ones(p.batch, dtype=torch.long, device=device)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.amp):

@@ -187,15 +187,17 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
     if acc_rows:
         r0 = acc_rows[0]
         lines += ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
-                  f"images per epoch, {r0['epochs']} epochs):", "",
+                  f"images per epoch, {r0['epochs']} epochs; step memory: one training step on a batch of "
+                  f"{r0['batch']}, the images not counted):", "",
                   "| model | N | test accuracy | step memory (MB) | s/epoch |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | {_fmt(r['step_mb'])} | "
                   f"{_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_plot(table, var_rows, path: Path, acc_rows=()) -> None:
-    """Step memory against image side (log-log), one curve per model and phase; variance vs N."""
+def write_plot(table, var_rows, path: Path, acc_rows=(), curve_rows=()) -> None:
+    """Step memory against image side (log-log), one curve per model and phase; variance vs N;
+    accuracy against memory and the training curves."""
     import holoviews as hv
     from bokeh.resources import INLINE
     hv.extension("bokeh", logo=False)
@@ -222,6 +224,12 @@ def write_plot(table, var_rows, path: Path, acc_rows=()) -> None:
                                              "step memory (MB)", ["test accuracy", "N"], label=m).opts(size=9, tools=["hover"])
                                   for m in sorted({r["model"] for r in acc_rows})]).opts(
             hv.opts.Overlay(title="accuracy against memory", width=560, height=400)))
+    tested = [r for r in curve_rows if r["test_accuracy"] != ""]
+    if tested:
+        runs = sorted({(r["model"], r["N"]) for r in tested})
+        panels.append(hv.Overlay([hv.Curve([(r["epoch"], r["test_accuracy"]) for r in tested if (r["model"], r["N"]) == k],
+                                           "epoch", "test accuracy", label=f"{k[0]} N={k[1]}") for k in runs]).opts(
+            hv.opts.Overlay(title="test accuracy during training", width=560, height=400, legend_position="bottom_right")))
     if panels:
         hv.save(hv.Layout(panels).cols(2), path, resources=INLINE, title="zoomin bench")
 
@@ -252,19 +260,20 @@ def run(cfg: BenchConfig, progress: bool = True) -> dict:
     table = medians(cfg.rows)
     ratio_rows = ratios(table)
     var_rows = variance(cfg) if "variance" in cfg.parts else []
-    acc_rows = []
+    acc_rows, curve_rows = [], []
     if "accuracy" in cfg.parts:
         from .accuracy import AccuracyPlan, accuracy_runs
         plan = AccuracyPlan(out=cfg.out, device=cfg.device, threads=cfg.threads, **cfg.accuracy)
-        acc_rows = accuracy_runs(plan)
+        acc_rows, curve_rows = accuracy_runs(plan)
         write_csv(acc_rows, cfg.out / "accuracy.csv")
+        write_csv(curve_rows, cfg.out / "accuracy_curves.csv")
     if cfg.rows:
         write_csv(cfg.rows, cfg.out / "bench.csv")
     if var_rows:
         write_csv(var_rows, cfg.out / "variance.csv")
     write_markdown(cfg, table, ratio_rows, var_rows, cfg.out / "bench.md", acc_rows)
     try:
-        write_plot(table, var_rows, cfg.out / "memory.html", acc_rows)
+        write_plot(table, var_rows, cfg.out / "memory.html", acc_rows, curve_rows)
     except ImportError:  # the viz extra is optional
         pass
     return {"table": table, "ratios": ratio_rows, "variance": var_rows, "accuracy": acc_rows, "config": {k: str(v) for k, v in asdict(cfg).items() if k != "rows"}}
