@@ -1,0 +1,108 @@
+"""What limits a trained Megapixel MNIST model: finding the digits (the attention) or reading them
+(the feature net and classifier)?
+
+For every test image the script runs one sampled forward pass and compares the full-resolution
+patches the model drew (one-stage patches or two-stage sub-tiles, level-0 boxes from the trace)
+with the digit boxes of the image's record. A digit counts as *seen* when one drawn patch covers
+at least ``--cover`` of its 28 x 28 box. It reports, per run, the accuracy of that pass by how many
+of the three label-class digits were seen, and the share of draws that landed on any digit.
+
+    python benchmarks/megapixel_limits.py runs/acc20/zoom_in runs/acc20/one_stage --out docs/megapixel_limits.md
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoomin.data.megapixel_mnist import DIGIT, MegapixelMNIST
+from zoomin.train import load_model
+
+
+def coverage(boxes: torch.Tensor, valid: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+    """Share of each digit box covered by its best drawn patch.
+
+    boxes: (B, M, 4) level-0 (x, y, w, h); valid: (B, M); digits: (B, D, 2) top-left (row, col)
+    -> (B, D, M) covered share of every digit by every patch (0 for padding draws).
+    """
+    x0, y0 = boxes[..., 0][:, None, :], boxes[..., 1][:, None, :]  # (B, 1, M)
+    x1, y1 = x0 + boxes[..., 2][:, None, :], y0 + boxes[..., 3][:, None, :]
+    r, c = digits[..., 0][..., None], digits[..., 1][..., None]  # (B, D, 1)
+    dy = (torch.minimum(y1, r + DIGIT) - torch.maximum(y0, r)).clamp(min=0)
+    dx = (torch.minimum(x1, c + DIGIT) - torch.maximum(x0, c)).clamp(min=0)
+    return (dx * dy).float() / DIGIT ** 2 * valid[:, None, :]
+
+
+@torch.no_grad()
+def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> dict:
+    model, cfg = load_model(run / "checkpoint.pt")
+    cfg.data.test_size = test_size or cfg.data.test_size
+    data = MegapixelMNIST(cfg.data, "test")
+    gen = torch.Generator().manual_seed(seed)
+    seen_t, seen_o, correct, hits, draws = [], [], [], 0, 0
+    for start in range(0, len(data), batch):
+        idx = range(start, min(start + batch, len(data)))
+        recs = [data.record(i) for i in idx]
+        x = torch.stack([data[i][0] for i in idx])  # (B, 1, H, W)
+        y = torch.tensor([r.label for r in recs])
+        tr = model(x, generator=gen)
+        boxes = tr.subtile_boxes.flatten(1, 2)  # (B, P * k, 4)
+        valid = tr.subtile_valid.flatten(1)  # (B, P * k)
+        digits = torch.as_tensor(np.stack([r.corners for r in recs]))  # (B, 5, 2), label-class first
+        cov = coverage(boxes, valid, digits)  # (B, 5, M)
+        seen = cov.amax(-1) >= cover  # (B, 5)
+        n_target = cfg.data.n_target
+        seen_t.append(seen[:, :n_target].sum(1))
+        seen_o.append(seen[:, n_target:].sum(1))
+        correct.append(tr.logits.argmax(-1) == y)
+        hits += int(((cov >= cover).any(1) & valid).sum())
+        draws += int(valid.sum())
+    st, so, ok = torch.cat(seen_t), torch.cat(seen_o), torch.cat(correct)
+    rows = [dict(seen=k, images=int((st == k).sum()), accuracy=float(ok[st == k].float().mean()) if (st == k).any() else None)
+            for k in range(cfg.data.n_target + 1)]
+    return dict(run=str(run), model=cfg.model.kind, images=len(ok), accuracy=float(ok.float().mean()),
+                by_seen=rows, mean_target_seen=float(st.float().mean()), mean_other_seen=float(so.float().mean()),
+                draw_hit_rate=hits / max(draws, 1), distinct_patches=draws / len(ok))
+
+
+def markdown(results: list[dict], cover: float) -> str:
+    n = max(len(r["by_seen"]) for r in results) - 1
+    lines = ["# What limits the Megapixel MNIST models", "",
+             "`python benchmarks/megapixel_limits.py " + " ".join(r["run"] for r in results) + "`", "",
+             f"One sampled pass per test image; a digit is *seen* when a drawn full-resolution patch covers "
+             f"≥ {cover:.0%} of its 28 × 28 box. Label-class digits: {n} per image.", "",
+             "| run | model | accuracy (1 pass) | label digits seen (mean of "
+             f"{n}) | other digits seen (of 2) | draws on a digit | distinct patches / image |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| `{r['run']}` | {r['model']} | {r['accuracy']:.3f} | {r['mean_target_seen']:.2f} | "
+                     f"{r['mean_other_seen']:.2f} | {r['draw_hit_rate']:.1%} | {r['distinct_patches']:.1f} |")
+    lines += ["", "Accuracy by the number of label-class digits seen (images in brackets):", "",
+              "| run | " + " | ".join(f"{k} seen" for k in range(n + 1)) + " |", "|---|" + "---:|" * (n + 1)]
+    for r in results:
+        cells = [f"{b['accuracy']:.3f} ({b['images']})" if b["accuracy"] is not None else f"– ({b['images']})"
+                 for b in r["by_seen"]]
+        lines.append(f"| `{r['run']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path, help="training output folders (with checkpoint.pt)")
+    p.add_argument("--out", type=Path, default=Path("docs/megapixel_limits.md"))
+    p.add_argument("--test-size", type=int, default=0, help="test images (0: the run's own test set)")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--cover", type=float, default=0.75, help="share of a digit box a patch must cover")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    results = [analyse(r, a.test_size, a.batch, a.cover, a.seed) for r in a.runs]
+    a.out.write_text(markdown(results, a.cover))
+    print(a.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
