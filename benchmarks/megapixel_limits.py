@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoomin.data.megapixel_mnist import DIGIT, MegapixelMNIST
+from zoomin.data.megapixel_mnist import DIGIT, MegapixelMNIST, rasterise
 from zoomin.train import load_model
 
 
@@ -41,11 +41,12 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> d
     cfg.data.test_size = test_size or cfg.data.test_size
     data = MegapixelMNIST(cfg.data, "test")
     gen = torch.Generator().manual_seed(seed)
+    n_target = cfg.data.n_target
     seen_t, seen_o, correct, hits, draws = [], [], [], 0, 0
     for start in range(0, len(data), batch):
         idx = range(start, min(start + batch, len(data)))
         recs = [data.record(i) for i in idx]
-        x = torch.stack([data[i][0] for i in idx])  # (B, 1, H, W)
+        x = torch.stack([torch.from_numpy(rasterise(r, cfg.data.canvas)) for r in recs]).unsqueeze(1)  # (B, 1, H, W)
         y = torch.tensor([r.label for r in recs])
         tr = model(x, generator=gen)
         boxes = tr.subtile_boxes.flatten(1, 2)  # (B, P * k, 4)
@@ -53,7 +54,6 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> d
         digits = torch.as_tensor(np.stack([r.corners for r in recs]))  # (B, 5, 2), label-class first
         cov = coverage(boxes, valid, digits)  # (B, 5, M)
         seen = cov.amax(-1) >= cover  # (B, 5)
-        n_target = cfg.data.n_target
         seen_t.append(seen[:, :n_target].sum(1))
         seen_o.append(seen[:, n_target:].sum(1))
         correct.append(tr.logits.argmax(-1) == y)
@@ -61,7 +61,7 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> d
         draws += int(valid.sum())
     st, so, ok = torch.cat(seen_t), torch.cat(seen_o), torch.cat(correct)
     rows = [dict(seen=k, images=int((st == k).sum()), accuracy=float(ok[st == k].float().mean()) if (st == k).any() else None)
-            for k in range(cfg.data.n_target + 1)]
+            for k in range(n_target + 1)]
     return dict(run=str(run), model=cfg.model.kind, images=len(ok), accuracy=float(ok.float().mean()),
                 by_seen=rows, mean_target_seen=float(st.float().mean()), mean_other_seen=float(so.float().mean()),
                 draw_hit_rate=hits / max(draws, 1), distinct_patches=draws / len(ok))

@@ -53,8 +53,8 @@ def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
 
 def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[dict]]:
     """Train every (model, N) run (``plan.jobs`` at a time), then probe each one's training-step
-    memory (a whole training batch of lazily generated images, so the
-    images themselves are not counted) in a fresh process -> (one row per run, one row per run and epoch)."""
+    memory in a fresh process (a whole training batch of lazily generated images, so the images
+    themselves are not counted) -> (one row per run, one row per run and epoch)."""
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
     if plan.jobs > 1:
