@@ -71,3 +71,39 @@ def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_cove
     cov = mod.coverage(boxes, torch.tensor([[True, True, False]]), digits)  # (1, 2, 3)
     assert cov[0, 0].tolist() == [1.0, 0.5, 0.0]  # inside; half the columns; not its patch
     assert cov[0, 1].tolist() == [0.0, 0.0, 0.0]  # the patch over it is padding (not drawn)
+
+
+def _benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_test_statistics():
+    import torch
+    mod = _benchmark("paired_test")
+    assert mod.mcnemar_exact(0, 0) == 1.0 and mod.mcnemar_exact(5, 5) == 1.0
+    assert abs(mod.mcnemar_exact(0, 6) - 2 / 64) < 1e-12  # all six discordant images favour one model
+    assert abs(mod.mcnemar_exact(2, 8) - 2 * 56 / 1024) < 1e-12  # 2 * P(Bin(10, 1/2) <= 2)
+    a = torch.tensor([True] * 60 + [False] * 40)
+    b = torch.tensor([True] * 50 + [False] * 50)  # a right on 10 more images, never wrong where b is right
+    r = mod.compare(a, b)
+    assert (r["only_a"], r["only_b"]) == (10, 0) and abs(r["diff"] - 0.1) < 1e-12
+    assert r["ci_low"] > 0 and r["p_value"] < 0.01
+
+
+def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
+    mod = _benchmark("paired_test")
+    run = tmp_path / "run"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"
+                   "data: {canvas: 300, train_size: 8, test_size: 12}\ntrain: {epochs: 1, batch_size: 4}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    same = mod.correctness(run, [1, 3], 0, 5, seed=7)
+    again = mod.correctness(run, [1, 3], 0, 5, seed=7)
+    assert [len(v) for v in same.values()] == [12, 12]
+    r = mod.compare(same[3], again[3])  # same seed: the same sampled passes, the same predictions
+    assert (r["only_a"], r["only_b"], r["diff"], r["p_value"]) == (0, 0, 0.0, 1.0)
