@@ -1,6 +1,8 @@
 """``zoomin bench --smoke``: the tiny version of the benchmark suite that CI runs."""
 import csv
 
+import pytest
+
 from zoomin.bench.suite import medians, ratios
 from zoomin.cli import main
 
@@ -40,7 +42,15 @@ def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_pat
     assert [(r["model"], r["N"], r["epochs"]) for r in rows] == [("zoom_in", "3", "1"), ("one_stage", "3", "1")]
     for r in rows:
         assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
-    assert "Accuracy against training-step memory" in (tmp_path / "bench.md").read_text()
+        assert 0 <= float(r["accuracy_4_passes"]) <= 1 and 0 <= float(r["accuracy_16_passes"]) <= 1
+    paired = list(csv.DictReader(open(tmp_path / "accuracy_paired.csv")))
+    assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16")]
+    for r, p in zip(paired, (4, 16)):  # the paired rows are the runs' own accuracies at those passes
+        assert float(r["zoom_in"]) == float(rows[0][f"accuracy_{p}_passes"])
+        assert float(r["one_stage"]) == float(rows[1][f"accuracy_{p}_passes"])
+        assert int(r["only_zoom_in"]) + int(r["only_one_stage"]) <= 16 and 0 <= float(r["p_value"]) <= 1
+    md = (tmp_path / "bench.md").read_text()
+    assert "Accuracy against training-step memory" in md and "| P = 16 |" in md and "McNemar" in md
 
 
 def test_accuracy_part_runs_jobs_in_parallel_and_writes_the_curves(tmp_path):
@@ -84,19 +94,22 @@ def _benchmark(name: str):
 
 def test_paired_test_statistics():
     import torch
-    mod = _benchmark("paired_test")
+
+    from zoomin.bench import paired as mod
     assert mod.mcnemar_exact(0, 0) == 1.0 and mod.mcnemar_exact(5, 5) == 1.0
     assert abs(mod.mcnemar_exact(0, 6) - 2 / 64) < 1e-12  # all six discordant images favour one model
     assert abs(mod.mcnemar_exact(2, 8) - 2 * 56 / 1024) < 1e-12  # 2 * P(Bin(10, 1/2) <= 2)
     a = torch.tensor([True] * 60 + [False] * 40)
     b = torch.tensor([True] * 50 + [False] * 50)  # a right on 10 more images, never wrong where b is right
     r = mod.compare(a, b)
-    assert (r["only_a"], r["only_b"]) == (10, 0) and abs(r["diff"] - 0.1) < 1e-12
+    assert (r["only_a"], r["only_b"]) == (10, 0) and abs(r["difference"] - 0.1) < 1e-12
     assert r["ci_low"] > 0 and r["p_value"] < 0.01
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        mod.correctness("nowhere", [0])
 
 
 def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
-    mod = _benchmark("paired_test")
+    from zoomin.bench import paired as mod
     run = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"
@@ -106,4 +119,7 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     again = mod.correctness(run, [1, 3], 0, 5, seed=7)
     assert [len(v) for v in same.values()] == [12, 12]
     r = mod.compare(same[3], again[3])  # same seed: the same sampled passes, the same predictions
-    assert (r["only_a"], r["only_b"], r["diff"], r["p_value"]) == (0, 0, 0.0, 1.0)
+    assert (r["only_a"], r["only_b"], r["difference"], r["p_value"]) == (0, 0, 0.0, 1.0)
+    script = _benchmark("paired_test")  # the command-line wrapper's table
+    text = script.markdown(run, run, {3: r}, 12, 7)
+    assert "| 3 | " in text and "+0.000" in text

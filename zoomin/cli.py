@@ -93,7 +93,7 @@ def cmd_bench(args) -> int:
                       accuracy=dict(epochs=args.accuracy_epochs, ns=ints(args.accuracy_ns),
                                     train_size=args.accuracy_train_size, test_size=args.accuracy_test_size,
                                     canvas=args.canvas, jobs=args.accuracy_jobs,
-                                    eval_every=args.accuracy_eval_every))
+                                    eval_every=args.accuracy_eval_every, passes=ints(args.accuracy_passes)))
     if args.smoke:
         cfg.parts, cfg.array_sizes, cfg.repeats, cfg.phases = ("arrays", "variance"), (256, 512), 1, ("train",)
         cfg.variance_ns, cfg.variance_draws = (1, 4), 500
@@ -174,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
                    help="accuracy part: runs trained at once (separate processes sharing --threads)")
     b.add_argument("--accuracy-eval-every", type=int, default=0,
                    help="accuracy part: also test every this many epochs (the curves; 0: at the end only)")
+    b.add_argument("--accuracy-passes", default="4,16",
+                   help="accuracy part: sampled passes averaged per test image in the paired comparison (each reported)")
     b.add_argument("--canvas", type=int, default=1500, help="accuracy part: Megapixel MNIST canvas side")
     b.add_argument("--smoke", action="store_true", help="a tiny version (arrays 256/512, training steps, one run each; for CI)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,7 +2,9 @@
 training images): the one-stage and two-stage models at equal full-resolution detail
 (``zoomin/configs/megapixel_mnist_{one_stage,zoom_in}.yaml``), for a few N. Each run trains
 with the ordinary ``Trainer`` (resumable: a second call continues an unfinished run) and its
-training-step memory is measured at the same settings by a fresh-process probe."""
+training-step memory is measured at the same settings by a fresh-process probe. Finally every run
+predicts the same test images with P sampled passes for each P asked for, and at each N the two
+kinds are compared image by image (``paired``: difference, 95% interval, McNemar test)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..config import Config
+from .paired import compare, correctness
 from .probe import Probe, measure
 
 
@@ -26,6 +29,8 @@ class AccuracyPlan:
     device: str = "cpu"  # training and probe device
     jobs: int = 1  # runs trained at once, each in its own process with threads // jobs threads
     eval_every: int = 0  # also test every this many epochs (0: after the last only); gives the curves
+    passes: tuple[int, ...] = (4, 16)  # paired test: sampled passes averaged per test image (each P reported)
+    seed: int = 0  # paired test: seed of the sampled passes (the same for every run)
 
 
 def config_for(plan: AccuracyPlan, kind: str, n: int) -> Config:
@@ -51,10 +56,27 @@ def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
                  test_accuracy=h.get("test_accuracy", ""), seconds=h["seconds"]) for h in metrics["history"]]
 
 
-def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[dict]]:
-    """Train every (model, N) run (``plan.jobs`` at a time), then probe each one's training-step
-    memory in a fresh process (a whole training batch of lazily generated images, so the images
-    themselves are not counted) -> (one row per run, one row per run and epoch)."""
+def paired_rows(ns, correct: dict) -> list[dict]:
+    """Two stages against one stage at each N and number of passes, on the same test images.
+    ``correct``: {(kind, N): {P: per-image correctness (n,) bool}}."""
+    rows = []
+    for n in ns:
+        a, b = correct.get(("zoom_in", n)), correct.get(("one_stage", n))
+        if a is None or b is None:
+            continue
+        for p in sorted(a):
+            r = compare(a[p], b[p])
+            rows.append(dict(N=n, passes=p, zoom_in=r["accuracy_a"], one_stage=r["accuracy_b"],
+                             difference=r["difference"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+                             only_zoom_in=r["only_a"], only_one_stage=r["only_b"], p_value=r["p_value"]))
+    return rows
+
+
+def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[dict], list[dict]]:
+    """Train every (model, N) run (``plan.jobs`` at a time), probe each one's training-step memory
+    in a fresh process (a whole training batch of lazily generated images, so the images
+    themselves are not counted), then test every run with ``plan.passes`` sampled passes on the
+    same images -> (one row per run, one row per run and epoch, paired rows)."""
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
     if plan.jobs > 1:
@@ -64,8 +86,8 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
             results = list(pool.map(train_run, [c.to_dict() for _, _, c in runs], outs, [False] * len(runs)))
     else:
         results = [train_run(c.to_dict(), o, True) for (_, _, c), o in zip(runs, outs)]
-    rows, curves = [], []
-    for (kind, n, cfg), metrics in zip(runs, results):
+    rows, curves, correct = [], [], {}
+    for (kind, n, cfg), metrics, out in zip(runs, results, outs):
         model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
         probe = measure(Probe(model=kind, size=plan.canvas, phase="train", model_config=model_fields,
                               batch=cfg.train.batch_size, device=plan.device, threads=plan.threads))
@@ -73,7 +95,9 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
                          canvas=plan.canvas, test_accuracy=metrics["test_accuracy"],
                          seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
                          error=probe.get("error", "")))
+        correct[kind, n] = correctness(out, list(plan.passes), plan.test_size, seed=plan.seed)
+        rows[-1].update({f"accuracy_{p}_passes": float(c.double().mean()) for p, c in correct[kind, n].items()})
         curves += curve_rows(kind, n, metrics)
         if progress:
             progress.update(1)
-    return rows, curves
+    return rows, curves, paired_rows(plan.ns, correct)

@@ -163,7 +163,7 @@ def _fmt(v, digits=1):
     return "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
 
 
-def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, acc_rows=()) -> None:
+def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, acc_rows=(), paired=()) -> None:
     lines = ["# zoomin bench", "",
              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available, device `{cfg.device}`"
              f"{' (bf16 autocast)' if cfg.amp else ''}; torch {torch.__version__}. Medians of {cfg.repeats} fresh processes.",
@@ -186,12 +186,24 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
                   for r in var_rows]
     if acc_rows:
         r0 = acc_rows[0]
+        ps = sorted(int(k.split("_")[1]) for k in r0 if k.startswith("accuracy_") and k.endswith("_passes"))
         lines += ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
                   f"images per epoch, {r0['epochs']} epochs; step memory: one training step on a batch of "
-                  f"{r0['batch']}, the images not counted):", "",
-                  "| model | N | test accuracy | step memory (MB) | s/epoch |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | {_fmt(r['step_mb'])} | "
-                  f"{_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
+                  f"{r0['batch']}, the images not counted; test accuracy: the trainer's last test; then every run "
+                  f"on the same test images with P sampled passes averaged):", "",
+                  "| model | N | test accuracy | " + "".join(f"P = {p} | " for p in ps) + "step memory (MB) | s/epoch |",
+                  "|---|---:|---:|" + "---:|" * len(ps) + "---:|---:|"]
+        lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | "
+                  + "".join(f"{_fmt(r.get(f'accuracy_{p}_passes'), 3)} | " for p in ps)
+                  + f"{_fmt(r['step_mb'])} | {_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
+    if paired:
+        lines += ["", "Two stages against one stage on the same test images (difference with a 95% interval; "
+                  "exact McNemar test on the images only one of them gets right):", "",
+                  "| N | passes | two stages | one stage | difference [95% CI] | only two right | only one right "
+                  "| McNemar p |", "|---:|---:|---:|---:|---|---:|---:|---:|"]
+        lines += [f"| {r['N']} | {r['passes']} | {r['zoom_in']:.3f} | {r['one_stage']:.3f} | {r['difference']:+.3f} "
+                  f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['only_zoom_in']} | {r['only_one_stage']} | "
+                  f"{r['p_value']:.3f} |" for r in paired]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -260,20 +272,22 @@ def run(cfg: BenchConfig, progress: bool = True) -> dict:
     table = medians(cfg.rows)
     ratio_rows = ratios(table)
     var_rows = variance(cfg) if "variance" in cfg.parts else []
-    acc_rows, curve_rows = [], []
+    acc_rows, curve_rows, paired = [], [], []
     if "accuracy" in cfg.parts:
         from .accuracy import AccuracyPlan, accuracy_runs
         plan = AccuracyPlan(out=cfg.out, device=cfg.device, threads=cfg.threads, **cfg.accuracy)
-        acc_rows, curve_rows = accuracy_runs(plan)
+        acc_rows, curve_rows, paired = accuracy_runs(plan)
         write_csv(acc_rows, cfg.out / "accuracy.csv")
         write_csv(curve_rows, cfg.out / "accuracy_curves.csv")
+        if paired:
+            write_csv(paired, cfg.out / "accuracy_paired.csv")
     if cfg.rows:
         write_csv(cfg.rows, cfg.out / "bench.csv")
     if var_rows:
         write_csv(var_rows, cfg.out / "variance.csv")
-    write_markdown(cfg, table, ratio_rows, var_rows, cfg.out / "bench.md", acc_rows)
+    write_markdown(cfg, table, ratio_rows, var_rows, cfg.out / "bench.md", acc_rows, paired)
     try:
         write_plot(table, var_rows, cfg.out / "memory.html", acc_rows, curve_rows)
     except ImportError:  # the viz extra is optional
         pass
-    return {"table": table, "ratios": ratio_rows, "variance": var_rows, "accuracy": acc_rows, "config": {k: str(v) for k, v in asdict(cfg).items() if k != "rows"}}
+    return {"table": table, "ratios": ratio_rows, "variance": var_rows, "accuracy": acc_rows, "paired": paired, "config": {k: str(v) for k, v in asdict(cfg).items() if k != "rows"}}

@@ -1,0 +1,66 @@
+"""Paired comparison of two trained Megapixel MNIST runs on the same test images.
+
+Each run predicts every test image as the mean class probability of P sampled passes (one seeded
+generator, so the first P passes are shared by every P asked for). Only the images that exactly
+one run gets right carry information about which is more accurate: the exact McNemar test asks
+whether those split evenly, and the paired difference gets a 95% interval.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value: ``b`` images only the first run gets right, ``c`` only
+    the second. Under "equally accurate" each discordant image is a fair coin, so the p-value is
+    ``2 P(Binomial(b + c, 1/2) <= min(b, c))``, capped at 1."""
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """Accuracy of ``a`` minus that of ``b`` (per-image correctness (n,) bool, the same images)
+    -> (difference, 95% interval low, high), normal approximation on the per-image differences."""
+    d = a.double() - b.double()  # (n,) in {-1, 0, 1}
+    mean = float(d.mean())
+    se = float(d.std()) / math.sqrt(d.numel()) if d.numel() > 1 else float("nan")
+    return mean, mean - 1.96 * se, mean + 1.96 * se
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Accuracies, paired difference A - B with its interval, discordant counts and McNemar p."""
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    diff, lo, hi = paired_difference(a, b)
+    return dict(accuracy_a=float(a.double().mean()), accuracy_b=float(b.double().mean()), difference=diff,
+                ci_low=lo, ci_high=hi, only_a=only_a, only_b=only_b, p_value=mcnemar_exact(only_a, only_b))
+
+
+@torch.no_grad()
+def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
+                seed: int = 0) -> dict[int, torch.Tensor]:
+    """Per-image correctness of a run's checkpoint on its Megapixel MNIST test set, for each P in
+    ``passes`` (the mean of the first P of the same sampled passes) -> {P: (n,) bool}."""
+    if not passes or min(passes) < 1:
+        raise ValueError(f"passes must be >= 1, got {list(passes)}")
+    from ..data.megapixel_mnist import MegapixelMNIST
+    from ..train import load_model
+    model, cfg = load_model(Path(run) / "checkpoint.pt")
+    model.eval()
+    cfg.data.test_size = test_size or cfg.data.test_size
+    data = MegapixelMNIST(cfg.data, "test")
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[int, list] = {p: [] for p in passes}
+    for start in range(0, len(data), batch):
+        items = [data[i] for i in range(start, min(start + batch, len(data)))]
+        x = torch.stack([it[0] for it in items])  # (B, C, H, W)
+        y = torch.tensor([it[1] for it in items])  # (B,)
+        probs = torch.stack([model(x, generator=gen).logits.float().softmax(-1) for _ in range(max(passes))])  # (P, B, K)
+        running = probs.cumsum(0)  # the sum of the first p passes: the same argmax as their mean
+        for p in passes:
+            out[p].append(running[p - 1].argmax(-1) == y)
+    return {p: torch.cat(v) for p, v in out.items()}
