@@ -88,3 +88,13 @@ def test_checkpoint_restores_every_random_state(tmp_path):
     Trainer(Config.from_dict(CFG), tmp_path, progress=False, log=False).resume()
     got = (torch.rand(3), random.random(), np.random.rand(3))
     assert torch.equal(want[0], got[0]) and want[1] == got[1] and (want[2] == got[2]).all()
+
+
+def test_resuming_under_another_model_config_is_refused(tmp_path):
+    Trainer(Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 1}}), tmp_path, progress=False,
+            log=False).fit()
+    other = Config.from_dict({**CFG, "model": {**CFG["model"], "scale1": 0.2}})  # same weight shapes
+    with pytest.raises(ValueError, match=r"checkpoint.pt: trained with another model config \(scale1 0.1 there, 0.2 here\)"):
+        Trainer(other, tmp_path, progress=False, log=False).resume()
+    longer = Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 3}})  # more epochs: allowed
+    assert Trainer(longer, tmp_path, progress=False, log=False).resume()

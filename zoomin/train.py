@@ -276,6 +276,13 @@ class Trainer:
         if not path.exists():
             return False
         ck = load_checkpoint(path, self.device)
+        saved = (ck.get("config") or {}).get("model")
+        if saved is not None:  # weights of the same shapes can belong to another model (a scale, N, ...)
+            now = self.cfg.to_dict()["model"]
+            diff = [f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in now if saved.get(k, now[k]) != now[k]]
+            if diff:
+                raise ValueError(f"{path}: trained with another model config ({'; '.join(diff)}); "
+                                 "resume with the same model section or use another --out")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])

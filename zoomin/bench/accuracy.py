@@ -50,6 +50,13 @@ def train_run(cfg_dict: dict, out: str, log: bool) -> dict:
     return Trainer(Config.from_dict(cfg_dict), out, progress=False, log=log).fit(resume=True)
 
 
+def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, threads: int) -> dict:
+    """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``)."""
+    import torch
+    torch.set_num_threads(threads)
+    return correctness(out, list(passes), test_size, seed=seed)
+
+
 def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
     """One row per epoch of a run's history: the training curve (test accuracy where tested)."""
     return [dict(model=kind, N=n, epoch=h["epoch"], train_accuracy=h["train_accuracy"], ce=h["ce"],
@@ -73,21 +80,24 @@ def paired_rows(ns, correct: dict) -> list[dict]:
 
 
 def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[dict], list[dict]]:
-    """Train every (model, N) run (``plan.jobs`` at a time), probe each one's training-step memory
-    in a fresh process (a whole training batch of lazily generated images, so the images
-    themselves are not counted), then test every run with ``plan.passes`` sampled passes on the
-    same images -> (one row per run, one row per run and epoch, paired rows)."""
+    """Train every (model, N) run (``plan.jobs`` at a time), test every run with ``plan.passes``
+    sampled passes on the same images (as many at a time), then probe each one's training-step
+    memory in a fresh process (a whole training batch of lazily generated images, so the images
+    themselves are not counted) -> (one row per run, one row per run and epoch, paired rows)."""
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
+    test_args = ([plan.passes] * len(runs), [plan.test_size] * len(runs), [plan.seed] * len(runs))
     if plan.jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(plan.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(train_run, [c.to_dict() for _, _, c in runs], outs, [False] * len(runs)))
+            tested = list(pool.map(score_run, outs, *test_args, [runs[0][2].train.threads] * len(runs)))
     else:
         results = [train_run(c.to_dict(), o, True) for (_, _, c), o in zip(runs, outs)]
+        tested = list(map(score_run, outs, *test_args, [plan.threads] * len(runs)))
     rows, curves, correct = [], [], {}
-    for (kind, n, cfg), metrics, out in zip(runs, results, outs):
+    for (kind, n, cfg), metrics, corr in zip(runs, results, tested):
         model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
         probe = measure(Probe(model=kind, size=plan.canvas, phase="train", model_config=model_fields,
                               batch=cfg.train.batch_size, device=plan.device, threads=plan.threads))
@@ -95,7 +105,7 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
                          canvas=plan.canvas, test_accuracy=metrics["test_accuracy"],
                          seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
                          error=probe.get("error", "")))
-        correct[kind, n] = correctness(out, list(plan.passes), plan.test_size, seed=plan.seed)
+        correct[kind, n] = corr
         rows[-1].update({f"accuracy_{p}_passes": float(c.double().mean()) for p, c in correct[kind, n].items()})
         curves += curve_rows(kind, n, metrics)
         if progress:
