@@ -67,22 +67,6 @@ def test_accuracy_part_runs_jobs_in_parallel_and_writes_the_curves(tmp_path):
         assert (tmp_path / "accuracy" / f"{kind}_n2" / "checkpoint.pt").is_file()
 
 
-def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_covers():
-    import importlib.util
-    from pathlib import Path
-
-    import torch
-    path = Path(__file__).parents[1] / "benchmarks" / "megapixel_limits.py"
-    spec = importlib.util.spec_from_file_location("megapixel_limits", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    boxes = torch.tensor([[[90, 90, 50, 50], [114, 100, 50, 50], [500, 500, 50, 50]]])  # (1, 3, 4) x, y, w, h
-    digits = torch.tensor([[[100, 100], [510, 510]]])  # (1, 2, 2) top-left (row, col)
-    cov = mod.coverage(boxes, torch.tensor([[True, True, False]]), digits)  # (1, 2, 3)
-    assert cov[0, 0].tolist() == [1.0, 0.5, 0.0]  # inside; half the columns; not its patch
-    assert cov[0, 1].tolist() == [0.0, 0.0, 0.0]  # the patch over it is padding (not drawn)
-
-
 def _benchmark(name: str):
     import importlib.util
     from pathlib import Path
@@ -90,6 +74,16 @@ def _benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_covers():
+    import torch
+    mod = _benchmark("megapixel_limits")
+    boxes = torch.tensor([[[90, 90, 50, 50], [114, 100, 50, 50], [500, 500, 50, 50]]])  # (1, 3, 4) x, y, w, h
+    digits = torch.tensor([[[100, 100], [510, 510]]])  # (1, 2, 2) top-left (row, col)
+    cov = mod.coverage(boxes, torch.tensor([[True, True, False]]), digits)  # (1, 2, 3)
+    assert cov[0, 0].tolist() == [1.0, 0.5, 0.0]  # inside; half the columns; not its patch
+    assert cov[0, 1].tolist() == [0.0, 0.0, 0.0]  # the patch over it is padding (not drawn)
 
 
 def test_paired_test_statistics():

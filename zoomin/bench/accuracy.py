@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from importlib import resources
+from itertools import repeat
 from pathlib import Path
 
 from ..config import Config
@@ -86,16 +87,16 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
     themselves are not counted) -> (one row per run, one row per run and epoch, paired rows)."""
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
-    test_args = ([plan.passes] * len(runs), [plan.test_size] * len(runs), [plan.seed] * len(runs))
+    test_args = (repeat(plan.passes), repeat(plan.test_size), repeat(plan.seed))
     if plan.jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(plan.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(train_run, [c.to_dict() for _, _, c in runs], outs, [False] * len(runs)))
-            tested = list(pool.map(score_run, outs, *test_args, [runs[0][2].train.threads] * len(runs)))
+            tested = list(pool.map(score_run, outs, *test_args, repeat(runs[0][2].train.threads)))
     else:
         results = [train_run(c.to_dict(), o, True) for (_, _, c), o in zip(runs, outs)]
-        tested = list(map(score_run, outs, *test_args, [plan.threads] * len(runs)))
+        tested = list(map(score_run, outs, *test_args, repeat(plan.threads)))
     rows, curves, correct = [], [], {}
     for (kind, n, cfg), metrics, corr in zip(runs, results, tested):
         model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
@@ -106,7 +107,7 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
                          seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
                          error=probe.get("error", "")))
         correct[kind, n] = corr
-        rows[-1].update({f"accuracy_{p}_passes": float(c.double().mean()) for p, c in correct[kind, n].items()})
+        rows[-1].update({f"accuracy_{p}_passes": float(c.double().mean()) for p, c in corr.items()})
         curves += curve_rows(kind, n, metrics)
         if progress:
             progress.update(1)
