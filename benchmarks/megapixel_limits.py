@@ -1,11 +1,14 @@
 """What limits a trained Megapixel MNIST model: finding the digits (the attention) or reading them
 (the feature net and classifier)?
 
-For every test image the script runs one sampled forward pass and compares the full-resolution
+For every test image the script runs one forward pass and compares the full-resolution
 patches the model drew (one-stage patches or two-stage sub-tiles, level-0 boxes from the trace)
 with the digit boxes of the image's record. A digit counts as *seen* when one drawn patch covers
 at least ``--cover`` of its 28 x 28 box. It reports, per run, the accuracy of that pass by how many
-of the three label-class digits were seen, and the share of draws that landed on any digit.
+of the three label-class digits were seen, and the share of draws that landed on any digit. Each
+``--modes`` entry is one pass per image: ``sample`` (a Monte-Carlo pass, as in training) or
+``topk`` (deterministic: the N most attended tiles, for two stages one sub-tile in each, so both
+kinds read N patches).
 
     python benchmarks/megapixel_limits.py runs/acc20/zoom_in runs/acc20/one_stage --out docs/megapixel_limits.md
 """
@@ -36,8 +39,9 @@ def coverage(boxes: torch.Tensor, valid: torch.Tensor, digits: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> dict:
+def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int, mode: str = "sample") -> dict:
     model, cfg = load_model(run / "checkpoint.pt")
+    model.cfg.topk_subtiles = 1  # top-k mode: N patches in all, as in training
     cfg.data.test_size = test_size or cfg.data.test_size
     data = MegapixelMNIST(cfg.data, "test")
     gen = torch.Generator().manual_seed(seed)
@@ -48,7 +52,7 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> d
         recs = [data.record(i) for i in idx]
         x = torch.stack([torch.from_numpy(rasterise(r, cfg.data.canvas)) for r in recs]).unsqueeze(1)  # (B, 1, H, W)
         y = torch.tensor([r.label for r in recs])
-        tr = model(x, generator=gen)
+        tr = model(x, mode=mode, generator=gen)
         boxes = tr.subtile_boxes.flatten(1, 2)  # (B, P * k, 4)
         valid = tr.subtile_valid.flatten(1)  # (B, P * k)
         digits = torch.as_tensor(np.stack([r.corners for r in recs]))  # (B, 5, 2), label-class first
@@ -62,29 +66,32 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int) -> d
     st, so, ok = torch.cat(seen_t), torch.cat(seen_o), torch.cat(correct)
     rows = [dict(seen=k, images=int((st == k).sum()), accuracy=float(ok[st == k].float().mean()) if (st == k).any() else None)
             for k in range(n_target + 1)]
-    return dict(run=str(run), model=cfg.model.kind, images=len(ok), accuracy=float(ok.float().mean()),
+    return dict(run=str(run), model=cfg.model.kind, mode=mode, images=len(ok), accuracy=float(ok.float().mean()),
                 by_seen=rows, mean_target_seen=float(st.float().mean()), mean_other_seen=float(so.float().mean()),
                 draw_hit_rate=hits / max(draws, 1), distinct_patches=draws / len(ok))
 
 
 def markdown(results: list[dict], cover: float) -> str:
     n = max(len(r["by_seen"]) for r in results) - 1
+    runs = list(dict.fromkeys(r["run"] for r in results))
+    modes = list(dict.fromkeys(r["mode"] for r in results))
     lines = ["# What limits the Megapixel MNIST models", "",
-             "`python benchmarks/megapixel_limits.py " + " ".join(r["run"] for r in results) + "`", "",
-             f"One sampled pass per test image; a digit is *seen* when a drawn full-resolution patch covers "
+             "`python benchmarks/megapixel_limits.py " + " ".join(runs) + " --modes " + " ".join(modes) + "`", "",
+             f"One pass per test image and mode (`sample`: Monte Carlo, as in training; `topk`: the N most "
+             f"attended patches); a digit is *seen* when a drawn full-resolution patch covers "
              f"≥ {cover:.0%} of its 28 × 28 box. Label-class digits: {n} per image.", "",
-             "| run | model | accuracy (1 pass) | label digits seen (mean of "
+             "| run | model | mode | accuracy (1 pass) | label digits seen (mean of "
              f"{n}) | other digits seen (of 2) | draws on a digit | distinct patches / image |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| `{r['run']}` | {r['model']} | {r['accuracy']:.3f} | {r['mean_target_seen']:.2f} | "
+        lines.append(f"| `{r['run']}` | {r['model']} | {r['mode']} | {r['accuracy']:.3f} | {r['mean_target_seen']:.2f} | "
                      f"{r['mean_other_seen']:.2f} | {r['draw_hit_rate']:.1%} | {r['distinct_patches']:.1f} |")
     lines += ["", "Accuracy by the number of label-class digits seen (images in brackets):", "",
-              "| run | " + " | ".join(f"{k} seen" for k in range(n + 1)) + " |", "|---|" + "---:|" * (n + 1)]
+              "| run | mode | " + " | ".join(f"{k} seen" for k in range(n + 1)) + " |", "|---|---|" + "---:|" * (n + 1)]
     for r in results:
         cells = [f"{b['accuracy']:.3f} ({b['images']})" if b["accuracy"] is not None else f"– ({b['images']})"
                  for b in r["by_seen"]]
-        lines.append(f"| `{r['run']}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{r['run']}` | {r['mode']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,9 +104,10 @@ def main() -> None:
     p.add_argument("--cover", type=float, default=0.75, help="share of a digit box a patch must cover")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--modes", nargs="+", choices=("sample", "topk"), default=["sample"], help="inference modes")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    results = [analyse(r, a.test_size, a.batch, a.cover, a.seed) for r in a.runs]
+    results = [analyse(r, a.test_size, a.batch, a.cover, a.seed, m) for r in a.runs for m in a.modes]
     a.out.write_text(markdown(results, a.cover))
     print(a.out.read_text())
 

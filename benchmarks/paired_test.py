@@ -5,7 +5,9 @@ passes, from a seeded generator); the script reports each run's accuracy, the pa
 with a 95% interval and the exact two-sided McNemar test (``zoomin.bench.paired``). ``zoomin
 bench --parts accuracy`` does the same for its own runs.
 
-    python benchmarks/paired_test.py runs/acc20/zoom_in runs/acc20/one_stage --passes 1 4 16
+    python benchmarks/paired_test.py runs/acc20/zoom_in runs/acc20/one_stage --passes 1 4 16 --topk
+
+``--topk`` adds the deterministic prediction (the N most attended patches) as a row "topk".
 """
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ import torch
 from zoomin.bench.paired import compare, correctness
 
 
-def markdown(run_a: Path, run_b: Path, rows: dict[int, dict], images: int, seed: int) -> str:
+def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int) -> str:
+    passes = " ".join(str(p) for p in rows if p != "topk") + (" --topk" if "topk" in rows else "")
     lines = ["# Paired comparison on the same test images", "",
-             f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {' '.join(map(str, rows))} --seed {seed}`", "",
+             f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {passes} --seed {seed}`", "",
              f"A = `{run_a}`, B = `{run_b}`; {images} test images, each predicted by the mean class "
              "probability of *passes* sampled passes. Difference A − B with a 95% interval (normal "
              "approximation on per-image differences); exact two-sided McNemar test on the images "
-             "only one model gets right.", "",
+             "only one model gets right. Passes `topk`: deterministic, the N most attended patches.", "",
              "| passes | accuracy A | accuracy B | A − B [95% CI] | only A right | only B right | McNemar p |",
              "|---:|---:|---:|---|---:|---:|---:|"]
     for p, r in rows.items():
@@ -40,6 +43,7 @@ def main() -> None:
     p.add_argument("--test-size", type=int, default=0, help="test images (0: the runs' own test set)")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--topk", action="store_true", help="also compare the deterministic (top-k) predictions")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()
@@ -47,9 +51,9 @@ def main() -> None:
         p.error("--passes must be >= 1")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
-    ca = correctness(a.run_a, passes, a.test_size, a.batch, a.seed)
-    cb = correctness(a.run_b, passes, a.test_size, a.batch, a.seed)
-    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in passes}, len(ca[passes[0]]), a.seed)
+    ca = correctness(a.run_a, passes, a.test_size, a.batch, a.seed, a.topk)
+    cb = correctness(a.run_b, passes, a.test_size, a.batch, a.seed, a.topk)
+    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed)
     if a.out:
         a.out.write_text(text)
     print(text)

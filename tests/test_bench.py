@@ -42,15 +42,17 @@ def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_pat
     assert [(r["model"], r["N"], r["epochs"]) for r in rows] == [("zoom_in", "3", "1"), ("one_stage", "3", "1")]
     for r in rows:
         assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
-        assert 0 <= float(r["accuracy_4_passes"]) <= 1 and 0 <= float(r["accuracy_16_passes"]) <= 1
+        for col in ("accuracy_4_passes", "accuracy_16_passes", "accuracy_topk"):
+            assert 0 <= float(r[col]) <= 1
     paired = list(csv.DictReader(open(tmp_path / "accuracy_paired.csv")))
-    assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16")]
-    for r, p in zip(paired, (4, 16)):  # the paired rows are the runs' own accuracies at those passes
-        assert float(r["zoom_in"]) == float(rows[0][f"accuracy_{p}_passes"])
-        assert float(r["one_stage"]) == float(rows[1][f"accuracy_{p}_passes"])
+    assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16"), ("3", "topk")]
+    for r, col in zip(paired, ("accuracy_4_passes", "accuracy_16_passes", "accuracy_topk")):
+        assert float(r["zoom_in"]) == float(rows[0][col])  # the paired rows are the runs' own accuracies
+        assert float(r["one_stage"]) == float(rows[1][col])
         assert int(r["only_zoom_in"]) + int(r["only_one_stage"]) <= 16 and 0 <= float(r["p_value"]) <= 1
     md = (tmp_path / "bench.md").read_text()
-    assert "Accuracy against training-step memory" in md and "| P = 16 |" in md and "McNemar" in md
+    assert "Accuracy against training-step memory" in md and "| P = 16 | top-k |" in md and "McNemar" in md
+    assert "| 3 | topk |" in md
 
 
 def test_accuracy_part_runs_jobs_in_parallel_and_writes_the_curves(tmp_path):
@@ -103,7 +105,11 @@ def test_paired_test_statistics():
 
 
 def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
+    import torch
+
     from zoomin.bench import paired as mod
+    from zoomin.data.megapixel_mnist import MegapixelMNIST
+    from zoomin.train import load_model
     run = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"
@@ -114,6 +120,15 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     assert [len(v) for v in same.values()] == [12, 12]
     r = mod.compare(same[3], again[3])  # same seed: the same sampled passes, the same predictions
     assert (r["only_a"], r["only_b"], r["difference"], r["p_value"]) == (0, 0, 0.0, 1.0)
+    top7, top8 = (mod.correctness(run, [1], 0, 5, seed=s, topk=True) for s in (7, 8))
+    assert torch.equal(top7["topk"], top8["topk"])  # deterministic: no seed enters
+    assert torch.equal(top7[1], same[1])  # the sampled passes are the same with or without top-k
+    model, cfg = load_model(run / "checkpoint.pt")
+    model.cfg.topk_subtiles = 1
+    x, y = MegapixelMNIST(cfg.data, "test")[0]
+    trace = model.eval()(x[None], mode="topk")
+    assert int(trace.subtile_valid.sum()) == cfg.model.n_samples  # N full-resolution patches, as in training
+    assert bool(trace.logits.argmax(-1)[0] == y) == bool(top7["topk"][0])
     script = _benchmark("paired_test")  # the command-line wrapper's table
-    text = script.markdown(run, run, {3: r}, 12, 7)
-    assert "| 3 | " in text and "+0.000" in text
+    text = script.markdown(run, run, {3: r, "topk": mod.compare(top7["topk"], top8["topk"])}, 12, 7)
+    assert "| 3 | " in text and "| topk | " in text and "+0.000" in text and "--passes 3 --topk" in text

@@ -3,8 +3,9 @@ training images): the one-stage and two-stage models at equal full-resolution de
 (``zoomin/configs/megapixel_mnist_{one_stage,zoom_in}.yaml``), for a few N. Each run trains
 with the ordinary ``Trainer`` (resumable: a second call continues an unfinished run) and its
 training-step memory is measured at the same settings by a fresh-process probe. Finally every run
-predicts the same test images with P sampled passes for each P asked for, and at each N the two
-kinds are compared image by image (``paired``: difference, 95% interval, McNemar test)."""
+predicts the same test images with P sampled passes for each P asked for, and deterministically
+(``topk``: the N most attended patches), and at each N the two kinds are compared image by image
+(``paired``: difference, 95% interval, McNemar test)."""
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,7 @@ def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, thre
     """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``)."""
     import torch
     torch.set_num_threads(threads)
-    return correctness(out, list(passes), test_size, seed=seed)
+    return correctness(out, list(passes), test_size, seed=seed, topk=True)
 
 
 def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
@@ -65,14 +66,14 @@ def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
 
 
 def paired_rows(ns, correct: dict) -> list[dict]:
-    """Two stages against one stage at each N and number of passes, on the same test images.
-    ``correct``: {(kind, N): {P: per-image correctness (n,) bool}}."""
+    """Two stages against one stage at each N and number of passes (or "topk"), on the same test
+    images. ``correct``: {(kind, N): {P or "topk": per-image correctness (n,) bool}}."""
     rows = []
     for n in ns:
         a, b = correct.get(("zoom_in", n)), correct.get(("one_stage", n))
         if a is None or b is None:
             continue
-        for p in sorted(a):
+        for p in a:
             r = compare(a[p], b[p])
             rows.append(dict(N=n, passes=p, zoom_in=r["accuracy_a"], one_stage=r["accuracy_b"],
                              difference=r["difference"], ci_low=r["ci_low"], ci_high=r["ci_high"],
@@ -107,7 +108,8 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
                          seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
                          error=probe.get("error", "")))
         correct[kind, n] = corr
-        rows[-1].update({f"accuracy_{p}_passes": float(c.double().mean()) for p, c in corr.items()})
+        rows[-1].update({f"accuracy_{p}_passes" if p != "topk" else "accuracy_topk": float(c.double().mean())
+                         for p, c in corr.items()})
         curves += curve_rows(kind, n, metrics)
         if progress:
             progress.update(1)

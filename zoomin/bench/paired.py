@@ -4,6 +4,10 @@ Each run predicts every test image as the mean class probability of P sampled pa
 generator, so the first P passes are shared by every P asked for). Only the images that exactly
 one run gets right carry information about which is more accurate: the exact McNemar test asks
 whether those split evenly, and the paired difference gets a 95% interval.
+
+A run can also be scored deterministically (``topk``): stage I keeps the N most attended tiles
+and, for a two-stage run, stage II the single most attended sub-tile of each, so both kinds read
+exactly N full-resolution patches, the equal detail they were trained at.
 """
 from __future__ import annotations
 
@@ -42,19 +46,21 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
-                seed: int = 0) -> dict[int, torch.Tensor]:
+                seed: int = 0, topk: bool = False) -> dict[int | str, torch.Tensor]:
     """Per-image correctness of a run's checkpoint on its Megapixel MNIST test set, for each P in
-    ``passes`` (the mean of the first P of the same sampled passes) -> {P: (n,) bool}."""
+    ``passes`` (the mean of the first P of the same sampled passes) -> {P: (n,) bool}; with
+    ``topk`` also {"topk": (n,) bool}, the deterministic prediction at N patches (module doc)."""
     if not passes or min(passes) < 1:
         raise ValueError(f"passes must be >= 1, got {list(passes)}")
     from ..data.megapixel_mnist import MegapixelMNIST
     from ..train import load_model
     model, cfg = load_model(Path(run) / "checkpoint.pt")
     model.eval()
+    model.cfg.topk_subtiles = 1  # this loaded copy only: N sub-tiles in all, as in training
     cfg.data.test_size = test_size or cfg.data.test_size
     data = MegapixelMNIST(cfg.data, "test")
     gen = torch.Generator().manual_seed(seed)
-    out: dict[int, list] = {p: [] for p in passes}
+    out: dict[int | str, list] = {p: [] for p in passes} | ({"topk": []} if topk else {})
     for start in range(0, len(data), batch):
         items = [data[i] for i in range(start, min(start + batch, len(data)))]
         x = torch.stack([it[0] for it in items])  # (B, C, H, W)
@@ -63,4 +69,6 @@ def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: i
         running = probs.cumsum(0)  # the sum of the first p passes: the same argmax as their mean
         for p in passes:
             out[p].append(running[p - 1].argmax(-1) == y)
+        if topk:
+            out["topk"].append(model(x, mode="topk").logits.argmax(-1) == y)
     return {p: torch.cat(v) for p, v in out.items()}

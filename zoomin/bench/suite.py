@@ -187,14 +187,17 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
     if acc_rows:
         r0 = acc_rows[0]
         ps = sorted(int(k.split("_")[1]) for k in r0 if k.startswith("accuracy_") and k.endswith("_passes"))
+        cols = [f"accuracy_{p}_passes" for p in ps] + (["accuracy_topk"] if "accuracy_topk" in r0 else [])
+        heads = [f"P = {p}" for p in ps] + (["top-k"] if "accuracy_topk" in r0 else [])
         lines += ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
                   f"images per epoch, {r0['epochs']} epochs; step memory: one training step on a batch of "
                   f"{r0['batch']}, the images not counted; test accuracy: the trainer's last test; then every run "
-                  f"on the same test images with P sampled passes averaged):", "",
-                  "| model | N | test accuracy | " + "".join(f"P = {p} | " for p in ps) + "step memory (MB) | s/epoch |",
-                  "|---|---:|---:|" + "---:|" * len(ps) + "---:|---:|"]
+                  f"on the same test images with P sampled passes averaged, and top-k: deterministic, the N most "
+                  f"attended patches):", "",
+                  "| model | N | test accuracy | " + "".join(f"{h} | " for h in heads) + "step memory (MB) | s/epoch |",
+                  "|---|---:|---:|" + "---:|" * len(cols) + "---:|---:|"]
         lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | "
-                  + "".join(f"{_fmt(r.get(f'accuracy_{p}_passes'), 3)} | " for p in ps)
+                  + "".join(f"{_fmt(r.get(c), 3)} | " for c in cols)
                   + f"{_fmt(r['step_mb'])} | {_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
     if paired:
         lines += ["", "Two stages against one stage on the same test images (difference with a 95% interval; "
