@@ -7,7 +7,9 @@ bench --parts accuracy`` does the same for its own runs.
 
     python benchmarks/paired_test.py runs/acc20/zoom_in runs/acc20/one_stage --passes 1 4 16 --topk
 
-``--topk`` adds the deterministic prediction (the N most attended patches) as a row "topk".
+``--single`` adds the expected one-pass accuracy (each image's share of the passes right, paired
+normal test) as a row "single"; ``--topk`` the deterministic prediction (the N most attended
+patches) as a row "topk".
 """
 from __future__ import annotations
 
@@ -20,14 +22,15 @@ from zoomin.bench.paired import compare, correctness
 
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int) -> str:
-    passes = " ".join(str(p) for p in rows if p != "topk") + (" --topk" if "topk" in rows else "")
+    passes = " ".join(str(p) for p in rows if isinstance(p, int)) + "".join(f" --{k}" for k in rows if isinstance(k, str))
     lines = ["# Paired comparison on the same test images", "",
              f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {passes} --seed {seed}`", "",
              f"A = `{run_a}`, B = `{run_b}`; {images} test images, each predicted by the mean class "
              "probability of *passes* sampled passes. Difference A − B with a 95% interval (normal "
              "approximation on per-image differences); exact two-sided McNemar test on the images "
-             "only one model gets right. Passes `topk`: deterministic, the N most attended patches.", "",
-             "| passes | accuracy A | accuracy B | A − B [95% CI] | only A right | only B right | McNemar p |",
+             "only one model gets right. Passes `single`: each image's share of single passes right (paired "
+             "normal test); `topk`: deterministic, the N most attended patches.", "",
+             "| passes | accuracy A | accuracy B | A − B [95% CI] | A better | B better | p |",
              "|---:|---:|---:|---|---:|---:|---:|"]
     for p, r in rows.items():
         lines.append(f"| {p} | {r['accuracy_a']:.3f} | {r['accuracy_b']:.3f} | {r['difference']:+.3f} "
@@ -43,6 +46,7 @@ def main() -> None:
     p.add_argument("--test-size", type=int, default=0, help="test images (0: the runs' own test set)")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--single", action="store_true", help="also compare the mean one-pass accuracies")
     p.add_argument("--topk", action="store_true", help="also compare the deterministic (top-k) predictions")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
@@ -51,8 +55,8 @@ def main() -> None:
         p.error("--passes must be >= 1")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
-    ca = correctness(a.run_a, passes, a.test_size, a.batch, a.seed, a.topk)
-    cb = correctness(a.run_b, passes, a.test_size, a.batch, a.seed, a.topk)
+    ca = correctness(a.run_a, passes, a.test_size, a.batch, a.seed, a.topk, a.single)
+    cb = correctness(a.run_b, passes, a.test_size, a.batch, a.seed, a.topk, a.single)
     text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed)
     if a.out:
         a.out.write_text(text)

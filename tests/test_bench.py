@@ -42,16 +42,18 @@ def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_pat
     assert [(r["model"], r["N"], r["epochs"]) for r in rows] == [("zoom_in", "3", "1"), ("one_stage", "3", "1")]
     for r in rows:
         assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
-        for col in ("accuracy_4_passes", "accuracy_16_passes", "accuracy_topk"):
+        for col in ("accuracy_4_passes", "accuracy_16_passes", "accuracy_single_pass", "accuracy_topk"):
             assert 0 <= float(r[col]) <= 1
+        assert float(r["accuracy_single_pass"]) * 16 * 16 == round(float(r["accuracy_single_pass"]) * 16 * 16)
     paired = list(csv.DictReader(open(tmp_path / "accuracy_paired.csv")))
-    assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16"), ("3", "topk")]
-    for r, col in zip(paired, ("accuracy_4_passes", "accuracy_16_passes", "accuracy_topk")):
+    assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16"), ("3", "single"), ("3", "topk")]
+    for r, col in zip(paired, ("accuracy_4_passes", "accuracy_16_passes", "accuracy_single_pass", "accuracy_topk")):
         assert float(r["zoom_in"]) == float(rows[0][col])  # the paired rows are the runs' own accuracies
         assert float(r["one_stage"]) == float(rows[1][col])
         assert int(r["only_zoom_in"]) + int(r["only_one_stage"]) <= 16 and 0 <= float(r["p_value"]) <= 1
     md = (tmp_path / "bench.md").read_text()
-    assert "Accuracy against training-step memory" in md and "| P = 16 | top-k |" in md and "McNemar" in md
+    assert "Accuracy against training-step memory" in md and "| P = 16 | 1 pass (mean) | top-k |" in md
+    assert "McNemar" in md
     assert "| 3 | topk |" in md
 
 
@@ -102,6 +104,12 @@ def test_paired_test_statistics():
     assert r["ci_low"] > 0 and r["p_value"] < 0.01
     with pytest.raises(ValueError, match="passes must be >= 1"):
         mod.correctness("nowhere", [0])
+    shares_a = torch.tensor([1.0, 0.75, 0.5, 0.25] * 50)  # per-image share of single passes right
+    r = mod.compare(shares_a, shares_a - 0.25 * (torch.arange(200) % 2))  # A better on every other image
+    assert abs(r["difference"] - 0.125) < 1e-12 and (r["only_a"], r["only_b"]) == (100, 0)
+    se = float((0.25 * (torch.arange(200) % 2)).double().std()) / 200 ** 0.5
+    assert abs(r["ci_low"] - (0.125 - 1.96 * se)) < 1e-12 and r["p_value"] < 1e-6  # paired normal test
+    assert mod.compare(shares_a, shares_a)["p_value"] == 1.0
 
 
 def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
@@ -121,6 +129,9 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     r = mod.compare(same[3], again[3])  # same seed: the same sampled passes, the same predictions
     assert (r["only_a"], r["only_b"], r["difference"], r["p_value"]) == (0, 0, 0.0, 1.0)
     top7, top8 = (mod.correctness(run, [1], 0, 5, seed=s, topk=True) for s in (7, 8))
+    shares = mod.correctness(run, [1, 3], 0, 5, seed=7, single=True)["single"]  # (12,) of 3 passes
+    assert ((shares * 3).round() == shares * 3).all() and (shares >= 0).all() and (shares <= 1).all()
+    assert (shares[same[1]] >= 1 / 3).all()  # an image the first pass got right has a share >= 1/3
     assert torch.equal(top7["topk"], top8["topk"])  # deterministic: no seed enters
     assert torch.equal(top7[1], same[1])  # the sampled passes are the same with or without top-k
     model, cfg = load_model(run / "checkpoint.pt")

@@ -3,7 +3,8 @@ training images): the one-stage and two-stage models at equal full-resolution de
 (``zoomin/configs/megapixel_mnist_{one_stage,zoom_in}.yaml``), for a few N. Each run trains
 with the ordinary ``Trainer`` (resumable: a second call continues an unfinished run) and its
 training-step memory is measured at the same settings by a fresh-process probe. Finally every run
-predicts the same test images with P sampled passes for each P asked for, and deterministically
+predicts the same test images with P sampled passes for each P asked for, by the expected
+one-pass accuracy (``single``: each image's share of those passes right) and deterministically
 (``topk``: the N most attended patches), and at each N the two kinds are compared image by image
 (``paired``: difference, 95% interval, McNemar test)."""
 from __future__ import annotations
@@ -56,7 +57,12 @@ def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, thre
     """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``)."""
     import torch
     torch.set_num_threads(threads)
-    return correctness(out, list(passes), test_size, seed=seed, topk=True)
+    return correctness(out, list(passes), test_size, seed=seed, topk=True, single=True)
+
+
+def column(key: int | str) -> str:
+    """The accuracy.csv column of a scoring: P sampled passes, "single" or "topk"."""
+    return f"accuracy_{key}_passes" if isinstance(key, int) else {"single": "accuracy_single_pass"}.get(key, f"accuracy_{key}")
 
 
 def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
@@ -66,8 +72,8 @@ def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:
 
 
 def paired_rows(ns, correct: dict) -> list[dict]:
-    """Two stages against one stage at each N and number of passes (or "topk"), on the same test
-    images. ``correct``: {(kind, N): {P or "topk": per-image correctness (n,) bool}}."""
+    """Two stages against one stage at each N and scoring (P passes, "single", "topk"), on the same
+    test images. ``correct``: {(kind, N): {scoring: per-image correctness (n,) bool or share right}}."""
     rows = []
     for n in ns:
         a, b = correct.get(("zoom_in", n)), correct.get(("one_stage", n))
@@ -108,8 +114,7 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
                          seconds_per_epoch=metrics["seconds_per_epoch"], step_mb=probe.get("step_mb"),
                          error=probe.get("error", "")))
         correct[kind, n] = corr
-        rows[-1].update({f"accuracy_{p}_passes" if p != "topk" else "accuracy_topk": float(c.double().mean())
-                         for p, c in corr.items()})
+        rows[-1].update({column(p): float(c.double().mean()) for p, c in corr.items()})
         curves += curve_rows(kind, n, metrics)
         if progress:
             progress.update(1)

@@ -187,13 +187,14 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
     if acc_rows:
         r0 = acc_rows[0]
         ps = sorted(int(k.split("_")[1]) for k in r0 if k.startswith("accuracy_") and k.endswith("_passes"))
-        cols = [f"accuracy_{p}_passes" for p in ps] + (["accuracy_topk"] if "accuracy_topk" in r0 else [])
-        heads = [f"P = {p}" for p in ps] + (["top-k"] if "accuracy_topk" in r0 else [])
+        extra = [(c, h) for c, h in (("accuracy_single_pass", "1 pass (mean)"), ("accuracy_topk", "top-k")) if c in r0]
+        cols = [f"accuracy_{p}_passes" for p in ps] + [c for c, _ in extra]
+        heads = [f"P = {p}" for p in ps] + [h for _, h in extra]
         lines += ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
                   f"images per epoch, {r0['epochs']} epochs; step memory: one training step on a batch of "
                   f"{r0['batch']}, the images not counted; test accuracy: the trainer's last test; then every run "
-                  f"on the same test images with P sampled passes averaged, and top-k: deterministic, the N most "
-                  f"attended patches):", "",
+                  f"on the same test images with P sampled passes averaged; 1 pass (mean): the mean accuracy of those "
+                  f"passes on their own; top-k: deterministic, the N most attended patches):", "",
                   "| model | N | test accuracy | " + "".join(f"{h} | " for h in heads) + "step memory (MB) | s/epoch |",
                   "|---|---:|---:|" + "---:|" * len(cols) + "---:|---:|"]
         lines += [f"| {r['model']} | {r['N']} | {_fmt(r['test_accuracy'], 3)} | "
@@ -201,8 +202,9 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
                   + f"{_fmt(r['step_mb'])} | {_fmt(r['seconds_per_epoch'], 0)} |" for r in acc_rows]
     if paired:
         lines += ["", "Two stages against one stage on the same test images (difference with a 95% interval; "
-                  "exact McNemar test on the images only one of them gets right):", "",
-                  "| N | passes | two stages | one stage | difference [95% CI] | only two right | only one right "
+                  "exact McNemar test on the images only one of them gets right; for `single`, the share of "
+                  "single passes right per image and a paired normal test):", "",
+                  "| N | passes | two stages | one stage | difference [95% CI] | two better | one better "
                   "| McNemar p |", "|---:|---:|---:|---:|---|---:|---:|---:|"]
         lines += [f"| {r['N']} | {r['passes']} | {r['zoom_in']:.3f} | {r['one_stage']:.3f} | {r['difference']:+.3f} "
                   f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['only_zoom_in']} | {r['only_one_stage']} | "
