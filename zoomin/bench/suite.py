@@ -163,6 +163,10 @@ def _fmt(v, digits=1):
     return "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
 
 
+def _p(v: float) -> str:
+    return f"{v:.3f}" if v >= 0.001 else "< 0.001"
+
+
 def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, acc_rows=(), paired=()) -> None:
     lines = ["# zoomin bench", "",
              f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads available, device `{cfg.device}`"
@@ -205,10 +209,10 @@ def write_markdown(cfg: BenchConfig, table, ratio_rows, var_rows, path: Path, ac
                   "exact McNemar test on the images only one of them gets right; for `single`, the share of "
                   "single passes right per image and a paired normal test):", "",
                   "| N | passes | two stages | one stage | difference [95% CI] | two better | one better "
-                  "| McNemar p |", "|---:|---:|---:|---:|---|---:|---:|---:|"]
+                  "| p |", "|---:|---:|---:|---:|---|---:|---:|---:|"]
         lines += [f"| {r['N']} | {r['passes']} | {r['zoom_in']:.3f} | {r['one_stage']:.3f} | {r['difference']:+.3f} "
                   f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['only_zoom_in']} | {r['only_one_stage']} | "
-                  f"{r['p_value']:.3f} |" for r in paired]
+                  f"{_p(r['p_value'])} |" for r in paired]
     path.write_text("\n".join(lines) + "\n")
 
 
