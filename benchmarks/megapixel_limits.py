@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoomin.data.megapixel_mnist import DIGIT, MegapixelMNIST, rasterise
-from zoomin.train import load_model
+from zoomin.bench.paired import load_run
+from zoomin.data.megapixel_mnist import DIGIT, rasterise
 
 
 def coverage(boxes: torch.Tensor, valid: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
@@ -40,10 +40,7 @@ def coverage(boxes: torch.Tensor, valid: torch.Tensor, digits: torch.Tensor) -> 
 
 @torch.no_grad()
 def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int, mode: str = "sample") -> dict:
-    model, cfg = load_model(run / "checkpoint.pt")
-    model.cfg.topk_subtiles = 1  # top-k mode: N patches in all, as in training
-    cfg.data.test_size = test_size or cfg.data.test_size
-    data = MegapixelMNIST(cfg.data, "test")
+    model, cfg, data = load_run(run, test_size)  # top-k: N patches in all, as in training
     gen = torch.Generator().manual_seed(seed)
     n_target = cfg.data.n_target
     seen_t, seen_o, correct, hits, draws = [], [], [], 0, 0

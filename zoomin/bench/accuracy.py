@@ -62,7 +62,7 @@ def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, thre
 
 def column(key: int | str) -> str:
     """The accuracy.csv column of a scoring: P sampled passes, "single" or "topk"."""
-    return f"accuracy_{key}_passes" if isinstance(key, int) else {"single": "accuracy_single_pass"}.get(key, f"accuracy_{key}")
+    return {"single": "accuracy_single_pass", "topk": "accuracy_topk"}.get(key, f"accuracy_{key}_passes")
 
 
 def curve_rows(kind: str, n: int, metrics: dict) -> list[dict]:

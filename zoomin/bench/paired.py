@@ -56,6 +56,18 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
                 ci_low=lo, ci_high=hi, only_a=only_a, only_b=only_b, p_value=p)
 
 
+def load_run(run: str | Path, test_size: int = 0):
+    """A run's checkpoint ready to score and its Megapixel MNIST test set -> (model, cfg, data).
+    In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
+    stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training."""
+    from ..data.megapixel_mnist import MegapixelMNIST
+    from ..train import load_model
+    model, cfg = load_model(Path(run) / "checkpoint.pt")
+    model.cfg.topk_subtiles = 1
+    cfg.data.test_size = test_size or cfg.data.test_size
+    return model, cfg, MegapixelMNIST(cfg.data, "test")
+
+
 @torch.no_grad()
 def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
                 seed: int = 0, topk: bool = False, single: bool = False) -> dict[int | str, torch.Tensor]:
@@ -66,13 +78,7 @@ def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: i
     patches (module doc)."""
     if not passes or min(passes) < 1:
         raise ValueError(f"passes must be >= 1, got {list(passes)}")
-    from ..data.megapixel_mnist import MegapixelMNIST
-    from ..train import load_model
-    model, cfg = load_model(Path(run) / "checkpoint.pt")
-    model.eval()
-    model.cfg.topk_subtiles = 1  # this loaded copy only: N sub-tiles in all, as in training
-    cfg.data.test_size = test_size or cfg.data.test_size
-    data = MegapixelMNIST(cfg.data, "test")
+    model, _, data = load_run(run, test_size)
     gen = torch.Generator().manual_seed(seed)
     out: dict[int | str, list] = {p: [] for p in passes}
     out |= {key: [] for key, on in (("single", single), ("topk", topk)) if on}
