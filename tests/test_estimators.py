@@ -5,8 +5,8 @@ number of tiles and sub-tiles (repeats, exhaustion) and near-one-hot attention. 
 import pytest
 import torch
 
-from zoomin.sampling import (expected_with_replacement, expected_without_replacement, exact_one_stage,
-                             exact_two_stage, gumbel_top_k, group_draws, sample_with_replacement)
+from zoomin.sampling import (draw, expected_with_replacement, exact_one_stage, exact_two_stage, gumbel_top_k,
+                             group_draws, sample_with_replacement, two_stage_estimate)
 
 DRAWS = 20_000  # Monte-Carlo draws per check (>= 2,000 as required; more keeps the check tight)
 TOL = 0.01
@@ -29,19 +29,18 @@ def exact_grads(a, b, f, w, two_stage=True):
     return value, grads
 
 
-def mc_two_stage(a, b, f, w, n, seed, estimator=expected_without_replacement):
-    """Mean estimate and mean gradients of the composed two-stage estimator over DRAWS draws."""
+def mc_two_stage(a, b, f, w, n, seed, estimator=None):
+    """Mean estimate and mean gradients of the composed two-stage estimator over DRAWS draws,
+    with the model's stage-II estimator (eq 9) or ``estimator`` in its place."""
     gen = torch.Generator().manual_seed(seed)
     L, S, D = f.shape
     log_alpha = a.log_softmax(-1).expand(DRAWS, L)  # (B, L) one row per Monte-Carlo draw
-    draws = sample_with_replacement(log_alpha.exp(), n, gen)  # (B, P)
-    log_beta = b.log_softmax(-1)[draws.index]  # (B, P, S): beta computed once per distinct tile
-    kmax = min(int(draws.count.max()), S)
-    sub = gumbel_top_k(log_beta, kmax, gen)  # (B, P, kmax)
-    feats = f[draws.index[..., None], sub]  # (B, P, kmax, D)
-    tile_sums = estimator(log_beta.gather(-1, sub), feats, draws.count, S)  # (B, P, D)
-    tile_sums = tile_sums * draws.valid[..., None]
-    z = expected_with_replacement(log_alpha.gather(1, draws.index), tile_sums, n)  # (B, D)
+    tiles = draw(log_alpha, n, "sample", gen)  # (B, P)
+    log_beta = b.log_softmax(-1)[tiles.index]  # (B, P, S): beta computed once per distinct tile
+    subs = draw(log_beta, tiles.count, "sample", gen, replacement=False)  # (B, P, K)
+    feats = f[tiles.index[..., None], subs.index]  # (B, P, K, D)
+    z = two_stage_estimate(log_alpha.gather(1, tiles.index), log_beta.gather(-1, subs.index), feats, tiles.count,
+                           subs.valid, n, S, within=estimator)  # (B, D)
     value = z.mean(0).detach()
     grads = torch.autograd.grad((z @ w).mean(), [a, b, f])
     return value, grads
@@ -66,14 +65,20 @@ def test_two_stage_unbiased(L, S, n, sharp):
     assert_close(mc_two_stage(a, b, f, w, n, seed=n), exact_grads(a, b, f, w))
 
 
+@pytest.mark.parametrize("composed", [False, True])
 @pytest.mark.parametrize("n", [1, 7, 25])
-def test_one_stage_unbiased(n):
+def test_one_stage_unbiased(n, composed):
+    """Eq 3 alone, and as the model computes it: the two-stage estimate with K = S = 1, log beta = 0."""
     a, _, f, w = problem(6, 1, 3, seed=n)
     gen = torch.Generator().manual_seed(n)
     log_alpha = a.log_softmax(-1).expand(DRAWS, 6)
     draws = sample_with_replacement(log_alpha.exp(), n, gen)
-    tile_sums = draws.count[..., None] * f[draws.index, 0]  # features once per distinct tile
-    z = expected_with_replacement(log_alpha.gather(1, draws.index), tile_sums, n)
+    la = log_alpha.gather(1, draws.index)  # (B, P)
+    if composed:
+        z = two_stage_estimate(la, torch.zeros(*la.shape, 1), f[draws.index], draws.count, draws.valid[..., None],
+                               n, 1)
+    else:
+        z = expected_with_replacement(la, draws.count[..., None] * f[draws.index, 0], n)  # features once per tile
     mc = (z.mean(0).detach(), torch.autograd.grad((z @ w).mean(), [a, f]))
     v_ex, g_ex = exact_grads(a, None, f, w, two_stage=False)
     assert (mc[0] - v_ex).abs().max() < TOL
@@ -120,6 +125,17 @@ def test_gumbel_top_k_is_sampling_without_replacement():
     expect = (p[:, None] * p[None, :] / (1 - p[:, None])).flatten().double()
     expect[torch.arange(4) * 5] = 0
     assert (freq - expect).abs().max() < 0.005
+
+
+def test_draw_without_replacement_fills_the_first_slots_with_distinct_locations():
+    log_p = torch.tensor([0.1, 0.2, 0.3, 0.4]).log().expand(3, 4)  # (3, S = 4)
+    for mode in ("sample", "topk"):
+        d = draw(log_p, torch.tensor([2, 0, 6]), mode, torch.Generator().manual_seed(0), replacement=False)
+        assert d.index.shape == (3, 4) and d.count.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
+        assert sorted(d.index[2].tolist()) == [0, 1, 2, 3]  # exhausted: every sub-tile once
+    assert d.index[0, :2].tolist() == [3, 2]  # topk: most probable first
+    with pytest.raises(ValueError, match="mode"):
+        draw(log_p, 2, "mean")
 
 
 def test_group_draws_counts_and_distinct():

@@ -2,7 +2,8 @@ import torch
 
 from zoomin.config import ModelConfig
 from zoomin.losses import attention_entropy, contrastive_loss, total_loss
-from zoomin.model import ZoomInNet, complement_log_probs
+from zoomin.model import ZoomInNet
+from zoomin.sampling import complement_log_probs
 
 
 def test_contrastive_binary_is_the_papers_loss():
@@ -58,11 +59,11 @@ def test_annotation_loss_pulls_attention_to_the_roi():
     before = roi_mass(model(x))
     for _ in range(40):
         tr = model(x, n=2)
-        loss = annotation_loss(tr, mask, cfg.scale1, cfg.scale2, model.subview_hw)
+        loss = annotation_loss(tr, mask)  # the scales and the stage-II grid come from the trace
         opt.zero_grad()
         loss.backward()
         opt.step()
     after = roi_mass(model(x))
     assert before < 0.2 and after > 0.6
-    none = annotation_loss(model(x), torch.zeros_like(mask), cfg.scale1, cfg.scale2, model.subview_hw)
+    none = annotation_loss(model(x), torch.zeros_like(mask))
     assert none == 0  # no ROI, no supervision

@@ -164,6 +164,25 @@ def test_trace_item_and_detach():
     d = tr.detach()
     assert not d.logits.requires_grad and not d.negatives.logits.requires_grad
     assert d.probs.shape == (3, 10) and d.distinct_tiles.shape == (3,)
+    # what is derived on demand (beta, weights, contributions) is the same from a copy or a slice
+    assert torch.allclose(one.contributions[0], tr.contributions[1]) and torch.equal(one.weights[0], tr.weights[1])
+    assert torch.equal(d.beta, tr.beta.detach()) and tr.beta.shape == (*tr.tile_counts.shape, *tr.subview_hw)
+    assert (tr.scale2, tr.subview_hw) == (0.25, model.subview_hw)
+
+
+def test_stage_one_result_and_the_scale_function():
+    from zoomin.model import Stage1, stage1_scale_for
+    cfg = ModelConfig(**{**TWO, "view_size": 16})
+    model = ZoomInNet(cfg)
+    s1 = model.attend(ArraySource(images(B=2, H=64, W=48)))
+    assert isinstance(s1, Stage1) and s1.view.shape == (2, 1, 16, 12) and s1.view_hw == (16, 12)
+    assert s1.log_alpha.shape == (2, 16 * 12) and s1.scale == stage1_scale_for(cfg, (64, 48)) == 0.25
+    assert stage1_scale_for(ModelConfig(**TWO), (64, 48)) == 0.1
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="mode"):
+        ZoomInNet(ModelConfig(**TWO))(images(), mode="mean")
 
 
 def test_view_size_fixes_the_stage_one_view_whatever_the_image_size():

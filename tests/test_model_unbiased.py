@@ -4,7 +4,7 @@ and in the gradient with respect to both attention nets' parameters."""
 import pytest
 import torch
 
-import zoomin.model
+import zoomin.sampling
 from zoomin.config import ModelConfig
 from zoomin.geometry import subtile_boxes, tile_boxes
 from zoomin.model import ZoomInNet
@@ -48,7 +48,8 @@ def setup():
 def exact(model, x, w, params):
     """Eq 5 with every tile and every sub-tile, and its gradient."""
     src = ArraySource(x)
-    log_alpha, view_hw, _, _ = model.attend(src)  # (1, L)
+    s1 = model.attend(src)
+    log_alpha, view_hw = s1.log_alpha, s1.view_hw  # (1, L)
     L = log_alpha.shape[1]
     tiles = tile_boxes(torch.arange(L), view_hw, src.size, (10, 10))  # (L, 4)
     log_beta, _ = model.zoom(src, torch.zeros(L, dtype=torch.long), tiles)  # (L, S)
@@ -84,5 +85,5 @@ def test_the_check_has_power(monkeypatch):
     model, x, w, params = setup()
     ex = exact(model, x, w, params)
     biased = lambda lb, f, k, s: expected_without_replacement(lb.detach(), f, k, s)  # noqa: E731
-    monkeypatch.setattr(zoomin.model, "expected_without_replacement", biased)
+    monkeypatch.setattr(zoomin.sampling, "expected_without_replacement", biased)  # what the model runs
     assert not close(monte_carlo(model, x, w, params), ex)

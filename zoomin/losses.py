@@ -54,12 +54,12 @@ def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contr
     return loss, parts
 
 
-def annotation_loss(trace: Trace, mask, scale1: float, scale2: float | None = None,
-                    subview_hw: tuple[int, int] | None = None, floor: float = -30.0) -> torch.Tensor:
+def annotation_loss(trace: Trace, mask, floor: float = -30.0) -> torch.Tensor:
     """Pixel-level supervision of the attention (METHOD §7): cross-entropy from the ROI mask,
-    resampled to each view and normalised to a distribution, to ``alpha`` — and, for two stages,
-    to every drawn tile's ``beta`` (mask read at ``scale2`` over the tile). Equal to the KL
-    divergence KL(mask || attention) up to a constant. Images (tiles) without ROI add nothing.
+    resampled to each view and normalised to a distribution, to ``alpha`` (mask read at
+    ``trace.scale1``) — and, for two stages, to every drawn tile's ``beta`` (mask read at
+    ``trace.scale2`` over the tile, on the ``trace.subview_hw`` grid). Equal to the KL divergence
+    KL(mask || attention) up to a constant. Images (tiles) without ROI add nothing.
 
     mask: (B, 1, H, W) tensor or a Source of the ROI (same size as the image). ``floor`` bounds
     the log-attention of foreground-masked locations so that a stray ROI pixel cannot explode it.
@@ -67,16 +67,17 @@ def annotation_loss(trace: Trace, mask, scale1: float, scale2: float | None = No
     from .sources import as_source
     src = as_source(mask)
     dev = trace.log_alpha.device
-    q = src.view(scale1).float().sum(1).flatten(1).to(dev)  # (B, L)
+    q = src.view(trace.scale1).float().sum(1).flatten(1).to(dev)  # (B, L)
     terms = []
     has = q.sum(-1) > 0
     if has.any():
         q = q[has] / q[has].sum(-1, keepdim=True)
         terms.append(-(q * trace.log_alpha[has].clamp(min=floor)).sum(-1).mean())
-    if trace.log_beta is not None and scale2 is not None and subview_hw is not None:
+    if trace.log_beta is not None:
         valid = trace.tile_counts > 0  # (B, P)
         rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]
-        q2 = src.read(rows.cpu(), trace.tile_boxes[valid].cpu(), scale2, subview_hw).float().sum(1).flatten(1).to(dev)  # (M, S)
+        q2 = src.read(rows.cpu(), trace.tile_boxes[valid].cpu(), trace.scale2, trace.subview_hw)  # (M, 1, u, v)
+        q2 = q2.float().sum(1).flatten(1).to(dev)  # (M, S)
         has2 = q2.sum(-1) > 0
         if has2.any():
             q2 = q2[has2] / q2[has2].sum(-1, keepdim=True)

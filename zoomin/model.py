@@ -1,7 +1,9 @@
 """``ZoomInNet`` (two-stage hierarchical attention sampling, §2.2) and ``AttentionSamplingNet``
-(the one-stage ATS baseline, §2.1). They share ``attend`` (stage I, eq 1), the feature net ``f``
-and ``classify`` (g); ``ZoomInNet`` adds ``zoom`` (stage II, eq 4). A forward pass is vectorised
-over the batch, the tiles and the samples, and returns one ``Trace``.
+(the one-stage ATS baseline, §2.1). They share ``attend`` (stage I, eq 1), the feature net ``f``,
+``classify`` (g) and ``aggregate``; ``ZoomInNet`` adds ``zoom`` (stage II, eq 4). A forward pass
+is vectorised over the batch, the tiles and the samples, and returns one ``Trace``. The model
+plans boxes and reads pixels; drawing and estimating are ``zoomin.sampling``'s ``draw`` and
+``two_stage_estimate`` (one stage is their ``K = 1`` case).
 
 Inference modes:
 
@@ -15,6 +17,7 @@ Inference modes:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,58 +26,85 @@ from . import foreground
 from .config import ModelConfig
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone
-from .sampling import (Draws, expected_topk, expected_with_replacement, expected_without_replacement,
-                       gumbel_top_k, sample_with_replacement, subtile_weights, top_locations)
+from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
 from .sources import Source, as_source
 from .trace import Trace
 
 
-def complement_log_probs(log_p: torch.Tensor, fg: torch.Tensor | None = None) -> torch.Tensor:
-    """Contrastive sampling distribution ``(1 - p)`` normalised, in log space (METHOD §6, §2.3),
-    over the same foreground as ``p``."""
-    if log_p.shape[-1] == 1:
-        return log_p
-    return foreground.apply(torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)), fg)
+def stage1_scale_for(cfg: ModelConfig, size: tuple[int, int]) -> float:
+    """``s1`` for an image of level-0 ``size`` (H, W): ``cfg.scale1``, or with ``cfg.view_size`` the
+    scale that gives a view of that many pixels on its longer side (so stage I costs the same on
+    any slide size)."""
+    if cfg.view_size:
+        return min(1.0, cfg.view_size / max(size))
+    return cfg.scale1
+
+
+@dataclass
+class Stage1:
+    """What stage I (eq 1) computed for a batch; later stages (and extra heads) read it."""
+
+    log_alpha: torch.Tensor  # (B, h*w) log alpha, background at foreground.MASKED
+    view_hw: tuple[int, int]  # (h, w) of the view
+    scale: float  # s1
+    view: torch.Tensor  # (B, C, h, w) V(x, s1)
+    threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
+    fg: torch.Tensor | None = None  # (B, h*w) bool foreground mask (None: no mask)
+
+
+@dataclass
+class Stage2:
+    """The patches fed to ``f`` for the drawn tiles. One stage: the tile itself (K = 1, no beta)."""
+
+    subtiles: Draws  # index/count (B, P, K): locations in each tile's stage-II view, draw order; count 1 = drawn
+    boxes: torch.Tensor  # (B, P, K, 4) level-0 boxes of the patches
+    log_beta: torch.Tensor | None = None  # (B, P, u*v) stage-II log attention (uniform on padding)
+    scale: float = 0.0  # s2 (0: one stage)
+    view_hw: tuple[int, int] = (0, 0)  # (u, v) (one stage: none)
+
+    def drawn_log_beta(self) -> torch.Tensor:  # (B, P, K)
+        """Log beta of the drawn sub-tiles; 0 (beta = 1 over one location) for one stage."""
+        if self.log_beta is None:
+            return torch.zeros(self.subtiles.index.shape, device=self.boxes.device)
+        return self.log_beta.gather(-1, self.subtiles.index)
+
+    @property
+    def num_subtiles(self) -> int:  # S
+        return 1 if self.log_beta is None else self.log_beta.shape[-1]
 
 
 class _AttentionSampler(nn.Module):
-    """What both models share: stage-I attention ``a``, features ``f``, classifier ``g``."""
+    """What both models share: stage-I attention ``a``, features ``f``, classifier ``g`` and the
+    draw -> read -> estimate -> trace pass. Each subclass says what ``f`` sees with
+    ``stage2(src, s1, tiles, boxes, mode, generator, complement) -> Stage2``."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, patch: int):
         super().__init__()
         self.cfg = cfg
+        self.patch_hw = (patch, patch)  # the level-0 patch fed to f
         self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth)
         self.features = build_backbone(cfg.backbone, in_channels=cfg.in_channels, out_dim=cfg.feature_dim,
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
 
-    def attend(self, src: Source) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None, torch.Tensor | None]:
-        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground -> log alpha (B, h*w),
-        the view size, the per-image foreground threshold (B,) and mask (B, h*w) (None: no mask)."""
-        view = src.view(self.stage1_scale(src.size))  # (B, C, h, w)
+    def attend(self, src: Source) -> Stage1:
+        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground."""
+        scale = self.stage1_scale(src.size)
+        view = src.view(scale)  # (B, C, h, w)
         logits = self.attention1(view)  # (B, h, w)
         threshold = foreground.fit(view, self.cfg.foreground)
         fg = foreground.mask(view, threshold, self.cfg.foreground)
-        return foreground.apply(logits.flatten(1).float(), fg), tuple(logits.shape[-2:]), threshold, fg
+        return Stage1(foreground.apply(logits.flatten(1).float(), fg), tuple(logits.shape[-2:]), scale, view,
+                      threshold, fg)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
-        """``s1``: ``scale1``, or with ``view_size`` the scale that gives a view of that many pixels
-        on its longer side (so stage I costs the same on any slide size)."""
-        if self.cfg.view_size:
-            return min(1.0, self.cfg.view_size / max(size))
-        return self.cfg.scale1
+        """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
+        return stage1_scale_for(self.cfg, size)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
         return self.classifier(z)
-
-    def draw(self, log_alpha: torch.Tensor, n: int, mode: str, generator=None) -> Draws:
-        if mode == "sample":
-            return sample_with_replacement(log_alpha.exp(), n, generator)
-        if mode == "topk":
-            return top_locations(log_alpha, n)
-        raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
                 generator: torch.Generator | None = None) -> Trace:
@@ -82,43 +112,50 @@ class _AttentionSampler(nn.Module):
         src = as_source(x)
         if src.channels != self.cfg.in_channels:
             raise ValueError(f"model expects {self.cfg.in_channels} channel(s), the input has {src.channels}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
-        log_alpha, view_hw, threshold, fg = self.attend(src)
-        trace = self.aggregate(src, log_alpha, view_hw, n, mode, generator, threshold)
-        if negatives and log_alpha.shape[-1] > 1:
-            trace.negatives = self.aggregate(src, complement_log_probs(log_alpha, fg), view_hw, n, mode,
-                                             generator, threshold, complement=True)
+        s1 = self.attend(src)
+        trace = self.aggregate(src, s1, n, mode, generator)
+        if negatives and s1.log_alpha.shape[-1] > 1:
+            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True)
         return trace
+
+    def aggregate(self, src: Source, s1: Stage1, n: int, mode: str = "sample",
+                  generator: torch.Generator | None = None, complement: bool = False) -> Trace:
+        """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
+        METHOD §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
+        estimate ``z`` (eqs 3 + 9, or top-k) and classify it."""
+        B = src.batch_size
+        log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
+        tiles = draw(log_alpha, n, mode, generator)  # (B, P) distinct tiles and their draw counts
+        boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
+        s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
+        drawn = s2.subtiles.valid  # (B, P, K)
+        rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
+        f = self.features(src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw)).float()  # (M, D) once per patch
+        feats = f.new_zeros(*drawn.shape, f.shape[-1])
+        feats[drawn] = f  # (B, P, K, D)
+        la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
+        z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode)  # (B, D)
+        return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *s1.view_hw), tile_index=tiles.index,
+                     tile_counts=tiles.count, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
+                     subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
+                     image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,
+                     head_weight=self.classifier.linear.weight.detach().clone())
 
 
 class AttentionSamplingNet(_AttentionSampler):
     """One-stage attention sampling (ATS, eqs 1-3): ``N`` full-resolution ``tile x tile`` patches
     drawn from the attention over ``V(x, scale1)``."""
 
-    def aggregate(self, src, log_alpha, view_hw, n, mode, generator=None, threshold=None,
-                  complement=False) -> Trace:
-        cfg, B = self.cfg, src.batch_size
-        draws = self.draw(log_alpha, n, mode, generator)
-        valid = draws.valid  # (B, P)
-        boxes = tile_boxes(draws.index, view_hw, src.size, (cfg.tile, cfg.tile))  # (B, P, 4)
-        rows = torch.arange(B, device=boxes.device)[:, None].expand_as(draws.index)
-        patches = src.read(rows[valid], boxes[valid], 1.0, (cfg.tile, cfg.tile))  # (M, C, t, t)
-        f = self.features(patches).float()  # (M, D): once per distinct patch
-        feats = f.new_zeros(*valid.shape, f.shape[-1])
-        feats[valid] = f  # (B, P, D)
-        la = log_alpha.gather(1, draws.index)  # (B, P)
-        if mode == "sample":
-            z = expected_with_replacement(la, draws.count.unsqueeze(-1) * feats, n)  # eq 3
-            weights = draws.count.float() / n
-        else:
-            z = expected_topk(la, feats)
-            weights = la.detach().softmax(-1)
-        zeros = torch.zeros_like(draws.index).unsqueeze(-1)
-        return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
-                     tile_counts=draws.count, tile_boxes=boxes, subtile_index=zeros, subtile_valid=valid.unsqueeze(-1),
-                     subtile_boxes=boxes.unsqueeze(2), weights=weights.unsqueeze(-1), features=feats.unsqueeze(2),
-                     contributions=self.classifier.contributions(weights, feats).unsqueeze(2), z=z,
-                     log_alpha=log_alpha, image_size=src.size, mode=mode, scale1=self.stage1_scale(src.size))
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cfg.tile)
+
+    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
+        """No stage II: each drawn tile is the patch (K = 1)."""
+        one = Draws(torch.zeros_like(tiles.index).unsqueeze(-1), tiles.valid.long().unsqueeze(-1))  # (B, P, 1)
+        return Stage2(one, boxes.unsqueeze(2))  # boxes (B, P, 1, 4)
 
 
 class ZoomInNet(_AttentionSampler):
@@ -127,7 +164,7 @@ class ZoomInNet(_AttentionSampler):
     without replacement. Only sub-tiles are ever read at full resolution."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+        super().__init__(cfg, cfg.subtile)
         self.attention2 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth)
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
 
@@ -139,49 +176,24 @@ class ZoomInNet(_AttentionSampler):
         fg = foreground.mask(views, None if threshold is None else threshold[rows], self.cfg.foreground)
         return foreground.apply(self.attention2(views).flatten(1).float(), fg), fg
 
-    def aggregate(self, src, log_alpha, view_hw, n, mode, generator=None, threshold=None,
-                  complement=False) -> Trace:
-        cfg, B = self.cfg, src.batch_size
-        tile_hw, sub_hw, (u, v) = (cfg.tile, cfg.tile), (cfg.subtile, cfg.subtile), self.subview_hw
-        S = u * v
-        draws = self.draw(log_alpha, n, mode, generator)
-        valid = draws.valid  # (B, P)
-        boxes = tile_boxes(draws.index, view_hw, src.size, tile_hw)  # (B, P, 4)
-        rows = torch.arange(B, device=boxes.device)[:, None].expand_as(draws.index)  # (B, P)
-        log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # padding: uniform
-        log_beta[valid], fg_valid = self.zoom(src, rows[valid], boxes[valid], threshold)  # (B, P, S)
+    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
+        """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's
+        sub-tiles without replacement: one per stage-I draw (eq 9), or the ``topk_subtiles`` best."""
+        valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
+        rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
+        log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
+        log_beta[valid], fg_valid = self.zoom(src, rows[valid], boxes[valid], s1.threshold)
         if complement:
             fg = None
             if fg_valid is not None:
-                fg = torch.ones_like(log_beta, dtype=torch.bool)
+                fg = torch.ones_like(log_beta, dtype=torch.bool)  # (B, P, S) padding: all foreground
                 fg[valid] = fg_valid
-            lb = complement_log_probs(log_beta, fg)
-        else:
-            lb = log_beta
-        k = draws.count if mode == "sample" else torch.full_like(draws.count, cfg.topk_subtiles) * valid
-        kmax = max(1, min(int(k.max()), S))
-        sub = gumbel_top_k(lb, kmax, generator) if mode == "sample" else lb.detach().topk(kmax, -1).indices
-        used = torch.arange(kmax, device=sub.device) < k.clamp(max=S).unsqueeze(-1)  # (B, P, kmax)
-        sboxes = subtile_boxes(boxes, sub, (u, v), tile_hw, sub_hw)  # (B, P, kmax, 4)
-        patches = src.read(rows.unsqueeze(-1).expand_as(sub)[used], sboxes[used], 1.0, sub_hw)  # (M, C, h2, w2)
-        f = self.features(patches).float()  # (M, D): each drawn sub-tile exactly once
-        feats = f.new_zeros(*used.shape, f.shape[-1])
-        feats[used] = f  # (B, P, kmax, D)
-        la, lb_sel = log_alpha.gather(1, draws.index), lb.gather(-1, sub)  # (B, P), (B, P, kmax)
-        if mode == "sample":
-            tile_sums = expected_without_replacement(lb_sel, feats, draws.count, S) * valid.unsqueeze(-1)  # eq 9
-            z = expected_with_replacement(la, tile_sums, n)  # (B, D), eqs 3 + 9
-            weights = subtile_weights(lb_sel, draws.count, S) / n
-        else:
-            lb_kept = lb_sel.masked_fill(~used, -float("inf"))
-            z = expected_topk(la, expected_topk(lb_kept, feats))
-            weights = la.detach().softmax(-1).unsqueeze(-1) * lb_kept.detach().softmax(-1)
-        return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *view_hw), tile_index=draws.index,
-                     tile_counts=draws.count, tile_boxes=boxes, subtile_index=sub, subtile_valid=used,
-                     subtile_boxes=sboxes, weights=weights, features=feats, z=z, log_alpha=log_alpha,
-                     contributions=self.classifier.contributions(weights, feats),
-                     beta=lb.exp().view(B, -1, u, v), log_beta=lb, image_size=src.size, mode=mode,
-                     scale1=self.stage1_scale(src.size), scale2=cfg.scale2)
+            log_beta = complement_log_probs(log_beta, fg)
+        k = tiles.count if mode == "sample" else self.cfg.topk_subtiles * valid  # (B, P) sub-tiles per tile
+        subtiles = draw(log_beta, k, mode, generator, replacement=False)  # (B, P, K) in draw order
+        tile_hw = (self.cfg.tile, self.cfg.tile)
+        sboxes = subtile_boxes(boxes, subtiles.index, self.subview_hw, tile_hw, self.patch_hw)  # (B, P, K, 4)
+        return Stage2(subtiles, sboxes, log_beta, self.cfg.scale2, self.subview_hw)
 
 
 def build_model(cfg: ModelConfig) -> _AttentionSampler:

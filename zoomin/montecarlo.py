@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import expected_with_replacement, expected_without_replacement, gumbel_top_k, sample_with_replacement
+from .sampling import Draws, draw, two_stage_estimate
 
 
 def two_stage_estimates(alpha_logits: torch.Tensor, beta_logits: torch.Tensor, feats: torch.Tensor, n: int,
@@ -14,25 +14,36 @@ def two_stage_estimates(alpha_logits: torch.Tensor, beta_logits: torch.Tensor, f
     """``draws`` independent estimates of ``sum_c alpha_c sum_d beta_cd f_cd`` with ``n`` samples.
 
     Stage I draws tiles with replacement (eq 3). Stage II draws each tile's ``k`` sub-tiles without
-    replacement (eq 9, what ``ZoomInNet`` does) or, for comparison, ``k`` times with replacement.
+    replacement (eq 9, what ``ZoomInNet`` does) or, for comparison, ``k`` times with replacement
+    (their features summed). Both go through ``two_stage_estimate``, as the model does.
     alpha_logits: (L,); beta_logits: (L, S); feats: (L, S, D) -> (draws, D).
     """
     L, S, _ = feats.shape
-    log_alpha = alpha_logits.log_softmax(-1).expand(draws, L)
-    tiles = sample_with_replacement(log_alpha.exp(), n, generator)  # index/count (draws, P)
-    log_beta = beta_logits.log_softmax(-1)[tiles.index]  # (draws, P, S)
+    log_alpha = alpha_logits.log_softmax(-1).expand(draws, L)  # (draws, L): one row per estimate
+    tiles = draw(log_alpha, n, "sample", generator)  # index/count (draws, P)
+    log_beta = beta_logits.log_softmax(-1)[tiles.index]  # (draws, P, S): beta once per distinct tile
     if without_replacement:
-        kmax = min(int(tiles.count.max()), S)
-        sub = gumbel_top_k(log_beta, kmax, generator)  # (draws, P, kmax)
-        sums = expected_without_replacement(log_beta.gather(-1, sub), feats[tiles.index[..., None], sub],
-                                            tiles.count, S)
+        subs, within = draw(log_beta, tiles.count, "sample", generator, replacement=False), None  # (draws, P, K)
     else:
-        kmax = int(tiles.count.max())
-        sub = torch.multinomial(log_beta.exp().flatten(0, 1), kmax, replacement=True,
-                                generator=generator).view(*tiles.index.shape, kmax)
-        used = torch.arange(kmax) < tiles.count[..., None]  # (draws, P, kmax)
-        sums = (feats[tiles.index[..., None], sub] * used[..., None]).sum(-2)
-    return expected_with_replacement(log_alpha.gather(1, tiles.index), sums * tiles.valid[..., None], n)
+        subs, within = _draw_with_replacement(log_beta, tiles.count, generator), _sum_of_draws
+    picked = feats[tiles.index[..., None], subs.index]  # (draws, P, K, D)
+    la, lb = log_alpha.gather(1, tiles.index), log_beta.gather(-1, subs.index)  # (draws, P), (draws, P, K)
+    return two_stage_estimate(la, lb, picked, tiles.count, subs.valid, n, S, within=within)
+
+
+def _draw_with_replacement(log_beta: torch.Tensor, count: torch.Tensor, generator=None) -> Draws:
+    """``count`` i.i.d. sub-tiles per tile. log_beta: (..., S); count: (...) -> (..., K), K = max count."""
+    k = int(count.max())
+    index = torch.multinomial(log_beta.exp().flatten(0, -2), k, replacement=True,
+                              generator=generator).view(*count.shape, k)  # (..., K)
+    return Draws(index, (torch.arange(k, device=count.device) < count.unsqueeze(-1)).long())
+
+
+def _sum_of_draws(log_beta, feats, count, num_subtiles):
+    """Stage II with replacement: the plain sum of the drawn features (a ``within`` for
+    ``two_stage_estimate``). feats: (..., K, D) -> (..., D)."""
+    drawn = torch.arange(feats.shape[-2], device=feats.device) < count.unsqueeze(-1)  # (..., K)
+    return (feats * drawn.unsqueeze(-1)).sum(-2)
 
 
 def variance_against_n(ns, draws: int) -> list[dict]:

@@ -93,9 +93,7 @@ class Classifier(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)
 
-    def contributions(self, weights: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """Each sample's additive share of the logits: ``g`` is linear and ``z = sum w f``, so
-        ``logits = bias + sum contributions`` (in eval mode). weights: (..., ); feats: (..., D)
-        -> (..., classes), detached (for display, not for training)."""
-        linear = self.body[-1]
-        return weights.detach().unsqueeze(-1) * (feats.detach() @ linear.weight.detach().T)
+    @property
+    def linear(self) -> nn.Linear:
+        """The linear map of ``g``: what ``Trace.contributions`` splits the logits with."""
+        return self.body[-1]

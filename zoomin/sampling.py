@@ -14,24 +14,74 @@ constant) and whose gradient is a score:
   ``sum_{j not drawn} grad(beta_j) f_j``; the prefix terms give the drawn ones: the total is the
   exact ``grad sum_j beta_j f_j`` for every prefix, hence unbiased. Using the inclusive sum, or
   letting the gradient flow through ``R_m`` instead, is biased (tests/test_estimators.py shows both).
+
+Entry points: ``draw`` (both stages, ``mode`` "sample" or "topk"), ``two_stage_estimate`` (eq 3
+composed with eq 9, or the top-k truncation; one stage is its ``K = 1`` case) and
+``two_stage_weights`` (the value of each drawn feature's weight in that estimate, for display).
+The functions they dispatch to stay importable for the experiments in ``zoomin.montecarlo``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from . import foreground
+
+MODES = ("sample", "topk")  # Monte Carlo (eqs 3, 9) or deterministic truncation (top-k)
+
 
 @dataclass
 class Draws:
-    """Distinct locations drawn per image, padded to the largest count in the batch."""
+    """Drawn locations, padded to the largest count in the batch. Stage I (with replacement):
+    distinct locations per image and how often each was drawn. Stage II (without replacement):
+    each tile's sub-tiles in draw order, count 1 for a drawn slot."""
 
-    index: torch.Tensor  # (B, P) int64 flat view locations; 0 in padding slots
-    count: torch.Tensor  # (B, P) int64 how many of the N draws hit that location; 0 in padding
+    index: torch.Tensor  # (..., P) int64 flat view locations; 0 in padding slots
+    count: torch.Tensor  # (..., P) int64 draws that hit that location; 0 in padding
 
     @property
-    def valid(self) -> torch.Tensor:  # (B, P) bool
+    def valid(self) -> torch.Tensor:  # (..., P) bool
         return self.count > 0
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
+
+
+def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generator | None = None,
+         replacement: bool = True) -> Draws:
+    """The one public sampler, for both stages (METHOD §3-4).
+
+    * ``replacement=True`` (stage I, eq 3): ``n`` (int) i.i.d. draws per row of ``log_p`` (B, L),
+      grouped into distinct locations with their counts -> (B, P). ``mode="topk"``: the
+      ``min(n, L)`` most probable locations, each counted once.
+    * ``replacement=False`` (stage II, eq 9): per row of ``log_p`` (..., S), an ordered sample of
+      ``min(n, S)`` distinct locations, ``n`` an int or a (...) tensor of per-row counts ->
+      (..., K) with ``K = max(1, min(max n, S))``, in draw order, count 1 on the drawn slots and 0
+      after them. ``mode="topk"``: the ``min(n, S)`` most probable, in decreasing order.
+    """
+    _check_mode(mode)
+    if replacement:
+        if mode == "sample":
+            return sample_with_replacement(log_p.exp(), n, generator)
+        return top_locations(log_p, n)
+    S = log_p.shape[-1]
+    n = torch.as_tensor(n, device=log_p.device).expand(log_p.shape[:-1])  # (...)
+    k = max(1, min(int(n.max()) if n.numel() else 1, S))
+    index = gumbel_top_k(log_p, k, generator) if mode == "sample" else log_p.detach().topk(k, -1).indices  # (..., K)
+    drawn = torch.arange(k, device=log_p.device) < n.clamp(max=S).unsqueeze(-1)  # (..., K)
+    return Draws(index, drawn.long())
+
+
+def complement_log_probs(log_p: torch.Tensor, fg: torch.Tensor | None = None) -> torch.Tensor:
+    """Contrastive sampling distribution ``(1 - p)`` normalised, in log space (METHOD §6, §2.3),
+    over the same foreground ``fg`` (..., L) as ``p``. log_p: (..., L) -> (..., L)."""
+    if log_p.shape[-1] == 1:
+        return log_p
+    return foreground.apply(torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)), fg)
 
 
 def group_draws(draws: torch.Tensor, num_locations: int) -> Draws:
@@ -169,6 +219,43 @@ def expected_topk(log_weights: torch.Tensor, feats: torch.Tensor) -> torch.Tenso
     log_weights: (..., K) log attention of the kept locations; feats: (..., K, D) -> (..., D).
     """
     return (torch.softmax(log_weights, -1).unsqueeze(-1) * feats).sum(-2)
+
+
+def two_stage_estimate(log_alpha: torch.Tensor, log_beta: torch.Tensor, feats: torch.Tensor, count: torch.Tensor,
+                       drawn: torch.Tensor, n: int, num_subtiles: int, mode: str = "sample",
+                       within=None) -> torch.Tensor:
+    """Eq 5's inner sum ``sum_c alpha_c sum_c' beta_cc' f_cc'`` from the drawn (tile, sub-tile) pairs.
+
+    ``mode="sample"``: eq 9 inside each tile (``within``, default ``expected_without_replacement``;
+    tests pass biased variants with its signature), then eq 3 over the tiles: unbiased in value and
+    gradient. ``mode="topk"``: both attentions renormalised over what was kept (a truncation).
+    One stage is the special case ``K = num_subtiles = 1``, ``log_beta = 0``.
+
+    log_alpha: (B, P) log alpha of the drawn tiles; log_beta: (B, P, K) log beta of the drawn
+    sub-tiles in draw order; feats: (B, P, K, D) (0 where not drawn); count: (B, P) stage-I draws
+    per tile (0: padding); drawn: (B, P, K) bool, the drawn slots (``draw(...).valid``); n: the
+    stage-I draws N; num_subtiles: S, the locations of a tile's stage-II view -> (B, D).
+    """
+    _check_mode(mode)
+    if mode == "sample":
+        within = within or expected_without_replacement  # looked up per call, so tests can patch it
+        tile_sums = within(log_beta, feats, count, num_subtiles) * (count > 0).unsqueeze(-1)  # (B, P, D) eq 9
+        return expected_with_replacement(log_alpha, tile_sums, n)  # (B, D) eq 3
+    kept = log_beta.masked_fill(~drawn, -math.inf)  # (B, P, K)
+    return expected_topk(log_alpha, expected_topk(kept, feats))
+
+
+def two_stage_weights(log_alpha: torch.Tensor, log_beta: torch.Tensor, count: torch.Tensor, drawn: torch.Tensor,
+                      num_subtiles: int, mode: str = "sample") -> torch.Tensor:
+    """The value of each drawn feature's coefficient in ``two_stage_estimate`` (``z = sum w f``,
+    summing to 1 per image), for display: ``subtile_weights / N`` (eqs 3 + 9) or the renormalised
+    ``alpha beta`` (top-k). Shapes as ``two_stage_estimate`` -> (B, P, K), detached, 0 where not drawn."""
+    _check_mode(mode)
+    if mode == "sample":
+        n = count.sum(-1)[..., None, None]  # (B, 1, 1): each image's counts add up to its N draws
+        return subtile_weights(log_beta, count, num_subtiles) / n
+    kept = log_beta.detach().masked_fill(~drawn, -math.inf)  # (B, P, K)
+    return log_alpha.detach().softmax(-1).unsqueeze(-1) * kept.softmax(-1)
 
 
 def exact_one_stage(alpha: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,20 @@
 """The one object a forward pass returns: everything a person (or a widget) needs to see what
-the model looked at. Widgets render a ``Trace``; they never reach into the model."""
+the model looked at. Widgets render a ``Trace``; they never reach into the model.
+
+The forward pass stores only what it computed anyway; quantities that exist for display
+(``beta`` as a map, ``weights``, ``contributions``) are derived from those fields when first read.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Optional
 
 import torch
+
+from .sampling import two_stage_weights
+
+SHARED = {"shared": True}  # field metadata: one value for the whole batch (``item`` keeps it whole)
 
 
 @dataclass
@@ -14,6 +23,8 @@ class Trace:
 
     B images; P distinct stage-I tiles per image (padded); K draws per tile (padded); u x v the
     stage-II view; D feature size. One-stage traces have ``K = 1`` and no stage-II fields.
+    New optional fields need a default; tensors are per image (dim 0 = B) unless their metadata
+    is ``SHARED``.
     """
 
     logits: torch.Tensor  # (B, classes) g(z)
@@ -24,18 +35,17 @@ class Trace:
     subtile_index: torch.Tensor  # (B, P, K) flat stage-II locations, in draw order
     subtile_valid: torch.Tensor  # (B, P, K) bool: a drawn sub-tile (features computed)
     subtile_boxes: torch.Tensor  # (B, P, K, 4) level-0 boxes of the sub-tiles fed to f
-    weights: torch.Tensor  # (B, P, K) weight of each sample's feature in z (sums to 1 per image)
     features: torch.Tensor  # (B, P, K, D) f of each sample (0 where not drawn)
     z: torch.Tensor  # (B, D) aggregated feature
     log_alpha: torch.Tensor  # (B, h*w) log-softmax of the stage-I logits (kept for losses)
-    beta: Optional[torch.Tensor] = None  # (B, P, u, v) stage-II attention of each tile
-    log_beta: Optional[torch.Tensor] = None  # (B, P, u*v) its log (kept for losses)
-    contributions: Optional[torch.Tensor] = None  # (B, P, K, classes) each sample's share of the logits
+    log_beta: Optional[torch.Tensor] = None  # (B, P, u*v) stage-II log attention of each tile (losses)
     negatives: Optional["Trace"] = None  # the contrastive negatives' trace (METHOD §6), if asked for
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
     scale1: float = 0.0  # the stage-I view scale used for this image
     scale2: float = 0.0  # the stage-II view scale (two stages; 0 for one stage)
+    subview_hw: tuple[int, int] = (0, 0)  # (u, v) the stage-II view of a tile (two stages)
+    head_weight: Optional[torch.Tensor] = field(default=None, metadata=SHARED)  # (classes, D) g's linear map
 
     @property
     def probs(self) -> torch.Tensor:
@@ -45,26 +55,47 @@ class Trace:
     def distinct_tiles(self) -> torch.Tensor:  # (B,) N' per image
         return (self.tile_counts > 0).sum(-1)
 
-    def detach(self) -> "Trace":
-        """A copy on the CPU with no autograd history: what widgets and files get."""
+    @property
+    def beta(self) -> Optional[torch.Tensor]:
+        """(B, P, u, v) stage-II attention of each tile (uniform on padding); None for one stage."""
+        if self.log_beta is None:
+            return None
+        return self.log_beta.exp().view(*self.log_beta.shape[:2], *self.subview_hw)
+
+    @cached_property
+    def weights(self) -> torch.Tensor:
+        """(B, P, K) the value of each sample's weight in ``z`` (sums to 1 per image; 0 where not
+        drawn), detached: ``z = sum weights * features``."""
+        la = self.log_alpha.detach().gather(1, self.tile_index)  # (B, P) of the drawn tiles
+        if self.log_beta is None:  # one stage: K = S = 1, beta = 1
+            lb, S = torch.zeros(self.subtile_index.shape, device=la.device), 1
+        else:
+            lb, S = self.log_beta.detach().gather(-1, self.subtile_index), self.log_beta.shape[-1]  # (B, P, K)
+        return two_stage_weights(la, lb, self.tile_counts, self.subtile_valid, S, self.mode)
+
+    @cached_property
+    def contributions(self) -> Optional[torch.Tensor]:
+        """(B, P, K, classes) each sample's additive share of the logits, detached: ``g`` is linear
+        and ``z = sum w f``, so ``logits = bias + sum contributions`` (in eval mode)."""
+        if self.head_weight is None:
+            return None
+        return self.weights.unsqueeze(-1) * (self.features.detach() @ self.head_weight.T)  # (B, P, K, classes)
+
+    def _map(self, tensor_fn, trace_fn) -> "Trace":
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, torch.Tensor):
-                v = v.detach().cpu()
+                v = tensor_fn(v, f.metadata.get("shared", False))
             elif isinstance(v, Trace):
-                v = v.detach()
+                v = trace_fn(v)
             out[f.name] = v
         return Trace(**out)
 
+    def detach(self) -> "Trace":
+        """A copy on the CPU with no autograd history: what widgets and files get."""
+        return self._map(lambda v, shared: v.detach().cpu(), Trace.detach)
+
     def item(self, b: int) -> "Trace":
         """Image ``b`` of the batch as a batch of one."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, torch.Tensor):
-                v = v[b:b + 1]
-            elif isinstance(v, Trace):
-                v = v.item(b)
-            out[f.name] = v
-        return Trace(**out)
+        return self._map(lambda v, shared: v if shared else v[b:b + 1], lambda t: t.item(b))
