@@ -35,7 +35,7 @@ def main(argv=None):
     from zoomin.model import build_model
     from zoomin.slides import SlideSource
     from zoomin.synth import make_spec, write_slide
-    from zoomin.train import save_model
+    from zoomin.checkpoint import save_model
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cfg = Config(model=ModelConfig(**MODEL))

@@ -53,9 +53,9 @@ def test_a_lesion_smaller_than_a_view_pixel_still_counts():
 def test_a_bad_outline_file_skips_its_slide_before_training(tmp_path, capsys):
     pytest.importorskip("large_image")
     from zoomin.config import Config
+    from zoomin.data.factory import usable_slides
     from zoomin.manifest import read_manifest
     from zoomin.synth import synth_slides
-    from zoomin.train import usable_slides
     manifest = synth_slides(tmp_path / "s", 2, 512, seed=1, tile=256, positive_fraction=1.0, progress=False)
     entries = read_manifest(manifest)
     entries[0].annotation.write_text("{broken")

@@ -116,8 +116,8 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     import torch
 
     from zoomin.bench import paired as mod
+    from zoomin.checkpoint import load_model
     from zoomin.data.megapixel_mnist import MegapixelMNIST
-    from zoomin.train import load_model
     run = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"

@@ -11,8 +11,11 @@ import pytest
 import torch
 import yaml
 
+from train_hooks import PAUSE_AT_STEP, hook_env
+
+from zoomin.checkpoint import CHECKPOINT, atomic_save, load_checkpoint
 from zoomin.config import Config
-from zoomin.train import CHECKPOINT, PAUSE_AT_STEP, Trainer, atomic_save, load_checkpoint
+from zoomin.train import Trainer
 
 CFG = {
     "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 40, "scale2": 0.25, "subtile": 16, "n_samples": 4,
@@ -37,7 +40,8 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     cfg.write_text(yaml.safe_dump(CFG))
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     ref = zoomin("train", "--config", str(cfg), "--out", str(full), "--quiet")
-    victim = zoomin("train", "--config", str(cfg), "--out", str(crashed), "--quiet", env={PAUSE_AT_STEP: "6"})
+    victim = zoomin("train", "--config", str(cfg), "--out", str(crashed), "--quiet",
+                    "--callback", "train_hooks:PauseAtStep", env=hook_env({PAUSE_AT_STEP: "6"}))
     deadline = time.monotonic() + 600  # a guard against hanging, not a speed requirement
     while not (crashed / "paused").exists():
         assert victim.poll() is None, victim.communicate()

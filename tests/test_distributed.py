@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from zoomin.train import DUMP_PARAMS
+from train_hooks import DUMP_PARAMS, hook_env
 
 # Stage I and stage II see 1 x 1 views, so sampling draws nothing random and two processes must
 # agree with one up to float summation order; no batch norm (its statistics are per process).
@@ -47,10 +47,12 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(DDP_CFG))
     two, one = tmp_path / "two", tmp_path / "one"
-    r = zoomin("train", "--config", str(cfg), "--out", str(two), "--quiet", nproc=2,
-               env={DUMP_PARAMS: str(two / "params")})
+    dump = ("--callback", "train_hooks:DumpParams")
+    r = zoomin("train", "--config", str(cfg), "--out", str(two), "--quiet", *dump, nproc=2,
+               env=hook_env({DUMP_PARAMS: str(two / "params")}))
     assert r.stdout.count('"processes": 2') == 1  # only rank 0 reports
-    zoomin("train", "--config", str(cfg), "--out", str(one), "--quiet", env={DUMP_PARAMS: str(one / "params")})
+    zoomin("train", "--config", str(cfg), "--out", str(one), "--quiet", *dump,
+           env=hook_env({DUMP_PARAMS: str(one / "params")}))
     p0, p1 = (torch.load(two / "params" / f"params.rank{r}.pt", weights_only=True) for r in (0, 1))
     single = torch.load(one / "params" / "params.rank0.pt", weights_only=True)
     for k in p0:
@@ -65,10 +67,10 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
 
 def test_predict_sharded_over_two_processes_merges_one_csv(tmp_path):
     pytest.importorskip("large_image")
+    from zoomin.checkpoint import save_model
     from zoomin.config import Config, ModelConfig
     from zoomin.model import build_model
     from zoomin.synth import synth_slides
-    from zoomin.train import save_model
     manifest = synth_slides(tmp_path / "s", 3, 1024, seed=2, tile=128, progress=False)
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"\0" * 100)

@@ -11,7 +11,7 @@ from zoomin.config import Config, ModelConfig  # noqa: E402
 from zoomin.manifest import read_manifest  # noqa: E402
 from zoomin.model import build_model  # noqa: E402
 from zoomin.synth import synth_slides  # noqa: E402
-from zoomin.train import save_model  # noqa: E402
+from zoomin.checkpoint import save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_train_on_a_manifest_then_predict(slides, tmp_path):
 def test_auc():
     import torch
 
-    from zoomin.train import auc
+    from zoomin.evaluate import auc
     assert auc(torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([1, 1, 0, 0])) == 1.0
     assert auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == 0.5
     assert auc(torch.tensor([0.2, 0.9]), torch.tensor([1, 0])) == 0.0

@@ -6,9 +6,10 @@ import pytest
 import torch
 import yaml
 
+from zoomin.checkpoint import load_checkpoint, load_model
 from zoomin.cli import main
 from zoomin.config import Config
-from zoomin.train import Trainer, load_checkpoint, load_model
+from zoomin.train import Trainer
 
 TINY = {
     "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 40, "scale2": 0.25, "subtile": 16, "n_samples": 4,
@@ -39,10 +40,25 @@ def test_train_cli_writes_metrics_and_checkpoint(tmp_path, kind, capsys):
     assert cfg.model.kind == kind and model(torch.rand(1, 1, 160, 160)).logits.shape == (1, 10)
 
 
+class CountCalls:
+    """A callback recording the step at each ``on_step`` and counting ``on_fit_end``."""
+
+    def __init__(self):
+        self.steps, self.ends = [], 0
+
+    def on_step(self, trainer):
+        self.steps.append(trainer.step)
+
+    def on_fit_end(self, trainer):
+        self.ends += 1
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     cfg = Config.from_dict(TINY)
-    full = Trainer(cfg, tmp_path / "full", progress=False, log=False)
+    calls = CountCalls()
+    full = Trainer(cfg, tmp_path / "full", progress=False, log=False, callbacks=[calls, object()])
     full.fit()
+    assert calls.steps == [1, 2, 3, 4, 5, 6] and calls.ends == 1  # 12 images, batch 4, 2 epochs; object(): no hooks
     Trainer(cfg, tmp_path / "part", progress=False, log=False).fit(stop_after=1)  # "interrupted" after epoch 1
     resumed = Trainer(cfg, tmp_path / "part", progress=False, log=False)
     resumed.fit(resume=True)
@@ -63,6 +79,16 @@ def test_bad_config_is_one_line(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("spec, message", [("nocolon", "expected MODULE:NAME"),
+                                           ("zoomin.no_such_module:X", "cannot import it"),
+                                           ("zoomin.train:NoSuchCallback", "cannot import it")])
+def test_bad_callback_is_one_line(tmp_path, capsys, spec, message):
+    cfg = write(tmp_path, TINY)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--callback", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--callback {spec}: {message}" in err
+
+
 def test_bad_checkpoint_is_one_line(tmp_path):
     p = tmp_path / "checkpoint.pt"
     p.write_bytes(b"not a checkpoint")
@@ -71,12 +97,12 @@ def test_bad_checkpoint_is_one_line(tmp_path):
 
 
 def test_shipped_configs_parse():
-    from importlib import resources
     from pathlib import Path
-    with resources.as_file(resources.files("zoomin") / "configs" / "demo.yaml") as p:
-        Config.from_yaml(p)
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for p in sorted(root.glob("*.yaml")):
+
+    import zoomin
+    shipped = sorted((Path(zoomin.__file__).parent / "configs").glob("*.yaml"))
+    assert len(shipped) > 0 and {"demo.yaml", "slides.yaml"} <= {p.name for p in shipped}
+    for p in shipped:
         Config.from_yaml(p)
 
 
@@ -93,7 +119,7 @@ def test_import_stays_light():
 
 def test_batch_norm_recalibration_replaces_stale_statistics():
     from zoomin.model import build_model
-    from zoomin.train import recalibrate_batch_norm
+    from zoomin.evaluate import recalibrate_batch_norm
     cfg = Config.from_dict(TINY)
     model = build_model(cfg.model)
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

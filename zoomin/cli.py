@@ -18,13 +18,31 @@ def _packaged_config(name: str):
         return Config.from_yaml(path)
 
 
+def _callbacks(specs: list[str]) -> list:
+    """``--callback MODULE:NAME``: NAME imported from MODULE and called with no arguments gives the
+    callback (an object with ``on_step(trainer)`` / ``on_fit_end(trainer)``, see ``zoomin.train``)."""
+    import importlib
+    callbacks = []
+    for spec in specs:
+        module, _, name = spec.partition(":")
+        if not module or not name:
+            raise ValueError(f"--callback {spec}: expected MODULE:NAME")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"--callback {spec}: cannot import it ({e})") from None
+        callbacks.append(factory())
+    return callbacks
+
+
 def _fit(cfg, args) -> int:
-    """Train with the command's --epochs/--resume/--quiet and print the headline metrics."""
+    """Train with the command's --epochs/--resume/--quiet/--callback and print the headline metrics."""
     from .train import Trainer
     if args.epochs:
         cfg.train.epochs = args.epochs
     from .distributed import is_main
-    metrics = Trainer(cfg, args.out, progress=not args.quiet and is_main()).fit(resume=args.resume)
+    trainer = Trainer(cfg, args.out, progress=not args.quiet and is_main(), callbacks=_callbacks(args.callback))
+    metrics = trainer.fit(resume=args.resume)
     keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device", "processes")
     if is_main():
         shown = {k: metrics[k] for k in keys if metrics.get(k) is not None}
@@ -57,7 +75,8 @@ def cmd_train(args) -> int:
 def cmd_synth_slides(args) -> int:
     from .synth import synth_slides
     manifest = synth_slides(args.out, args.n, args.size, seed=args.seed, tile=args.tile, aperio=args.svs,
-                            progress=not args.quiet)
+                            progress=not args.quiet, appearance=args.appearance, roi_ratio=args.roi_ratio,
+                            distractors=args.distractors, annotations=not args.no_annotations, mpp=args.mpp)
     print(manifest)
     return 0
 
@@ -106,6 +125,9 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
+    p.add_argument("--callback", action="append", default=[], metavar="MODULE:NAME",
+                   help="install a training callback: NAME from the importable MODULE, called with no arguments, "
+                        "gives an object with on_step(trainer) and/or on_fit_end(trainer); repeatable")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,6 +152,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tile", type=int, default=512, help="TIFF tile side (the reader keeps per-tile state: fewer, larger tiles cost less memory)")
     s.add_argument("--svs", action="store_true", help="Aperio-SVS-style files (OpenSlide reads them as Aperio)")
+    from .synth import CHOICES
+    s.add_argument("--appearance", default="plain", choices=CHOICES,
+                   help="lesion look: plain purple ellipses (easy), or ones to learn from slide labels: nuclei (crowded "
+                        "dark nuclei), colour (stain shift), texture (fibres), giant_cells, mixed (one of those per lesion)")
+    s.add_argument("--roi-ratio", type=float, default=None,
+                   help="total lesion area / slide area, e.g. 0.0005 (default: 0.2-0.4%% of the side in radius for "
+                        "plain, 0.0005 otherwise)")
+    s.add_argument("--distractors", type=int, default=0,
+                   help="lesion-like cells per slide, negatives too (single giant cells, dark spots, pairs of nuclei)")
+    s.add_argument("--mpp", type=float, default=None, help="microns per pixel (default 0.25 for plain, 1.0 otherwise)")
+    s.add_argument("--no-annotations", action="store_true",
+                   help="manifest without the annotation column (slide labels only; outlines are still written)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth_slides)
     q = sub.add_parser("predict", help="class probabilities (and attention heatmaps) for slides")

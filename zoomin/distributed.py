@@ -1,10 +1,12 @@
-"""Several processes under ``torchrun``: the process group, which rank does what, sharding.
+"""Device placement and several processes under ``torchrun``: the device, the process group,
+which rank does what, sharding.
 
 ``torchrun --nproc_per_node=K -m zoomin train ...`` starts K processes with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set; each joins one process group (nccl on CUDA, gloo on CPU).
 Training wraps the model in ``DistributedDataParallel`` and shards every epoch with a
 ``DistributedSampler``; prediction shards the slides. Only rank 0 writes shared files. Without
-torchrun (``WORLD_SIZE`` unset or 1) every function here is a no-op and rank 0 is the only rank.
+torchrun (``WORLD_SIZE`` unset or 1) the process-group functions are no-ops and rank 0 is the
+only rank.
 """
 from __future__ import annotations
 
@@ -13,6 +15,17 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu; any other name as torch spells it (``cuda:1``, ``cpu``)."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -47,12 +47,13 @@ def fit(view: torch.Tensor, kind: str) -> torch.Tensor | None:
 def mask(view: torch.Tensor, threshold: torch.Tensor | None, kind: str) -> torch.Tensor | None:
     """Foreground locations of ``view`` (B, C, h, w) under per-image ``threshold`` (B,) -> (B, h*w) bool.
 
-    Rows with no foreground become all-True (nothing is masked)."""
+    Rows with no foreground become all-True (nothing is masked). Under ``otsu_dark`` exact zeros
+    (the padding where a tile sticks out of the image) are background, however dark."""
     if threshold is None:
         return None
     g = gray(view).flatten(1)  # (B, h*w)
     t = threshold.view(-1, 1)
-    fg = g > t if kind == "otsu_bright" else g < t
+    fg = g > t if kind == "otsu_bright" else (g < t) & (g > 0)  # 0: the zero padding outside the image
     return fg | ~fg.any(-1, keepdim=True)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .evaluate import average_passes
 from .trace import Trace
 
 
@@ -43,19 +44,18 @@ def _cells(trace: Trace, keep: float = 0.95):
 
 def heatmap_geojson(trace: Trace, slide_id: str) -> dict:
     """Attention cells and the sampled sub-tiles as GeoJSON polygons (level-0 pixels), for QuPath."""
-    def poly(x, y, w, h):
-        return {"type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}
-    feats = []
-    for (x, y, w, h), v in zip(*_cells(trace)):
-        feats.append({"type": "Feature", "geometry": poly(x, y, w, h),
-                      "properties": {"objectType": "annotation", "name": "attention",
-                                     "measurements": {"alpha": v}, "classification": {"name": "Attention"}}})
+    from .geojson import box_rings, feature_collection, polygon_feature
+
+    def rings(xywh) -> np.ndarray:  # (K, 4) level-0 (x, y, w, h) -> (K, 4, 2) corners
+        b = np.asarray(xywh, float).reshape(-1, 4)
+        return box_rings(np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1))
+    cells, alphas = _cells(trace)
+    feats = [polygon_feature(r, "Attention", name="attention", measurements={"alpha": v})
+             for r, v in zip(rings(cells), alphas)]
     valid = trace.subtile_valid[0]
-    for (x, y, w, h), wt in zip(trace.subtile_boxes[0][valid].tolist(), trace.weights[0][valid].tolist()):
-        feats.append({"type": "Feature", "geometry": poly(x, y, w, h),
-                      "properties": {"objectType": "annotation", "name": "sub-tile",
-                                     "measurements": {"weight": wt}, "classification": {"name": "Sampled"}}})
-    return {"type": "FeatureCollection", "features": feats, "properties": {"slide_id": slide_id}}
+    feats += [polygon_feature(r, "Sampled", name="sub-tile", measurements={"weight": wt})
+              for r, wt in zip(rings(trace.subtile_boxes[0][valid].tolist()), trace.weights[0][valid].tolist())]
+    return feature_collection(feats, slide_id=slide_id)
 
 
 def heatmap_dsa(trace: Trace, slide_id: str) -> dict:
@@ -97,11 +97,8 @@ def predict_slide(model, cfg, path: Path, slide_id: str, passes: int, seed: int,
     is a one-line ``ValueError``/``OSError`` naming it."""
     from .slides import SlideSource
     src = SlideSource(path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels)
-    gen = slide_generator(seed, slide_id)
-    with torch.no_grad():
-        tr = model(src, generator=gen).detach()  # the first pass is also the one drawn
-        probs = tr.probs[0] + sum(model(src, generator=gen).probs[0] for _ in range(max(1, passes) - 1))
-    probs = probs / max(1, passes)
+    probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id))
+    probs, tr = probs[0], tr.detach()  # (classes,); the first pass is also the one drawn
     if not torch.isfinite(probs).all():
         raise ValueError(f"{path}: the model's output is not finite")
     return probs, tr, src
@@ -129,7 +126,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     stderr and skipped, the rest are still written. Under torchrun each rank predicts every
     ``world``-th slide and rank 0 merges the parts into ``out_csv`` in input order.
     Returns (written, failed) over all ranks."""
-    from .train import load_model
+    from .checkpoint import load_model
     model, cfg = load_model(checkpoint)
     slides = list_slides(inputs)
     out_csv = Path(out_csv)

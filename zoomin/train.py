@@ -4,14 +4,18 @@ and ``metrics.json``; ``resume=True`` continues from the last checkpoint, and a 
 point and resumed ends bitwise equal to an uninterrupted one on CPU (docs/reliability.md).
 
 Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``, each epoch is sharded by a
-``DistributedSampler`` (``train.batch_size`` stays the global batch) and only rank 0 writes."""
+``DistributedSampler`` (``train.batch_size`` stays the global batch) and only rank 0 writes.
+
+Callbacks are objects with any of ``on_step(trainer)`` (after every optimiser step) and
+``on_fit_end(trainer)`` (every rank, when ``fit`` returns); ``zoomin train --callback
+MODULE:NAME`` installs one from the command line. Checkpoint files: ``zoomin.checkpoint``;
+scoring: ``zoomin.evaluate``; data sets: ``zoomin.data.factory``."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -20,202 +24,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed
+from .checkpoint import CHECKPOINT, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import Config
-from .geometry import view_size
+from .data.factory import make_datasets
+from .distributed import select_device
+from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
 from .losses import annotation_loss, total_loss
 from .model import build_model
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
-PAUSE_AT_STEP = "ZOOMIN_TEST_PAUSE_AT_STEP"  # test hook: after this optimiser step, write OUT/paused and wait
-DUMP_PARAMS = "ZOOMIN_TEST_DUMP_PARAMS"  # test hook: each rank saves its final parameters in this folder
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda, then mps, then cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a zoomin checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise ValueError(f"{path}: not a readable zoomin checkpoint ({type(e).__name__})") from None
-
-
-def save_model(path: str | Path, model, cfg: Config) -> Path:
-    """A checkpoint with just the model and its config (what ``load_model`` and ``predict`` need)."""
-    path = Path(path)
-    atomic_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
-    return path
-
-
-def load_model(path: str | Path, map_location="cpu"):
-    """The model stored in a checkpoint, in eval mode, and its ``Config``."""
-    ck = load_checkpoint(path, map_location)
-    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
-        raise ValueError(f"{path}: not a zoomin checkpoint (no model and config in it)")
-    cfg = Config.from_dict(ck["config"], source=str(path))
-    model = build_model(cfg.model)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError:
-        raise ValueError(f"{path}: the weights do not match the model its config describes") from None
-    return model.eval(), cfg
-
-
-def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
-    """The manifest rows whose slide opens and whose stage-I view fits the pixel budget; each
-    other one is reported on one line (``zoomin: skipped PATH: problem``) and left out."""
-    from .slides import SlideSource
-    kept = []
-    for e in entries:
-        try:
-            src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels)
-            scale = min(1.0, cfg.model.view_size / max(src.size)) if cfg.model.view_size else cfg.model.scale1
-            src.check_view(scale)
-            if cfg.train.annotation_weight and getattr(e, "annotation", None):
-                from .annotations import MaskSource
-                MaskSource(e.annotation, src.size)  # a bad outline file is found now, not mid-epoch
-            kept.append(e)
-        except (OSError, ValueError) as err:
-            if report and distributed.is_main():
-                print(f"zoomin: skipped {err}", file=sys.stderr)
-    return kept
-
-
-def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
-    if cfg.data.task == "manifest":
-        from .data.slides import SlideDataset
-        from .manifest import read_manifest
-        entries = usable_slides(read_manifest(cfg.data.manifest, num_classes=cfg.model.num_classes), cfg)
-        test = [e for e in entries if e.split == cfg.data.test_split]
-        train = [e for e in entries if e.split != cfg.data.test_split]
-        if not train or not test:
-            raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
-                             f"'{cfg.data.test_split}' (after skipping unreadable slides)")
-        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels, annotations=cfg.train.annotation_weight > 0),
-                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels))
-    if cfg.data.task != "megapixel_mnist":
-        raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")
-    from .data import MegapixelMNIST
-    return MegapixelMNIST(cfg.data, "train"), MegapixelMNIST(cfg.data, "test")
-
-
-def forward_batch(model, x, **kw):
-    """A tensor batch in one forward pass; a list of sources (slides of different sizes) one by
-    one -> list of traces."""
-    if isinstance(x, torch.Tensor):
-        return [model(x, **kw)]
-    return [model(s, **kw) for s in x]
-
-
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class only."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if not len(pos) or not len(neg):
-        return None
-    greater = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
-@torch.no_grad()
-def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None) -> torch.Tensor:
-    """Class probabilities (B, classes); in ``sample`` mode the mean over ``passes`` Monte-Carlo
-    passes. ``x``: a tensor batch, a source, or a list of sources."""
-    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
-    x = x if isinstance(x, (torch.Tensor, list)) else [x]
-    probs = 0
-    for _ in range(passes if mode == "sample" else 1):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = forward_batch(model, x, mode=mode)
-        probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])
-    return probs / (passes if mode == "sample" else 1)
-
-
-@torch.no_grad()
-def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
-             progress: bool = True) -> dict:
-    """Accuracy (and, for two classes, ROC AUC) over a loader."""
-    from tqdm.auto import tqdm
-    model.eval()
-    probs, labels = [], []
-    for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
-        x = x.to(device) if isinstance(x, torch.Tensor) else x
-        probs.append(predict_proba(model, x, mode, passes, amp_dtype).cpu())
-        labels.append(y.cpu())
-    p, y = torch.cat(probs), torch.cat(labels)
-    out = {"test_accuracy": float((p.argmax(-1) == y).double().mean())}
-    if p.shape[-1] == 2:
-        out["test_auc"] = auc(p[:, 1], y)
-    return out
-
-
-@torch.no_grad()
-def recalibrate_batch_norm(model, loader, device, batches: int) -> None:
-    """Re-estimate batch-norm running statistics as plain averages over ``batches`` training
-    batches (train-mode forward passes, no gradients). Running averages taken while ``f`` was
-    changing fast can lag far enough to put evaluation at chance; this removes the lag."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches <= 0:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    for i, (x, _) in enumerate(loader):
-        if i >= batches:
-            break
-        forward_batch(model, x.to(device) if isinstance(x, torch.Tensor) else x)
-    for m, mom in zip(norms, momenta):
-        m.momentum = mom
-
-
-def rng_state() -> dict:
-    """Every random state training draws from (torch, CUDA, Python, NumPy), as plain tensors and
-    numbers so that a ``weights_only`` load restores it."""
-    py, np_state = random.getstate(), np.random.get_state()
-    return {"rng_torch": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_python": list(py[1]), "rng_python_pos": py[2],
-            "rng_numpy": torch.from_numpy(np_state[1].astype(np.int64)), "rng_numpy_pos": int(np_state[2]),
-            "rng_numpy_gauss": [int(np_state[3]), float(np_state[4])]}
-
-
-def set_rng_state(ck: dict) -> None:
-    torch.set_rng_state(ck["rng_torch"].cpu())
-    if ck["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
-    random.setstate((3, tuple(ck["rng_python"]), ck["rng_python_pos"]))
-    if "rng_numpy" in ck:  # checkpoints from before it was saved lack it
-        keys = ck["rng_numpy"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, ck["rng_numpy_pos"], *ck["rng_numpy_gauss"]))
+__all__ = ["Trainer", "select_device", "METRICS"]
 
 
 class Trainer:
-    """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data."""
+    """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data;
+    ``callbacks``: objects with ``on_step`` / ``on_fit_end`` (module doc)."""
 
     def __init__(self, cfg: Config, out: str | Path, datasets: tuple[Dataset, Dataset] | None = None,
-                 progress: bool = True, log: bool = True):
+                 progress: bool = True, log: bool = True, callbacks: list | None = None):
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
+        self.callbacks = list(callbacks or [])
         self.out.mkdir(parents=True, exist_ok=True)
         t = cfg.train
         if t.threads:
@@ -311,13 +139,12 @@ class Trainer:
         if self.distributed:
             torch.manual_seed((self.cfg.train.seed * 100_003 + self.epoch) * 1009 + self.rank)
 
-    def _pause_hook(self) -> None:
-        """Test hook (``ZOOMIN_TEST_PAUSE_AT_STEP``): stop still after that step, so a test can
-        SIGKILL the process at a known point mid-epoch."""
-        if os.environ.get(PAUSE_AT_STEP) == str(self.step):
-            (self.out / "paused").write_text(str(self.step))
-            while True:
-                time.sleep(1)
+    def _callback(self, event: str) -> None:
+        """Call ``event`` (``on_step`` or ``on_fit_end``) with this trainer on every callback that has it."""
+        for cb in self.callbacks:
+            hook = getattr(cb, event, None)
+            if hook is not None:
+                hook(self)
 
     def train_epoch(self, loader: DataLoader) -> dict:
         from tqdm.auto import tqdm
@@ -354,7 +181,7 @@ class Trainer:
             correct += int((logits.argmax(-1) == y).sum())
             n += len(y)
             bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
-            self._pause_hook()
+            self._callback("on_step")
         keys = sorted(sums)
         *totals, n, correct = distributed.all_sum([sums[k] for k in keys] + [n, correct])  # over the ranks
         return {**{k: v / n for k, v in zip(keys, totals)}, "train_accuracy": correct / max(n, 1)}
@@ -365,10 +192,7 @@ class Trainer:
         mask = getattr(src, "mask", None)
         if mask is None:
             return loss, {**parts, "annotation": 0.0}
-        m = self.cfg.model
-        two = m.kind == "zoom_in"
-        ann = annotation_loss(trace, mask, trace.scale1, m.scale2 if two else None,
-                              view_size(m.tile, m.tile, m.scale2) if two else None)
+        ann = annotation_loss(trace, mask)  # scales and the stage-II grid come from the trace
         return loss + self.cfg.train.annotation_weight * ann, {**parts, "annotation": float(ann.detach())}
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -393,7 +217,7 @@ class Trainer:
                 atomic_save(self.state(), self.out / CHECKPOINT)
                 self.write_metrics()
                 self._log(row)
-        self._dump_params()
+        self._callback("on_fit_end")
         return self.write_metrics() if self.writer else self.metrics()
 
     def test(self, row: dict, train_loader, test_loader) -> None:
@@ -410,14 +234,6 @@ class Trainer:
             test += f" test AUC {row['test_auc']:.3f}" if row.get("test_auc") is not None else ""
             print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
                   f"({row['seconds']:.0f} s)", flush=True)
-
-    def _dump_params(self) -> None:
-        """Test hook (``ZOOMIN_TEST_DUMP_PARAMS``): every rank saves its parameters, to compare ranks."""
-        folder = os.environ.get(DUMP_PARAMS)
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            atomic_save({k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                        Path(folder) / f"params.rank{self.rank}.pt")
 
     def write_metrics(self) -> dict:
         metrics = self.metrics()

@@ -61,7 +61,7 @@ def load_run(run: str | Path, test_size: int = 0):
     In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
     stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training."""
     from ..data.megapixel_mnist import MegapixelMNIST
-    from ..train import load_model
+    from ..checkpoint import load_model
     model, cfg = load_model(Path(run) / "checkpoint.pt")
     model.cfg.topk_subtiles = 1
     cfg.data.test_size = test_size or cfg.data.test_size

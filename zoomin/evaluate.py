@@ -1,0 +1,85 @@
+"""Scoring a model: forward passes over a batch or a list of slides, class probabilities averaged
+over P sampled passes (the one implementation training, ``zoomin predict`` and the notebooks
+use), accuracy and ROC AUC over a loader, and batch-norm recalibration before testing."""
+from __future__ import annotations
+
+import torch
+
+
+def forward_batch(model, x, **kw):
+    """A tensor batch in one forward pass; a list of sources (slides of different sizes) one by
+    one -> list of traces."""
+    if isinstance(x, torch.Tensor):
+        return [model(x, **kw)]
+    return [model(s, **kw) for s in x]
+
+
+@torch.no_grad()
+def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
+    """Class probabilities (B, classes), in ``sample`` mode the mean over ``passes`` Monte-Carlo
+    passes (eq 3 / eq 9 averaged; ``topk`` is deterministic: one pass), and the first pass's
+    traces. ``x``: a tensor batch, a source, or a list of sources; ``generator``: the sampling
+    generator (None: torch's global one)."""
+    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
+    x = x if isinstance(x, (torch.Tensor, list)) else [x]
+    n = max(1, passes) if mode == "sample" else 1
+    probs, first = 0, None
+    for _ in range(n):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            traces = forward_batch(model, x, mode=mode, generator=generator)
+        first = first or traces
+        probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+    return probs / n, first
+
+
+def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None) -> torch.Tensor:
+    """Class probabilities (B, classes): ``average_passes`` without the traces."""
+    return average_passes(model, x, mode, passes, amp_dtype, generator)[0]
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Area under the ROC curve of ``scores`` (n,) for ``labels`` (n,) in {0, 1} (scikit-learn's
+    ``roc_auc_score``: ties count half); None with one class only."""
+    if not ((labels == 1).any() and (labels == 0).any()):
+        return None
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(labels.cpu().numpy(), scores.detach().cpu().double().numpy()))
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
+             progress: bool = True) -> dict:
+    """Accuracy (and, for two classes, ROC AUC) over a loader."""
+    from tqdm.auto import tqdm
+    model.eval()
+    probs, labels = [], []
+    for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+        x = x.to(device) if isinstance(x, torch.Tensor) else x
+        probs.append(predict_proba(model, x, mode, passes, amp_dtype).cpu())
+        labels.append(y.cpu())
+    p, y = torch.cat(probs), torch.cat(labels)  # (n, classes), (n,)
+    out = {"test_accuracy": float((p.argmax(-1) == y).double().mean())}
+    if p.shape[-1] == 2:
+        out["test_auc"] = auc(p[:, 1], y)
+    return out
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model, loader, device, batches: int) -> None:
+    """Re-estimate batch-norm running statistics as plain averages over ``batches`` training
+    batches (train-mode forward passes, no gradients). Running averages taken while ``f`` was
+    changing fast can lag far enough to put evaluation at chance; this removes the lag."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        forward_batch(model, x.to(device) if isinstance(x, torch.Tensor) else x)
+    for m, mom in zip(norms, momenta):
+        m.momentum = mom
