@@ -28,6 +28,9 @@ class ModelConfig:
     dropout: float = 0.0  # dropout before g's linear layer
     topk_subtiles: int = 2  # deterministic inference: sub-tiles kept per tile (mode="topk")
     foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright (ink), otsu_dark (tissue)
+    evidence: bool = False  # MIL evidence heads (METHOD §10): a and b give a per-location evidence map that is the attention logits, pooled into auxiliary predictions; f gets an instance head; views standardised over the foreground
+    evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
+    instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
 
     def __post_init__(self):
         if self.kind not in ("zoom_in", "one_stage"):
@@ -37,6 +40,8 @@ class ModelConfig:
         for name in ("scale1", "scale2"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.evidence_topk < 1 or self.instance_topk < 1:
+            raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
 
@@ -69,6 +74,8 @@ class TrainConfig:
     entropy_weight: float = 0.01  # weight of the attention entropy regulariser (METHOD §3)
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
+    evidence_weight: float = 0.0  # weight of the MIL losses on the pooled stage-I and stage-II evidence (needs model.evidence; METHOD §10)
+    instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles pooled by a smooth max (needs model.evidence)
     annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu

@@ -1,5 +1,6 @@
-"""Training objectives: cross-entropy, the attention entropy regulariser (METHOD §3) and the
-contrastive-negatives loss (METHOD §6, §2.3)."""
+"""Training objectives: cross-entropy, the attention entropy regulariser (METHOD §3), the
+contrastive-negatives loss (METHOD §6, §2.3), the multiple-instance losses that let attention
+learn from image labels alone (METHOD §10) and annotation supervision (METHOD §7)."""
 from __future__ import annotations
 
 import torch
@@ -38,19 +39,37 @@ def contrastive_loss(trace: Trace, y: torch.Tensor, reference_class: int = 0) ->
     return F.cross_entropy(trace.negatives.logits[pos], target)
 
 
+def evidence_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
+    """Multiple-instance learning on the views (METHOD §10): cross-entropy of the stage-I evidence
+    pooled by a smooth maximum and, for two stages, of the stage-II evidence pooled over the drawn
+    tiles, against the image labels. Every location gets a gradient; no draw has to hit the ROI."""
+    terms = [F.cross_entropy(lg, y) for lg in (trace.evidence_logits, trace.evidence2_logits) if lg is not None]
+    return sum(terms) / len(terms)
+
+
+def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
+    """The instance head on each drawn sub-tile, pooled by a smooth maximum over the draws, against
+    the image label (METHOD §10): one hit trains ``f`` at full weight, not at its 1/N share of ``z``."""
+    return F.cross_entropy(trace.instance_logits, y)
+
+
 def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contrastive_weight: float = 0.0,
-               reference_class: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training objective and its parts (as floats, for logging)."""
+               reference_class: int = 0, evidence_weight: float = 0.0,
+               instance_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training objective and its parts (as floats, for logging). A term is added when its
+    weight is non-zero and the trace has what it needs (negatives; evidence heads)."""
     ce = classification_loss(trace, y)
     loss, parts = ce, {"ce": float(ce.detach())}
-    if entropy_weight:
-        ent = attention_entropy(trace)
-        loss = loss - entropy_weight * ent
-        parts["entropy"] = float(ent.detach())
-    if contrastive_weight and trace.negatives is not None:
-        con = contrastive_loss(trace, y, reference_class)
-        loss = loss + contrastive_weight * con
-        parts["contrastive"] = float(con.detach())
+    terms = [("entropy", -entropy_weight, True, lambda tr, yy: attention_entropy(tr)),  # ATS subtracts it
+             ("contrastive", contrastive_weight, trace.negatives is not None,
+              lambda tr, yy: contrastive_loss(tr, yy, reference_class)),
+             ("evidence", evidence_weight, trace.evidence_logits is not None, evidence_loss),
+             ("instance", instance_weight, trace.instance_logits is not None, instance_loss)]
+    for name, weight, present, fn in terms:
+        if weight and present:
+            value = fn(trace, y)
+            loss = loss + weight * value
+            parts[name] = float(value.detach())
     return loss, parts
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from . import foreground
 from .config import ModelConfig
+from .evidence import attention_logits, evidence_channels, pooled_logits, standardise
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone
 from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
@@ -50,6 +51,8 @@ class Stage1:
     view: torch.Tensor  # (B, C, h, w) V(x, s1)
     threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
     fg: torch.Tensor | None = None  # (B, h*w) bool foreground mask (None: no mask)
+    evidence: torch.Tensor | None = None  # (B, E, h*w) evidence map (model.evidence; METHOD §10)
+    stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Stage2:
     log_beta: torch.Tensor | None = None  # (B, P, u*v) stage-II log attention (uniform on padding)
     scale: float = 0.0  # s2 (0: one stage)
     view_hw: tuple[int, int] = (0, 0)  # (u, v) (one stage: none)
+    evidence_logits: torch.Tensor | None = None  # (B, classes) stage-II evidence pooled over the drawn tiles
 
     def drawn_log_beta(self) -> torch.Tensor:  # (B, P, K)
         """Log beta of the drawn sub-tiles; 0 (beta = 1 over one location) for one stage."""
@@ -82,21 +86,29 @@ class _AttentionSampler(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_hw = (patch, patch)  # the level-0 patch fed to f
-        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth)
+        self.evidence_channels = evidence_channels(cfg.num_classes) if cfg.evidence else 1  # E
+        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels)
         self.features = build_backbone(cfg.backbone, in_channels=cfg.in_channels, out_dim=cfg.feature_dim,
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
+        self.instance_head = nn.Linear(cfg.feature_dim, self.evidence_channels) if cfg.evidence else None
 
     def attend(self, src: Source) -> Stage1:
-        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground."""
+        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground. With ``evidence``,
+        ``a`` sees the view standardised over the foreground and its output is the evidence map
+        whose ``attention_logits`` are alpha's logits (METHOD §10)."""
         scale = self.stage1_scale(src.size)
         view = src.view(scale)  # (B, C, h, w)
-        logits = self.attention1(view)  # (B, h, w)
         threshold = foreground.fit(view, self.cfg.foreground)
         fg = foreground.mask(view, threshold, self.cfg.foreground)
-        return Stage1(foreground.apply(logits.flatten(1).float(), fg), tuple(logits.shape[-2:]), scale, view,
-                      threshold, fg)
+        stats = None
+        if self.cfg.evidence:
+            x, stats = standardise(view, fg)
+        out = self.attention1(x if stats else view)  # (B, E, h, w)
+        log_alpha = foreground.apply(attention_logits(out).flatten(1).float(), fg)  # (B, h*w)
+        return Stage1(log_alpha, tuple(out.shape[-2:]), scale, view, threshold, fg,
+                      out.flatten(2).float() if stats else None, stats)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
@@ -126,7 +138,7 @@ class _AttentionSampler(nn.Module):
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
         METHOD §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it."""
-        B = src.batch_size
+        B, cfg = src.batch_size, self.cfg
         log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
         tiles = draw(log_alpha, n, mode, generator)  # (B, P) distinct tiles and their draw counts
         boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
@@ -138,11 +150,19 @@ class _AttentionSampler(nn.Module):
         feats[drawn] = f  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
         z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode)  # (B, D)
+        heads = {}
+        if s1.evidence is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
+            inst = feats.new_full((*drawn.shape, self.evidence_channels), -float("inf"))  # (B, P, K, E)
+            inst[drawn] = self.instance_head(f)
+            fg = None if s1.fg is None else s1.fg.unsqueeze(1)  # (B, 1, L)
+            heads = dict(evidence_logits=pooled_logits(s1.evidence, fg, cfg.evidence_topk),
+                         evidence2_logits=s2.evidence_logits,
+                         instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *s1.view_hw), tile_index=tiles.index,
                      tile_counts=tiles.count, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
                      image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,
-                     head_weight=self.classifier.linear.weight.detach().clone())
+                     head_weight=self.classifier.linear.weight.detach().clone(), **heads)
 
 
 class AttentionSamplingNet(_AttentionSampler):
@@ -165,16 +185,25 @@ class ZoomInNet(_AttentionSampler):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, cfg.subtile)
-        self.attention2 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth)
+        self.attention2 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth,
+                                       out_channels=self.evidence_channels)
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
 
     def zoom(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
              threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage II, eq 4: ``beta^c = softmax(b(V(x, s2, c)))`` for tiles ``boxes`` (M, 4) of images
         ``rows`` (M,) -> log beta (M, u*v) and its foreground mask. Called once per distinct tile."""
+        return self._zoom(src, rows, boxes, threshold)[:2]
+
+    def _zoom(self, src, rows, boxes, threshold=None, stats=None):
+        """``zoom`` plus the evidence map (M, E, u*v) when ``stats`` (stage I's foreground mean and
+        std, so every tile of an image is standardised alike) are given, else None."""
         views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw)  # (M, C, u, v)
         fg = foreground.mask(views, None if threshold is None else threshold[rows], self.cfg.foreground)
-        return foreground.apply(self.attention2(views).flatten(1).float(), fg), fg
+        if stats is not None:
+            views = standardise(views, None, (stats[0][rows], stats[1][rows]))[0]
+        out = self.attention2(views).flatten(2).float()  # (M, E, u*v)
+        return foreground.apply(attention_logits(out), fg), fg, out if stats is not None else None
 
     def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
         """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's
@@ -182,7 +211,13 @@ class ZoomInNet(_AttentionSampler):
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
-        log_beta[valid], fg_valid = self.zoom(src, rows[valid], boxes[valid], s1.threshold)
+        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], s1.threshold, s1.stats)
+        pooled = None
+        if ev is not None and not complement:  # stage-II evidence over every location of the drawn tiles
+            ev = ev if fg_valid is None else ev.masked_fill(~fg_valid.unsqueeze(1), -float("inf"))  # (M, E, S)
+            full = ev.new_full((*valid.shape, ev.shape[1], S), -float("inf"))  # (B, P, E, S)
+            full[valid] = ev
+            pooled = pooled_logits(full.transpose(1, 2).flatten(2), None, self.cfg.evidence_topk)  # (B, classes)
         if complement:
             fg = None
             if fg_valid is not None:
@@ -193,7 +228,7 @@ class ZoomInNet(_AttentionSampler):
         subtiles = draw(log_beta, k, mode, generator, replacement=False)  # (B, P, K) in draw order
         tile_hw = (self.cfg.tile, self.cfg.tile)
         sboxes = subtile_boxes(boxes, subtiles.index, self.subview_hw, tile_hw, self.patch_hw)  # (B, P, K, 4)
-        return Stage2(subtiles, sboxes, log_beta, self.cfg.scale2, self.subview_hw)
+        return Stage2(subtiles, sboxes, log_beta, self.cfg.scale2, self.subview_hw, pooled)
 
 
 def build_model(cfg: ModelConfig) -> _AttentionSampler:

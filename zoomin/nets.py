@@ -10,23 +10,25 @@ from torch import nn
 
 
 class AttentionNet(nn.Module):
-    """``a`` / ``b``: a fully convolutional net giving one logit per view location.
+    """``a`` / ``b``: a fully convolutional net giving ``out_channels`` maps per view location: the
+    attention logit, or the evidence channels it is derived from (``zoomin.evidence``, METHOD §10).
 
-    (B, C, h, w) -> (B, h, w). 'Same' padding and no striding keep the map aligned with the view.
+    (B, C, h, w) -> (B, out_channels, h, w). 'Same' padding and no striding keep the map aligned
+    with the view, and no location's output is an average over an area (no pooling).
     """
 
-    def __init__(self, in_channels: int, hidden: int = 8, depth: int = 3, kernel: int = 3):
+    def __init__(self, in_channels: int, hidden: int = 8, depth: int = 3, kernel: int = 3, out_channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
         for _ in range(depth - 1):
             layers += [nn.Conv2d(ch, hidden, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
             ch = hidden
-        layers.append(nn.Conv2d(ch, 1, kernel, padding=kernel // 2))
+        layers.append(nn.Conv2d(ch, out_channels, kernel, padding=kernel // 2))
         self.body = nn.Sequential(*layers)
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
-        return self.body(view).squeeze(1)  # (B, h, w)
+        return self.body(view)  # (B, out_channels, h, w)
 
 
 def _norm(kind: str, width: int) -> nn.Module:

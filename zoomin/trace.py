@@ -46,6 +46,9 @@ class Trace:
     scale2: float = 0.0  # the stage-II view scale (two stages; 0 for one stage)
     subview_hw: tuple[int, int] = (0, 0)  # (u, v) the stage-II view of a tile (two stages)
     head_weight: Optional[torch.Tensor] = field(default=None, metadata=SHARED)  # (classes, D) g's linear map
+    evidence_logits: Optional[torch.Tensor] = None  # (B, classes) stage-I evidence pooled by a smooth max (METHOD §10)
+    evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
+    instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
 
     @property
     def probs(self) -> torch.Tensor:

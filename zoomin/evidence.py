@@ -1,0 +1,93 @@
+"""Learning from image labels alone (METHOD §10): a dense, per-location signal that needs no hit.
+
+At initialisation ``alpha`` is uniform over the foreground, so a lesion that fills one location in
+~15,000 is drawn once in hundreds of slide-steps and the sampled estimate (eq 3, eq 9) gives the
+attention almost nothing to learn from. Multiple-instance learning on the low-resolution views,
+which every step computes anyway, gives *every* location a gradient from the image label:
+
+* an evidence map ``e`` (``E`` channels per view location: one for two classes, one per class
+  otherwise) comes out of the attention trunks ``a`` and ``b`` (``zoomin.nets.AttentionNet``);
+* it is pooled over the foreground by a smooth maximum, the mean of the ``k`` largest values
+  (``mil_pool``), into an auxiliary image-level prediction trained with the image label
+  (``evidence_class_logits``; the losses are in ``zoomin.losses``): positives raise their most
+  suspicious locations, negatives lower theirs;
+* the attention logits *are* the evidence (``attention_logits``), so ``alpha`` and ``beta`` follow
+  it. The Monte-Carlo estimators are untouched: they are unbiased for whatever ``alpha`` and
+  ``beta`` they sample from.
+
+The attention nets see each view standardised per image over its foreground (``standardise``):
+the scale of the input, not only the pooling, decides whether the evidence learns at all.
+Nothing averages a location's evidence over an area before the softmax: the nets are stride-1
+convolutions with a 3 x 3 receptive field per layer, and pooling happens only across locations.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def evidence_channels(num_classes: int) -> int:
+    """``E``: one evidence channel for a binary task (positive against negative), else one per class."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def standardise(view: torch.Tensor, fg: torch.Tensor | None,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None, eps: float = 1e-3):
+    """Per-image, per-channel standardisation over the foreground (METHOD §10).
+
+    view: (B, C, h, w); fg: (B, h*w) bool or None (all locations). ``stats`` (mean, std), each
+    (B, C), are used instead of fitting: stage-II views of one image reuse the stage-I statistics,
+    so a tile that is all lesion is not standardised back to look like tissue.
+    -> (standardised view (B, C, h, w), (mean, std)).
+    """
+    if stats is None:
+        x = view.float().flatten(2)  # (B, C, L)
+        w = torch.ones_like(x[:, :1]) if fg is None else fg.unsqueeze(1).to(x.dtype)  # (B, 1, L)
+        n = w.sum(-1).clamp(min=1)  # (B, 1)
+        mean = (x * w).sum(-1) / n  # (B, C)
+        std = (((x - mean.unsqueeze(-1)) ** 2 * w).sum(-1) / n).sqrt()  # (B, C)
+        stats = mean, std.clamp(min=eps)
+    mean, std = stats
+    out = (view.float() - mean[..., None, None]) / std[..., None, None]
+    return out.to(view.dtype), stats
+
+
+def mil_pool(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Smooth maximum: the mean of the ``k`` largest values over the valid locations (METHOD §10).
+
+    A location's evidence enters unaveraged; with fewer than ``k`` valid locations the mean is over
+    those there are. values: (..., L); valid: (..., L) bool or None -> (...).
+    """
+    k = max(1, min(k, values.shape[-1]))
+    if valid is not None:
+        values = values.masked_fill(~valid, -float("inf"))
+    top = values.topk(k, dim=-1).values  # (..., k)
+    finite = torch.isfinite(top)
+    return torch.where(finite, top, 0.0).sum(-1) / finite.sum(-1).clamp(min=1)
+
+
+def attention_logits(evidence: torch.Tensor) -> torch.Tensor:
+    """The attention logits a location gets from its evidence: the positive channel of a binary
+    task; for several classes, how strongly the location shows *any* class (log-sum-exp).
+    evidence: (B, E, ...) -> (B, ...)."""
+    return evidence[:, 0] if evidence.shape[1] == 1 else evidence.logsumexp(1)
+
+
+def evidence_class_logits(pooled: torch.Tensor) -> torch.Tensor:
+    """Pooled evidence (B, E) as class logits (B, classes): ``[0, e]`` for a binary task."""
+    return torch.cat([torch.zeros_like(pooled), pooled], -1) if pooled.shape[-1] == 1 else pooled
+
+
+def pooled_logits(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """An auxiliary image-level prediction: evidence (B, E, L) pooled by ``mil_pool`` over the
+    ``valid`` (B, 1 or E, L) locations, as class logits (B, classes)."""
+    return evidence_class_logits(mil_pool(values, valid, k))
+
+
+def roi_attention(alpha: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diagnostics (outlines used to look, never to train): the attention mass on the ROI and the
+    ROI's best rank in ``alpha`` (1: the most attended location is in the ROI).
+    alpha: (B, L); roi: (B, L) bool -> mass (B,), rank (B,) (0 where an image has no ROI)."""
+    mass = (alpha * roi).sum(-1)
+    best = alpha.masked_fill(~roi, -1.0).max(-1).values  # (B,) the ROI's most attended location
+    rank = (alpha > best.unsqueeze(-1)).sum(-1) + 1
+    return mass, torch.where(roi.any(-1), rank, torch.zeros_like(rank))
