@@ -7,8 +7,10 @@ figure is the total variance sum_d Var(z_d) over 20,000 draws of a random proble
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
+
+import pandas as pd
+from report import table
 
 from zoomin.montecarlo import variance_against_n
 
@@ -19,23 +21,20 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=20_000)
     args = p.parse_args(argv)
     L, S, D = 64, 16, 8  # the problem variance_against_n draws
-    rows = [{"N": r["N"], "var_with_replacement": r["with_replacement"], "var_without_replacement": r["without_replacement"],
-             "ratio": r["ratio"]} for r in variance_against_n((1, 2, 4, 8, 16, 32, 64, 128), args.draws)]
-    for r in rows:
-        print(r, flush=True)
+    rows = pd.DataFrame(variance_against_n((1, 2, 4, 8, 16, 32, 64, 128), args.draws)).rename(
+        columns={"with_replacement": "var_with_replacement", "without_replacement": "var_without_replacement"})
+    rows = rows[["N", "var_with_replacement", "var_without_replacement", "ratio"]]
+    print(rows.to_string(index=False), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "estimator_variance.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows.to_csv(out / "estimator_variance.csv", index=False)
+    cells = pd.DataFrame({"N": rows["N"].map(str),
+                          "total variance, stage II with replacement": rows["var_with_replacement"].map("{:.4f}".format),
+                          "without replacement (eq 9)": rows["var_without_replacement"].map("{:.4f}".format),
+                          "ratio": rows["ratio"].map("{:.2f}".format)})
     lines = ["# Estimator variance against N", "",
              f"Random problem: {L} tiles x {S} sub-tiles, D = {D}, attention logits ~ 2 N(0, 1); "
-             f"{args.draws:,} draws per cell. Command: `python benchmarks/estimator_variance.py`.", "",
-             "| N | total variance, stage II with replacement | without replacement (eq 9) | ratio |",
-             "|---:|---:|---:|---:|"]
-    lines += [f"| {r['N']} | {r['var_with_replacement']:.4f} | {r['var_without_replacement']:.4f} | {r['ratio']:.2f} |"
-              for r in rows]
+             f"{args.draws:,} draws per cell. Command: `python benchmarks/estimator_variance.py`.", "", table(cells)]
     (out / "estimator_variance.md").write_text("\n".join(lines) + "\n")
 
 

@@ -18,9 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from paired import load_run
+from report import table
 
-from zoomin.bench.paired import load_run
 from zoomin.data.megapixel_mnist import DIGIT, rasterise
 
 
@@ -72,23 +74,23 @@ def markdown(results: list[dict], cover: float) -> str:
     n = max(len(r["by_seen"]) for r in results) - 1
     runs = list(dict.fromkeys(r["run"] for r in results))
     modes = list(dict.fromkeys(r["mode"] for r in results))
+    summary = pd.DataFrame([{"run": f"`{r['run']}`", "model": r["model"], "mode": r["mode"],
+                             "accuracy (1 pass)": f"{r['accuracy']:.3f}",
+                             f"label digits seen (mean of {n})": f"{r['mean_target_seen']:.2f}",
+                             "other digits seen (of 2)": f"{r['mean_other_seen']:.2f}",
+                             "draws on a digit": f"{r['draw_hit_rate']:.1%}",
+                             "distinct patches / image": f"{r['distinct_patches']:.1f}"} for r in results])
+    by_seen = pd.DataFrame([{"run": f"`{r['run']}`", "mode": r["mode"],
+                             **{f"{b['seen']} seen": f"{b['accuracy']:.3f} ({b['images']})" if b["accuracy"] is not None
+                                else f"– ({b['images']})" for b in r["by_seen"]}} for r in results])
     lines = ["# What limits the Megapixel MNIST models", "",
              "`python benchmarks/megapixel_limits.py " + " ".join(runs) + " --modes " + " ".join(modes) + "`", "",
              f"One pass per test image and mode (`sample`: Monte Carlo, as in training; `topk`: the N most "
              f"attended patches); a digit is *seen* when a drawn full-resolution patch covers "
              f"≥ {cover:.0%} of its 28 × 28 box. Label-class digits: {n} per image.", "",
-             "| run | model | mode | accuracy (1 pass) | label digits seen (mean of "
-             f"{n}) | other digits seen (of 2) | draws on a digit | distinct patches / image |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| `{r['run']}` | {r['model']} | {r['mode']} | {r['accuracy']:.3f} | {r['mean_target_seen']:.2f} | "
-                     f"{r['mean_other_seen']:.2f} | {r['draw_hit_rate']:.1%} | {r['distinct_patches']:.1f} |")
-    lines += ["", "Accuracy by the number of label-class digits seen (images in brackets):", "",
-              "| run | mode | " + " | ".join(f"{k} seen" for k in range(n + 1)) + " |", "|---|---|" + "---:|" * (n + 1)]
-    for r in results:
-        cells = [f"{b['accuracy']:.3f} ({b['images']})" if b["accuracy"] is not None else f"– ({b['images']})"
-                 for b in r["by_seen"]]
-        lines.append(f"| `{r['run']}` | {r['mode']} | " + " | ".join(cells) + " |")
+             table(summary, text=("run", "model", "mode")), "",
+             "Accuracy by the number of label-class digits seen (images in brackets):", "",
+             table(by_seen, text=("run", "mode"))]
     return "\n".join(lines) + "\n"
 
 

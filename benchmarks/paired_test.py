@@ -2,8 +2,8 @@
 
 Both runs predict the *same* test images (the mean class probability of ``--passes`` sampled
 passes, from a seeded generator); the script reports each run's accuracy, the paired difference
-with a 95% interval and the exact two-sided McNemar test (``zoomin.bench.paired``). ``zoomin
-bench --parts accuracy`` does the same for its own runs.
+with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benchmarks/bench.py
+--parts accuracy`` does the same for its own runs.
 
     python benchmarks/paired_test.py runs/acc20/zoom_in runs/acc20/one_stage --passes 1 4 16 --topk
 
@@ -16,13 +16,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
 import torch
-
-from zoomin.bench.paired import compare, correctness
+from paired import compare, correctness
+from report import pvalue, table
 
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int) -> str:
     passes = " ".join(str(p) for p in rows if isinstance(p, int)) + "".join(f" --{k}" for k in rows if isinstance(k, str))
+    cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
+                           "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+                           "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
+                          for p, r in rows.items()])
     lines = ["# Paired comparison on the same test images", "",
              f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {passes} --seed {seed}`", "",
              f"A = `{run_a}`, B = `{run_b}`; {images} test images, each predicted by the mean class "
@@ -30,11 +35,7 @@ def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int,
              "approximation on per-image differences); exact two-sided McNemar test on the images "
              "only one model gets right. Passes `single`: each image's share of single passes right (paired "
              "normal test); `topk`: deterministic, the N most attended patches.", "",
-             "| passes | accuracy A | accuracy B | A − B [95% CI] | A better | B better | p |",
-             "|---:|---:|---:|---|---:|---:|---:|"]
-    for p, r in rows.items():
-        lines.append(f"| {p} | {r['accuracy_a']:.3f} | {r['accuracy_b']:.3f} | {r['difference']:+.3f} "
-                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['only_a']} | {r['only_b']} | {r['p_value']:.3f} |")
+             table(cells, text=("A − B [95% CI]",))]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from report import table
 
 MODEL = dict(in_channels=3, num_classes=2, view_size=1000, tile=2048, scale2=1 / 64, subtile=128, n_samples=16,
              foreground="otsu_dark")
@@ -73,19 +75,18 @@ def main(argv=None):
                          view_pixels=view_pixels, decoded_over_needed=src.pixels_read / needed))
         print(rows[-1], flush=True)
     base = rows[0]["peak_rss_gib"]
+    cells = pd.DataFrame([{"slide": f"{r['size']:,}²",
+                           "write (s)": "existing" if r["generate_s"] is None else f"{r['generate_s']:.0f}",
+                           "predict wall (s)": f"{r['predict_s']:.1f}", "peak RSS (GiB)": f"{r['peak_rss_gib']:.3f}",
+                           "vs smallest": f"{r['peak_rss_gib'] / base:.2f}×", "runs (GiB)": r["rss_runs"],
+                           "stage-I view pixels": f"{r['view_pixels']:,}",
+                           "decoded / needed pixels": f"{r['decoded_over_needed']:.2f}"} for r in rows])
     lines = ["# zoomin predict: peak memory against slide size", "",
              "Untrained two-stage model, same settings for every size: "
              + ", ".join(f"{k} = {v}" for k, v in MODEL.items()) + ".",
              "Peak RSS of a fresh `zoomin predict` process (`/usr/bin/time -v`), one Monte-Carlo pass, "
              "median of the runs listed. "
-             "Command: `python benchmarks/slide_memory.py`.", "",
-             "| slide | write (s) | predict wall (s) | peak RSS (GiB) | vs smallest | runs (GiB) | stage-I view pixels | decoded / needed pixels |",
-             "|---|---:|---:|---:|---:|---|---:|---:|"]
-    def written(r):
-        return "existing" if r["generate_s"] is None else f"{r['generate_s']:.0f}"
-    lines += [f"| {r['size']:,}² | {written(r)} | {r['predict_s']:.1f} | {r['peak_rss_gib']:.3f} | "
-              f"{r['peak_rss_gib'] / base:.2f}× | {r['rss_runs']} | {r['view_pixels']:,} | {r['decoded_over_needed']:.2f} |"
-              for r in rows]
+             "Command: `python benchmarks/slide_memory.py`.", "", table(cells, text=("slide", "runs (GiB)"))]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "slide_memory.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

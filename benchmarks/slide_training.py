@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+from report import table
+
 
 def run(cmd: list[str]) -> float:
     t0 = time.perf_counter()
@@ -44,8 +47,8 @@ def main(argv=None):
              f"with the packaged `zoomin/configs/slides.yaml` on {m['device']}.", "",
              f"**Held-out AUC {m['test_auc']:.3f}, accuracy {m['test_accuracy']:.3f}** after {m['epochs']} epochs; "
              f"training wall time {train_s / 60:.1f} min ({m['seconds_per_epoch']:.1f} s/epoch).", "",
-             "| epoch | held-out AUC | held-out accuracy |", "|---:|---:|---:|"]
-    lines += [f"| {e} | {a:.3f} | {acc:.3f} |" for e, a, acc in tested]
+             table(pd.DataFrame([{"epoch": str(e), "held-out AUC": f"{a:.3f}", "held-out accuracy": f"{acc:.3f}"}
+                                 for e, a, acc in tested]))]
     Path(args.docs).mkdir(parents=True, exist_ok=True)
     (Path(args.docs) / "slide_training.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

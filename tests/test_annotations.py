@@ -125,3 +125,34 @@ def test_annotation_weight_pulls_slide_attention_onto_the_lesion(tmp_path):
     assert "annotation" in history[0] and "annotation" not in train_history_keys(plain)
     before, after = mass_on_lesions(plain), mass_on_lesions(supervised)
     assert after > 0.5 and after > 10 * before  # measured: about 0.85 against 0.01
+
+
+def test_outlines_never_train_without_annotation_weight(tmp_path):
+    """With ``annotation_weight: 0`` a manifest's outlines feed only the test diagnostics: training
+    on it ends bitwise equal to training on the same rows without the annotation column."""
+    pytest.importorskip("large_image")
+    from zoomin.config import Config
+    from zoomin.manifest import read_manifest, write_manifest
+    from zoomin.synth import synth_slides
+    from zoomin.train import Trainer
+    manifest = synth_slides(tmp_path / "s", 4, 512, seed=2, tile=256, positive_fraction=0.5, test_fraction=0.25,
+                            progress=False)
+    labels_only = write_manifest(read_manifest(manifest), tmp_path / "s" / "labels.csv", annotations=False)
+
+    def train(path):
+        cfg = Config.from_dict({
+            "model": dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.0625, tile=128, scale2=0.25,
+                          subtile=32, n_samples=4, feature_dim=8, feature_width=8, foreground="otsu_dark",
+                          evidence=True),
+            "data": dict(task="manifest", manifest=str(path)),
+            "train": dict(epochs=2, batch_size=2, lr=0.01, evidence_weight=1.0, instance_weight=1.0,
+                          annotation_weight=0.0, threads=1, bn_recalibrate=0)})
+        tr = Trainer(cfg, tmp_path / path.stem, progress=False, log=False)
+        tr.fit()
+        return tr.model.state_dict(), tr.history
+
+    (with_outlines, h1), (without, h2) = train(manifest), train(labels_only)
+    assert all(torch.equal(with_outlines[k], without[k]) for k in with_outlines)
+    assert [r["ce"] for r in h1] == [r["ce"] for r in h2]
+    has_positive_test = any(e.label == 1 and e.split == "test" for e in read_manifest(manifest))
+    assert ("test_roi_rank" in h1[-1]) == has_positive_test and "test_roi_rank" not in h2[-1]  # diagnostics only

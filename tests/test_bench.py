@@ -1,87 +1,143 @@
-"""``zoomin bench --smoke``: the tiny version of the benchmark suite that CI runs."""
+"""The benchmark harness in ``benchmarks/`` (outside the package): ``bench.py --smoke`` (the tiny
+version of the suite), its tables, the accuracy part and the paired statistics."""
 import csv
+import importlib
+import json
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from zoomin.bench.suite import medians, ratios
-from zoomin.cli import main
+from zoomin.cli import main as zoomin
 
 
+def _benchmark(name: str):
+    """A module of ``benchmarks/``, imported the way the scripts import one another: by name,
+    with that folder on ``sys.path`` (appended, so it shadows nothing installed)."""
+    folder = str(Path(__file__).parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return importlib.import_module(name)
+
+
+def _md_rows(text: str) -> list[list[str]]:
+    """The cells of every markdown table row in ``text`` (header rows included, rules left out)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not set(line.strip()) <= set("|:- ")]
+
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(open(path)))
+
+
+def test_command_line_flags_map_to_the_config(tmp_path):
+    bench = _benchmark("bench")
+    args = ["--out", str(tmp_path), "--parts", "arrays,accuracy", "--sizes", "300,600", "--models", "zoom_in",
+            "--accuracy-ns", "3,7", "--accuracy-passes", "1,4", "--canvas", "400", "--accuracy-jobs", "2"]
+    cfg = bench.config(bench.parser().parse_args(args))
+    assert (cfg.out, cfg.parts, cfg.array_sizes, cfg.models, cfg.phases) == (
+        tmp_path, ("arrays", "accuracy"), (300, 600), ("zoom_in",), ("train", "infer"))
+    assert {k: cfg.accuracy[k] for k in ("ns", "passes", "canvas", "jobs")} == dict(ns=(3, 7), passes=(1, 4), canvas=400, jobs=2)
+    smoke = bench.config(bench.parser().parse_args(args + ["--smoke"]))
+    assert (smoke.parts, smoke.array_sizes, smoke.repeats, smoke.phases) == (("arrays", "variance"), (256, 512), 1, ("train",))
+    with pytest.raises(SystemExit):  # the package's CLI has no bench command any more
+        zoomin(["bench", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
 def test_smoke_bench_writes_tables_and_measures_growth(tmp_path):
-    assert main(["bench", "--out", str(tmp_path), "--smoke", "--quiet"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert _benchmark("bench").main(["--out", str(tmp_path), "--smoke", "--quiet"]) == 0
+    rows = _csv(tmp_path / "bench.csv")
     assert {(r["model"], r["size"]) for r in rows} == {(m, s) for m in ("zoom_in", "one_stage", "cnn")
                                                       for s in ("256", "512")}
     assert not any(r["error"] for r in rows)
     mem = {(r["model"], int(r["size"])): float(r["step_mb"]) for r in rows}
     assert mem[("cnn", 512)] > 2 * mem[("cnn", 256)]  # a whole-image CNN grows with the area
     md = (tmp_path / "bench.md").read_text()
-    assert "| arrays | cnn | train | 512² |" in md and "Estimator variance" in md
-    assert len(list(csv.DictReader(open(tmp_path / "variance.csv")))) == 2
+    cells = _md_rows(md)
+    cnn = next(c for c in cells if c[:4] == ["arrays", "cnn", "train", "512²"])
+    assert float(cnn[4].replace(",", "")) == pytest.approx(mem[("cnn", 512)], abs=0.05)  # the medians of one run
+    assert ["arrays", "train", "512²", f"{mem['zoom_in', 512] / mem['one_stage', 512]:.3f}"] in cells
+    assert "Estimator variance" in md and [c[0] for c in cells if c[0] in ("1", "4")] == ["1", "4"]
+    assert [r["N"] for r in _csv(tmp_path / "variance.csv")] == ["1", "4"]
 
 
 def test_skipped_and_missing_configurations_are_reported():
-    rows = [dict(part="arrays", model="zoom_in", phase="train", size=1000, repeat=0, step_mb=10.0, seconds=1.0,
-                 process_peak_rss_mb=300.0),
-            dict(part="arrays", model="zoom_in", phase="train", size=1000, repeat=1, step_mb=14.0, seconds=3.0,
-                 process_peak_rss_mb=310.0),
-            dict(part="arrays", model="one_stage", phase="train", size=1000, repeat=0, step_mb=100.0, seconds=1.0,
-                 process_peak_rss_mb=400.0),
-            dict(part="arrays", model="cnn", phase="train", size=16000, repeat=0, error="skipped: predicted 40 GB")]
-    table = medians(rows)
-    zi = next(r for r in table if r["model"] == "zoom_in")
-    assert zi["step_mb"] == 12.0 and zi["runs"] == 2
-    assert next(r for r in table if r["model"] == "cnn")["note"].startswith("skipped")
-    assert ratios(table) == [dict(part="arrays", phase="train", size=1000, ratio=0.12)]
+    report = _benchmark("report")
+    run = dict(part="arrays", phase="train", size=1000)
+    rows = [dict(run, model="zoom_in", repeat=0, step_mb=10.0, seconds=1.0, process_peak_rss_mb=300.0),
+            dict(run, model="zoom_in", repeat=1, step_mb=14.0, seconds=3.0, process_peak_rss_mb=310.0),
+            dict(run, model="one_stage", repeat=0, step_mb=100.0, seconds=1.0, process_peak_rss_mb=400.0, error=None),
+            dict(run, model="one_stage", repeat=1, error="exit -9: killed"),  # one of two repeats failed
+            dict(run, model="cnn", size=16000, repeat=0, error="skipped: predicted 40 GB")]
+    table = report.medians(rows).set_index("model")
+    assert (table.loc["zoom_in", "step_mb"], table.loc["zoom_in", "seconds"], table.loc["zoom_in", "runs"]) == (12.0, 2.0, 2)
+    assert (table.loc["one_stage", "step_mb"], table.loc["one_stage", "runs"], table.loc["one_stage", "note"]) == (100.0, 1, "")
+    assert table.loc["cnn", "runs"] == 0 and table.loc["cnn", "note"] == "skipped: predicted 40 GB"
+    assert report.ratios(table.reset_index()).to_dict("records") == [dict(part="arrays", phase="train", size=1000, ratio=0.12)]
+    assert report.ratios(table.reset_index().query("model != 'one_stage'")).empty  # nothing to compare with
 
 
+def test_probe_measures_in_a_fresh_process_and_reports_failures():
+    probe = _benchmark("probe")
+    src = probe.NoiseSource((1000, 600), channels=3, seed=1, batch_size=2)
+    view = src.view(0.1)  # (2, 3, 100, 60): generated, never stored
+    assert view.shape == (2, 3, 100, 60) and src.pixels_read == 2 * 100 * 60
+    assert torch.equal(view, probe.NoiseSource((1000, 600), 3, 1, 2).view(0.1))  # deterministic per call order
+    bad = probe.measure(probe.Probe(model="no_such_model", size=64))
+    assert bad["error"].startswith("exit 1: ") and bad["model"] == "no_such_model"
+
+
+@pytest.mark.slow
 def test_accuracy_part_trains_both_models_and_measures_their_step_memory(tmp_path):
-    assert main(["bench", "--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "1",
-                 "--accuracy-ns", "3", "--accuracy-train-size", "16", "--accuracy-test-size", "16", "--canvas", "400"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "accuracy.csv")))
+    assert _benchmark("bench").main(["--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "1",
+                                     "--accuracy-ns", "3", "--accuracy-train-size", "16", "--accuracy-test-size", "16",
+                                     "--canvas", "400"]) == 0
+    rows = _csv(tmp_path / "accuracy.csv")
     assert [(r["model"], r["N"], r["epochs"]) for r in rows] == [("zoom_in", "3", "1"), ("one_stage", "3", "1")]
+    cols = ("accuracy_4_passes", "accuracy_16_passes", "accuracy_single_pass", "accuracy_topk")
     for r in rows:
-        assert 0 <= float(r["test_accuracy"]) <= 1 and float(r["step_mb"]) > 0 and not r["error"]
-        for col in ("accuracy_4_passes", "accuracy_16_passes", "accuracy_single_pass", "accuracy_topk"):
-            assert 0 <= float(r[col]) <= 1
+        metrics = json.loads((tmp_path / "accuracy" / f"{r['model']}_n3" / "metrics.json").read_text())
+        assert float(r["test_accuracy"]) == metrics["test_accuracy"]  # the trainer's own test
+        assert float(r["step_mb"]) > 0 and not r["error"]
+        for col in cols[:2] + cols[3:]:  # k of the 16 test images right
+            assert float(r[col]) * 16 == round(float(r[col]) * 16)
         assert float(r["accuracy_single_pass"]) * 16 * 16 == round(float(r["accuracy_single_pass"]) * 16 * 16)
-    paired = list(csv.DictReader(open(tmp_path / "accuracy_paired.csv")))
+    paired = _csv(tmp_path / "accuracy_paired.csv")
     assert [(r["N"], r["passes"]) for r in paired] == [("3", "4"), ("3", "16"), ("3", "single"), ("3", "topk")]
-    for r, col in zip(paired, ("accuracy_4_passes", "accuracy_16_passes", "accuracy_single_pass", "accuracy_topk")):
+    for r, col in zip(paired, cols):
         assert float(r["zoom_in"]) == float(rows[0][col])  # the paired rows are the runs' own accuracies
         assert float(r["one_stage"]) == float(rows[1][col])
-        assert int(r["only_zoom_in"]) + int(r["only_one_stage"]) <= 16 and 0 <= float(r["p_value"]) <= 1
-    md = (tmp_path / "bench.md").read_text()
-    assert "Accuracy against training-step memory" in md and "| P = 16 | 1 pass (mean) | top-k |" in md
-    assert "McNemar" in md
-    assert "| 3 | topk |" in md
+        assert float(r["difference"]) == pytest.approx(float(r["zoom_in"]) - float(r["one_stage"]))
+        if r["passes"] != "single":  # correctness: the difference is the discordant images' balance
+            assert float(r["difference"]) == pytest.approx((int(r["only_zoom_in"]) - int(r["only_one_stage"])) / 16)
+        if r["only_zoom_in"] == r["only_one_stage"] and r["passes"] != "single":
+            assert float(r["p_value"]) == 1.0
+        assert float(r["ci_low"]) <= float(r["difference"]) <= float(r["ci_high"])
+    cells = _md_rows((tmp_path / "bench.md").read_text())
+    assert ["model", "N", "test accuracy", "P = 4", "P = 16", "1 pass (mean)", "top-k", "step memory (MB)", "s/epoch"] in cells
+    assert [c[:2] for c in cells if c[:2] in (["3", "topk"], ["3", "single"])] == [["3", "single"], ["3", "topk"]]
 
 
+@pytest.mark.slow
 def test_accuracy_part_runs_jobs_in_parallel_and_writes_the_curves(tmp_path):
-    assert main(["bench", "--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "2",
-                 "--accuracy-ns", "2", "--accuracy-train-size", "8", "--accuracy-test-size", "8", "--canvas", "300",
-                 "--accuracy-jobs", "2", "--accuracy-eval-every", "1"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "accuracy.csv")))
+    assert _benchmark("bench").main(["--out", str(tmp_path), "--parts", "accuracy", "--quiet", "--accuracy-epochs", "2",
+                                     "--accuracy-ns", "2", "--accuracy-train-size", "8", "--accuracy-test-size", "8",
+                                     "--canvas", "300", "--accuracy-jobs", "2", "--accuracy-eval-every", "1"]) == 0
+    rows = _csv(tmp_path / "accuracy.csv")
     assert [(r["model"], r["epochs"], r["batch"]) for r in rows] == [("zoom_in", "2", "32"), ("one_stage", "2", "32")]
-    curves = list(csv.DictReader(open(tmp_path / "accuracy_curves.csv")))
+    curves = _csv(tmp_path / "accuracy_curves.csv")
     assert [(r["model"], r["epoch"]) for r in curves] == [("zoom_in", "1"), ("zoom_in", "2"), ("one_stage", "1"),
                                                          ("one_stage", "2")]
-    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in curves)  # tested every epoch
+    assert all(float(r["test_accuracy"]) * 8 == round(float(r["test_accuracy"]) * 8) for r in curves)  # tested every epoch
+    for r in rows:  # the last point of each curve is the run's reported test
+        assert [c["test_accuracy"] for c in curves if c["model"] == r["model"]][-1] == r["test_accuracy"]
     for kind in ("zoom_in", "one_stage"):  # each run trained in its own folder, resumable
         assert (tmp_path / "accuracy" / f"{kind}_n2" / "checkpoint.pt").is_file()
 
 
-def _benchmark(name: str):
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_covers():
-    import torch
     mod = _benchmark("megapixel_limits")
     boxes = torch.tensor([[[90, 90, 50, 50], [114, 100, 50, 50], [500, 500, 50, 50]]])  # (1, 3, 4) x, y, w, h
     digits = torch.tensor([[[100, 100], [510, 510]]])  # (1, 2, 2) top-left (row, col)
@@ -91,38 +147,39 @@ def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_cove
 
 
 def test_paired_test_statistics():
-    import torch
-
-    from zoomin.bench import paired as mod
+    mod = _benchmark("paired")
     assert mod.mcnemar_exact(0, 0) == 1.0 and mod.mcnemar_exact(5, 5) == 1.0
     assert abs(mod.mcnemar_exact(0, 6) - 2 / 64) < 1e-12  # all six discordant images favour one model
     assert abs(mod.mcnemar_exact(2, 8) - 2 * 56 / 1024) < 1e-12  # 2 * P(Bin(10, 1/2) <= 2)
+    assert mod.mcnemar_exact(8, 2) == mod.mcnemar_exact(2, 8)  # two-sided
     a = torch.tensor([True] * 60 + [False] * 40)
     b = torch.tensor([True] * 50 + [False] * 50)  # a right on 10 more images, never wrong where b is right
     r = mod.compare(a, b)
     assert (r["only_a"], r["only_b"]) == (10, 0) and abs(r["difference"] - 0.1) < 1e-12
-    assert r["ci_low"] > 0 and r["p_value"] < 0.01
+    assert r["ci_low"] > 0 and abs(r["p_value"] - 2 / 1024) < 1e-12  # McNemar on the 10 discordant images
     with pytest.raises(ValueError, match="passes must be >= 1"):
         mod.correctness("nowhere", [0])
     shares_a = torch.tensor([1.0, 0.75, 0.5, 0.25] * 50)  # per-image share of single passes right
     r = mod.compare(shares_a, shares_a - 0.25 * (torch.arange(200) % 2))  # A better on every other image
     assert abs(r["difference"] - 0.125) < 1e-12 and (r["only_a"], r["only_b"]) == (100, 0)
-    se = float((0.25 * (torch.arange(200) % 2)).double().std()) / 200 ** 0.5
-    assert abs(r["ci_low"] - (0.125 - 1.96 * se)) < 1e-12 and r["p_value"] < 1e-6  # paired normal test
+    se = 0.125 * (200 / 199) ** 0.5 / 200 ** 0.5  # the differences: 0 or 0.25, half each (sample std / sqrt(n))
+    assert abs(r["ci_low"] - (0.125 - 1.959964 * se)) < 1e-6 and abs(r["ci_high"] - (0.125 + 1.959964 * se)) < 1e-6
+    assert r["p_value"] < 1e-6  # z = 14.1: the paired normal test
     assert mod.compare(shares_a, shares_a)["p_value"] == 1.0
+    r = mod.compare(shares_a, shares_a - 0.01)  # a constant gap: no spread, certain
+    assert (r["ci_low"], r["ci_high"], r["p_value"]) == pytest.approx((0.01, 0.01, 0.0))
 
 
+@pytest.mark.slow
 def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
-    import torch
-
-    from zoomin.bench import paired as mod
-    from zoomin.checkpoint import load_model
+    mod = _benchmark("paired")
     from zoomin.data.megapixel_mnist import MegapixelMNIST
+    from zoomin.evaluate import predict_proba
     run = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"
                    "data: {canvas: 300, train_size: 8, test_size: 12}\ntrain: {epochs: 1, batch_size: 4}\n")
-    assert main(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
     same = mod.correctness(run, [1, 3], 0, 5, seed=7)
     again = mod.correctness(run, [1, 3], 0, 5, seed=7)
     assert [len(v) for v in same.values()] == [12, 12]
@@ -130,16 +187,25 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     assert (r["only_a"], r["only_b"], r["difference"], r["p_value"]) == (0, 0, 0.0, 1.0)
     top7, top8 = (mod.correctness(run, [1], 0, 5, seed=s, topk=True) for s in (7, 8))
     shares = mod.correctness(run, [1, 3], 0, 5, seed=7, single=True)["single"]  # (12,) of 3 passes
-    assert ((shares * 3).round() == shares * 3).all() and (shares >= 0).all() and (shares <= 1).all()
+    assert ((shares * 3).round() == shares * 3).all()
     assert (shares[same[1]] >= 1 / 3).all()  # an image the first pass got right has a share >= 1/3
     assert torch.equal(top7["topk"], top8["topk"])  # deterministic: no seed enters
     assert torch.equal(top7[1], same[1])  # the sampled passes are the same with or without top-k
-    model, cfg = load_model(run / "checkpoint.pt")
-    model.cfg.topk_subtiles = 1
-    x, y = MegapixelMNIST(cfg.data, "test")[0]
-    trace = model.eval()(x[None], mode="topk")
+    model, cfg, data = mod.load_run(run)
+    x = torch.stack([data[i][0] for i in range(12)])  # (12, 1, 300, 300)
+    y = torch.tensor([data[i][1] for i in range(12)])
+    one_batch = mod.correctness(run, [1, 3], 0, 12, seed=7, single=True)
+    for p in (1, 3):  # P passes: what predict_proba gives from the same generator
+        expect = predict_proba(model, x, passes=p, generator=torch.Generator().manual_seed(7)).argmax(-1) == y
+        assert torch.equal(one_batch[p], expect)
+    gen = torch.Generator().manual_seed(7)
+    per_pass = torch.stack([predict_proba(model, x, generator=gen).argmax(-1) == y for _ in range(3)])  # (3, 12)
+    assert torch.equal(one_batch["single"], per_pass.double().mean(0))  # each image's share of single passes right
+    trace = model(x[:1], mode="topk")
     assert int(trace.subtile_valid.sum()) == cfg.model.n_samples  # N full-resolution patches, as in training
-    assert bool(trace.logits.argmax(-1)[0] == y) == bool(top7["topk"][0])
+    assert bool(trace.logits.argmax(-1)[0] == y[0]) == bool(mod.correctness(run, [1], 0, 12, topk=True)["topk"][0])
     script = _benchmark("paired_test")  # the command-line wrapper's table
     text = script.markdown(run, run, {3: r, "topk": mod.compare(top7["topk"], top8["topk"])}, 12, 7)
-    assert "| 3 | " in text and "| topk | " in text and "+0.000" in text and "--passes 3 --topk" in text
+    cells = _md_rows(text)
+    assert cells[0][0] == "passes" and [c[0] for c in cells[1:]] == ["3", "topk"]
+    assert all(c[3].startswith("+0.000") and c[-1] == "1.000" for c in cells[1:]) and "--passes 3 --topk" in text

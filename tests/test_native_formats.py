@@ -324,3 +324,44 @@ def test_manifest_command_builds_from_a_raw_layout(tmp_path, capsys):
     assert main(["manifest", "imagenet", str(tmp_path / "raw"), str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("zoomin: error:") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- one GeoJSON builder
+
+def signed_area(ring) -> float:
+    x, y = np.asarray(ring, float).T
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def test_geojson_rings_are_closed_and_oriented_one_way():
+    from zoomin.geojson import boxes_geojson, polygon_feature
+    clockwise = [[0, 0], [0, 10], [10, 10], [10, 0]]  # negative shoelace area as written
+    f = polygon_feature(clockwise, "Tumor", name="a")
+    ring = f["geometry"]["coordinates"][0]
+    assert ring == [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]] and signed_area(ring) == 100
+    assert f["properties"] == {"objectType": "annotation", "classification": {"name": "Tumor"}, "name": "a"}
+    assert polygon_feature(ring, "Tumor")["geometry"]["coordinates"][0] == ring  # closed input kept as is
+    with pytest.raises(ValueError, match="at least 3 vertices"):
+        polygon_feature([[0, 0], [1, 1], [0, 0]], "Tumor")
+    fc = boxes_geojson(np.array([[5, 6, 9, 8], [0, 0, 1, 1]]), ["x", "y"])
+    assert [signed_area(f["geometry"]["coordinates"][0]) for f in fc["features"]] == [8, 1]
+    assert all(len(f["geometry"]["coordinates"][0]) == 5 for f in fc["features"])
+
+
+def test_heatmap_geojson_uses_the_same_builder():
+    import torch
+    from types import SimpleNamespace
+
+    from zoomin.predict import heatmap_geojson
+    alpha = torch.zeros(1, 4, 4)
+    alpha[0, 1, 2] = 1.0
+    tr = SimpleNamespace(alpha=alpha, image_size=(400, 800), subtile_valid=torch.tensor([[True, False]]),
+                         subtile_boxes=torch.tensor([[[10.0, 20.0, 30.0, 40.0], [0.0, 0.0, 1.0, 1.0]]]),
+                         weights=torch.tensor([[0.75, 0.25]]))
+    gj = heatmap_geojson(tr, "s1")
+    assert gj["type"] == "FeatureCollection" and gj["properties"] == {"slide_id": "s1"}
+    cell, sub = gj["features"]
+    assert cell["geometry"]["coordinates"][0] == [[400, 100], [600, 100], [600, 200], [400, 200], [400, 100]]
+    assert cell["properties"]["classification"] == {"name": "Attention"} and cell["properties"]["measurements"] == {"alpha": 1.0}
+    assert sub["geometry"]["coordinates"][0][2] == [40, 60] and sub["properties"]["measurements"] == {"weight": 0.75}
+    assert all(signed_area(f["geometry"]["coordinates"][0]) > 0 for f in gj["features"])

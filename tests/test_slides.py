@@ -118,3 +118,29 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "text.svs").write_text("hello")
     with pytest.raises(ValueError, match="text.svs: not a readable image"):
         SlideSource(tmp_path / "text.svs")
+
+
+def test_one_writer_for_arrays_and_tile_sources(tmp_path):
+    import tifffile
+
+    from zoomin.pyramid import write_pyramid
+    img = synthetic(300, 520)
+    a = write_pyramidal_tiff(tmp_path / "a.tif", img, tile=64, compression="zlib", mpp=0.5)
+    calls = []
+
+    def tile_at(level, ti, tj):  # the same pyramid from a tile source (2 x 2 means per level)
+        calls.append((level, ti, tj))
+        f = 2**level
+        h, w = 300 // f, 520 // f
+        lv = img[: h * f, : w * f].reshape(h, f, w, f, 3).mean((1, 3)).round().astype(np.uint8) if f > 1 else img
+        return lv[ti * 64:(ti + 1) * 64, tj * 64:(tj + 1) * 64]
+
+    b = write_pyramid(tmp_path / "b.tif", (300, 520), tile_at, tile=64, compression="zlib", mpp=0.5)
+    with tifffile.TiffFile(a) as ta, tifffile.TiffFile(b) as tb:
+        assert len(ta.pages) == len(tb.pages) == 5  # until one 64² tile covers the level (32 x 18)
+        for k, (pa, pb) in enumerate(zip(ta.pages, tb.pages)):
+            assert pa.shape == pb.shape == (300 >> k, 520 >> k, 3) and pa.is_tiled and pa.subfiletype == (1 if k else 0)
+            assert pb.tags["ResolutionUnit"].value == 3  # centimetre
+            assert pb.tags["XResolution"].value[0] / pb.tags["XResolution"].value[1] == pytest.approx(2e4 / 2**k)
+            assert abs(pa.asarray().astype(int) - pb.asarray()).max() <= 1  # 2 x 2 means of 2 x 2 means vs direct
+    assert calls[0] == (0, 0, 0) and calls[-1] == (4, 0, 0) and len(calls) == 5 * 9 + 3 * 5 + 2 * 3 + 2 + 1

@@ -98,29 +98,6 @@ def cmd_manifest(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from pathlib import Path
-
-    from .bench.suite import BenchConfig, run
-
-    def ints(text):
-        return tuple(int(v) for v in text.split(","))
-    cfg = BenchConfig(out=Path(args.out), parts=tuple(args.parts.split(",")), array_sizes=ints(args.sizes),
-                      slide_sizes=ints(args.slide_sizes), models=tuple(args.models.split(",")),
-                      phases=tuple(args.phases.split(",")), repeats=args.repeats, max_gb=args.max_gb,
-                      device=args.device, amp=args.amp, threads=args.threads,
-                      accuracy=dict(epochs=args.accuracy_epochs, ns=ints(args.accuracy_ns),
-                                    train_size=args.accuracy_train_size, test_size=args.accuracy_test_size,
-                                    canvas=args.canvas, jobs=args.accuracy_jobs,
-                                    eval_every=args.accuracy_eval_every, passes=ints(args.accuracy_passes)))
-    if args.smoke:
-        cfg.parts, cfg.array_sizes, cfg.repeats, cfg.phases = ("arrays", "variance"), (256, 512), 1, ("train",)
-        cfg.variance_ns, cfg.variance_draws = (1, 4), 500
-    run(cfg, progress=not args.quiet)
-    print(Path(args.out) / "bench.md")
-    return 0
-
-
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -187,33 +164,6 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("out", help="manifest CSV to write (lesion/box outlines go next to it)")
     m.set_defaults(func=cmd_manifest)
 
-    b = sub.add_parser("bench", help="memory, time and estimator variance: two-stage vs one-stage vs whole-image CNN")
-    b.add_argument("--out", required=True, help="folder for bench.csv, bench.md, memory.html (and the synthetic slides)")
-    b.add_argument("--parts", default="arrays,slides,variance",
-                   help="comma list of arrays, slides, variance, accuracy (training runs: hours on a CPU)")
-    b.add_argument("--sizes", default="1000,2000,4000,8000,16000", help="array sides")
-    b.add_argument("--slide-sizes", default="10000,31623,100000", help="synthetic slide sides")
-    b.add_argument("--models", default="zoom_in,one_stage,cnn", help="comma list of zoom_in, one_stage, cnn")
-    b.add_argument("--phases", default="train,infer", help="comma list of train, infer")
-    b.add_argument("--repeats", type=int, default=3, help="fresh processes per configuration (medians)")
-    b.add_argument("--max-gb", type=float, default=8.0, help="skip configurations predicted to need more")
-    b.add_argument("--device", default="cpu", help="cpu or cuda")
-    b.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    b.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
-    b.add_argument("--accuracy-epochs", type=int, default=10, help="accuracy part: epochs per run")
-    b.add_argument("--accuracy-ns", default="5,10,20", help="accuracy part: N values")
-    b.add_argument("--accuracy-train-size", type=int, default=5000, help="accuracy part: training images per epoch")
-    b.add_argument("--accuracy-test-size", type=int, default=1000, help="accuracy part: test images")
-    b.add_argument("--accuracy-jobs", type=int, default=1,
-                   help="accuracy part: runs trained at once (separate processes sharing --threads)")
-    b.add_argument("--accuracy-eval-every", type=int, default=0,
-                   help="accuracy part: also test every this many epochs (the curves; 0: at the end only)")
-    b.add_argument("--accuracy-passes", default="4,16",
-                   help="accuracy part: sampled passes averaged per test image in the paired comparison (each reported)")
-    b.add_argument("--canvas", type=int, default=1500, help="accuracy part: Megapixel MNIST canvas side")
-    b.add_argument("--smoke", action="store_true", help="a tiny version (arrays 256/512, training steps, one run each; for CI)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -46,21 +46,55 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
     return float(roc_auc_score(labels.cpu().numpy(), scores.detach().cpu().double().numpy()))
 
 
+def roi_diagnostics(traces, sources) -> list[tuple[float, int]]:
+    """(attention mass on the ROI, the ROI's best rank in alpha) of each image whose source carries
+    an outline mask (``source.mask``, METHOD §7) with something inside its stage-I view. Outlines
+    are only looked at here, never trained on (that is ``train.annotation_weight``)."""
+    from .evidence import roi_attention
+    out = []
+    for tr, src in zip(traces, sources):
+        mask = getattr(src, "mask", None)
+        if mask is None:
+            continue
+        roi = mask.view(tr.scale1).flatten(1) > 0  # (1, h*w) the view locations the outlines touch
+        if roi.shape[-1] == tr.alpha[0].numel() and roi.any():
+            mass, rank = roi_attention(tr.alpha.flatten(1).float().cpu(), roi.cpu())
+            out.append((float(mass[0]), int(rank[0])))
+    return out
+
+
+def _scores(logits: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
+    """Accuracy and (two classes) AUC of one head's logits, as ``test_<name>accuracy`` / ``auc``."""
+    p = torch.cat(logits).float().softmax(-1).cpu()  # (n, classes)
+    out = {f"test_{name}accuracy": float((p.argmax(-1) == y).double().mean())}
+    if p.shape[-1] == 2:
+        out[f"test_{name}auc"] = auc(p[:, 1], y)
+    return out
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
              progress: bool = True) -> dict:
-    """Accuracy (and, for two classes, ROC AUC) over a loader."""
+    """Accuracy (and, for two classes, ROC AUC) over a loader; with evidence heads also those of the
+    stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
+    attention mass on them and their median rank in alpha (``test_roi_mass``, ``test_roi_rank``)."""
     from tqdm.auto import tqdm
     model.eval()
-    probs, labels = [], []
+    probs, evidence, labels, roi = [], [], [], []
     for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
         x = x.to(device) if isinstance(x, torch.Tensor) else x
-        probs.append(predict_proba(model, x, mode, passes, amp_dtype).cpu())
+        p, traces = average_passes(model, x, mode, passes, amp_dtype)
+        probs.append(p.log())
+        evidence += [t.evidence_logits for t in traces if t.evidence_logits is not None]
+        roi += roi_diagnostics(traces, x if isinstance(x, list) else [])
         labels.append(y.cpu())
-    p, y = torch.cat(probs), torch.cat(labels)  # (n, classes), (n,)
-    out = {"test_accuracy": float((p.argmax(-1) == y).double().mean())}
-    if p.shape[-1] == 2:
-        out["test_auc"] = auc(p[:, 1], y)
+    y = torch.cat(labels)  # (n,)
+    out = _scores(probs, y, "")
+    if evidence:
+        out.update(_scores(evidence, y, "evidence_"))
+    if roi:
+        mass, rank = torch.tensor(roi, dtype=torch.float64).T
+        out.update(test_roi_mass=float(mass.mean()), test_roi_rank=float(rank.median()))
     return out
 
 

@@ -1,8 +1,10 @@
-"""Slide manifests: CSV files with ``slide_id,path,label`` and optional ``split``, ``annotation``.
-Paths are relative to the manifest. Every problem is one line naming the file (and line)."""
+"""Slide manifests: CSV files with ``slide_id,path,label`` and optional ``split``, ``annotation``,
+``mpp`` (other columns are ignored). Paths are relative to the manifest. Every problem is one line
+naming the file (and line)."""
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ class Entry:
     label: int  # class index
     split: str = ""  # e.g. train / test; empty when not given
     annotation: Path | None = None  # lesion outlines (GeoJSON), resolved, when given
+    mpp: float | None = None  # microns per level-0 pixel, when the manifest gives it
 
 
 def read_manifest(path: str | Path, check_files: bool = True, num_classes: int | None = None) -> list[Entry]:
@@ -48,9 +51,40 @@ def read_manifest(path: str | Path, check_files: bool = True, num_classes: int |
             slide = (path.parent / (row["path"] or "").strip()).resolve()
             if check_files and not slide.is_file():
                 raise ValueError(f"{path}:{line}: slide file not found: {row['path']}")
-            ann = (row.get("annotation") or "").strip()
+            ann, mpp = (row.get("annotation") or "").strip(), (row.get("mpp") or "").strip()
+            try:
+                mpp = float(mpp) if mpp else None
+            except ValueError:
+                raise ValueError(f"{path}:{line}: mpp {mpp!r} is not a number") from None
             entries.append(Entry(sid, slide, label, (row.get("split") or "").strip(),
-                                 (path.parent / ann).resolve() if ann else None))
+                                 (path.parent / ann).resolve() if ann else None, mpp))
     if not entries:
         raise ValueError(f"{path}: no slides listed")
     return entries
+
+
+def write_manifest(entries: list[Entry], out_csv: str | Path, annotations: bool = True) -> Path:
+    """``entries`` as a manifest CSV, paths relative to its folder, then read back to validate.
+    Columns ``slide_id,path,label,split``, then ``annotation`` unless ``annotations=False``
+    (a labels-only manifest), then ``mpp`` when any entry has one."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    base = out_csv.parent.resolve()
+
+    def rel(p: Path | None) -> str:
+        return "" if p is None else Path(os.path.relpath(Path(p).resolve(), base)).as_posix()
+
+    mpp = any(e.mpp is not None for e in entries)
+    with open(out_csv, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["slide_id", "path", "label", "split"] + ["annotation"] * annotations + ["mpp"] * mpp)
+        w.writerows([e.slide_id, rel(e.path), e.label, e.split] + [rel(e.annotation)] * annotations
+                    + [f"{e.mpp:g}" if e.mpp is not None else ""] * mpp for e in entries)
+    read_manifest(out_csv)
+    return out_csv
+
+
+def annotation_path(out_dir: str | Path, slide_id: str) -> Path:
+    """Where a manifest builder keeps a slide's outlines: ``out_dir/annotations/<slide_id>.geojson``
+    (slashes in the id become ``__``)."""
+    return Path(out_dir) / "annotations" / (slide_id.replace("/", "__") + ".geojson")

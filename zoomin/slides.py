@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import view_size
+from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
 from .sources import check_budget, pixel_budget
 
 
@@ -178,33 +179,3 @@ def unreadable(path: Path, e: Exception) -> ValueError:
         return ValueError(f"{path}: not a readable image (an untiled {w}x{h} TIFF; convert it to a tiled "
                           f"pyramid, e.g. vips tiffsave --tile --pyramid)")
     return ValueError(f"{path}: not a readable image ({type(e).__name__})")
-
-
-def write_pyramidal_tiff(path: str | Path, image: np.ndarray, tile: int = 256, levels: int | None = None,
-                         mpp: float = 0.25, compression: str = "jpeg", aperio: bool = False) -> Path:
-    """Write ``image`` (H, W, 3) uint8 as a tiled pyramidal TIFF that large-image and OpenSlide
-    read fast: reduced levels as ordinary pages with ``subfiletype=1`` (not SubIFDs).
-
-    ``aperio=True`` writes Aperio-style image descriptions (and no tifffile metadata), so
-    OpenSlide opens the file as an Aperio SVS slide with its microns per pixel."""
-    import tifffile
-    path = Path(path)
-    levels = levels or max(1, int(math.log2(max(image.shape[:2]) / tile)) + 1)
-    res = 1e4 / mpp  # pixels per centimetre
-    level = image
-    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tw:
-        for k in range(levels):
-            if k:  # each level: 2 x 2 means of the previous one
-                h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
-                level = level[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean((1, 3)).round().astype(np.uint8)
-            extra = {}
-            if aperio:
-                h, w = level.shape[:2]
-                head = (f"Aperio Image Library v12.0.15 \n{image.shape[1]}x{image.shape[0]} [0,0 {image.shape[1]}x"
-                        f"{image.shape[0]}] ({tile}x{tile}) JPEG/RGB Q=90|AppMag = {10 / mpp:g}|MPP = {mpp}")
-                extra = dict(description=head if k == 0 else f"Aperio Image Library v12.0.15 \n{w}x{h} -> {w}x{h}",
-                             metadata=None)
-            tw.write(level, tile=(tile, tile), compression=compression, photometric="rgb",
-                     subfiletype=1 if k else 0, resolution=(res / 2**k, res / 2**k), resolutionunit="CENTIMETER",
-                     **extra)
-    return path

@@ -159,8 +159,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 traces = forward_batch(model, x, negatives=t.contrastive_weight > 0)
                 ys = [y] if len(traces) == 1 else list(y.split(1))
-                results = [total_loss(tr, yy, t.entropy_weight, t.contrastive_weight, t.reference_class)
-                           for tr, yy in zip(traces, ys)]
+                results = [total_loss(tr, yy, t.entropy_weight, t.contrastive_weight, t.reference_class,
+                                      t.evidence_weight, t.instance_weight) for tr, yy in zip(traces, ys)]
                 if t.annotation_weight:
                     srcs = [None] if isinstance(x, torch.Tensor) else x
                     results = [self._annotate(r, tr, s) for r, tr, s in zip(results, traces, srcs)]
@@ -230,8 +230,9 @@ class Trainer:
 
     def _log(self, row: dict) -> None:
         if self.log:
-            test = f" test acc {row['test_accuracy']:.3f}" if "test_accuracy" in row else ""
-            test += f" test AUC {row['test_auc']:.3f}" if row.get("test_auc") is not None else ""
+            shown = [("test acc", "test_accuracy", ".3f"), ("test AUC", "test_auc", ".3f"),
+                     ("evidence AUC", "test_evidence_auc", ".3f"), ("ROI rank", "test_roi_rank", ".0f")]
+            test = "".join(f" {name} {row[k]:{fmt}}" for name, k, fmt in shown if row.get(k) is not None)
             print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
                   f"({row['seconds']:.0f} s)", flush=True)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .native import Row, polygon_feature, write_geojson
+from ..geojson import feature_collection, polygon_feature, write_geojson
+from ..manifest import Entry, annotation_path
 
 TUMOR_GROUPS = {"_0", "_1", "tumor", "metastases"}  # lower-cased PartOfGroup values
 EXCLUSION_GROUPS = {"_2", "exclusion"}
@@ -58,7 +59,7 @@ def read_asap_xml(path: str | Path) -> dict:
         ring = num[np.argsort(num[:, 0], kind="stable"), 1:]  # (n, 2) x, y
         cls = "Exclusion" if g in EXCLUSION_GROUPS else "Tumor"
         feats.append(polygon_feature(ring, cls, name=name, group=group))
-    return {"type": "FeatureCollection", "features": feats}
+    return feature_collection(feats)
 
 
 def _reference(path: Path) -> dict[str, int]:
@@ -77,7 +78,7 @@ def _reference(path: Path) -> dict[str, int]:
     return labels
 
 
-def camelyon16_rows(root: Path, out_dir: Path) -> list[Row]:
+def camelyon16_rows(root: Path, out_dir: Path) -> list[Entry]:
     """Rows for ``training/normal/normal_*.tif`` (0), ``training/tumor/tumor_*.tif`` (1) and
     ``testing/images/test_*.tif`` (label from ``testing/reference.csv``); lesion XMLs found
     anywhere under ``root`` (``*/lesion_annotations/<slide>.xml``) become GeoJSON annotations
@@ -104,6 +105,6 @@ def camelyon16_rows(root: Path, out_dir: Path) -> list[Row]:
     for p, label, split in slides:
         ann = None
         if label and p.stem.lower() in xmls:
-            ann = write_geojson(read_asap_xml(xmls[p.stem.lower()]), out_dir, p.stem)
-        rows.append(Row(p.stem, p, label, split, ann))
+            ann = write_geojson(read_asap_xml(xmls[p.stem.lower()]), annotation_path(out_dir, p.stem))
+        rows.append(Entry(p.stem, p, label, split, ann))
     return rows

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .native import Row
+from ..manifest import Entry
 
 NUCLEI = ("epithelial", "fibroblast", "inflammatory", "others")
 
@@ -37,7 +37,7 @@ def read_detections(path: str | Path) -> np.ndarray:
     return det.reshape(-1, 2)
 
 
-def colon_cancer_rows(root: Path, out_dir: Path) -> list[Row]:
+def colon_cancer_rows(root: Path, out_dir: Path) -> list[Entry]:
     """Rows for every ``imgN/imgN.bmp`` under ``root`` (or ``root/Classification``)."""
     base = root / "Classification" if (root / "Classification").is_dir() else root
     rows = []
@@ -48,5 +48,5 @@ def colon_cancer_rows(root: Path, out_dir: Path) -> list[Row]:
         if not img.is_file():
             raise FileNotFoundError(f"{img}: image not found")
         label = int(len(read_detections(d / f"{d.name}_epithelial.mat")) > 0)
-        rows.append(Row(d.name, img, label, f"fold{(n - 1) // 10 + 1}"))
+        rows.append(Entry(d.name, img, label, f"fold{(n - 1) // 10 + 1}"))
     return rows

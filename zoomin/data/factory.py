@@ -20,9 +20,16 @@ def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
         try:
             src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels)
             src.check_view(stage1_scale_for(cfg.model, src.size))
-            if cfg.train.annotation_weight and getattr(e, "annotation", None):
+            if getattr(e, "annotation", None):
                 from ..annotations import MaskSource
-                MaskSource(e.annotation, src.size)  # a bad outline file is found now, not mid-epoch
+                try:
+                    MaskSource(e.annotation, src.size)  # a bad outline file is found now, not mid-epoch
+                except (OSError, ValueError) as err:
+                    if cfg.train.annotation_weight:
+                        raise
+                    if report and distributed.is_main():  # outlines only feed the diagnostics: keep the slide
+                        print(f"zoomin: outlines ignored: {err}", file=sys.stderr)
+                    e.annotation = None
             kept.append(e)
         except (OSError, ValueError) as err:
             if report and distributed.is_main():
@@ -43,7 +50,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
                              f"'{cfg.data.test_split}' (after skipping unreadable slides)")
         return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels, annotations=cfg.train.annotation_weight > 0),
-                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels))
+                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels, annotations=True))  # diagnostics only
     if cfg.data.task != "megapixel_mnist":
         raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")
     from .megapixel_mnist import MegapixelMNIST

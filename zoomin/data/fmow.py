@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .native import Row, boxes_geojson, write_geojson
+from ..geojson import boxes_geojson, write_geojson
+from ..manifest import Entry, annotation_path
 
 CATEGORIES = (
     "airport", "airport_hangar", "airport_terminal", "amusement_park", "aquaculture", "archaeological_site",
@@ -65,13 +66,14 @@ def read_fmow_json(path: str | Path) -> FmowImage:
     return FmowImage(image, cat, np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]))
 
 
-def fmow_rows(root: Path, out_dir: Path) -> list[Row]:
+def fmow_rows(root: Path, out_dir: Path) -> list[Entry]:
     """Rows for every ``*_rgb.json`` under ``root/train`` and ``root/val`` (split = folder)."""
     rows = []
     for split in SPLITS:
         for js in sorted((root / split).rglob("*_rgb.json")):
             im = read_fmow_json(js)
             sid = f"{split}_{js.stem}"
-            geo = write_geojson(boxes_geojson(im.boxes, [im.category] * len(im.boxes)), out_dir, sid)
-            rows.append(Row(sid, im.image, CATEGORIES.index(im.category), split, geo))
+            geo = write_geojson(boxes_geojson(im.boxes, [im.category] * len(im.boxes)),
+                                annotation_path(out_dir, sid))
+            rows.append(Entry(sid, im.image, CATEGORIES.index(im.category), split, geo))
     return rows

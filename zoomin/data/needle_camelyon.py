@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .native import Row
+from ..manifest import Entry
 
 
 def read_label_file(path: str | Path) -> list[tuple[Path, int]]:
@@ -35,7 +35,7 @@ def read_label_file(path: str | Path) -> list[tuple[Path, int]]:
     return out
 
 
-def needle_camelyon_rows(root: Path, out_dir: Path) -> list[Row]:
+def needle_camelyon_rows(root: Path, out_dir: Path) -> list[Entry]:
     """Rows from every label file in ``root`` (zoomin manifests, headed ``slide_id``, are
     skipped); an image listed twice is an error."""
     rows, seen = [], {}
@@ -49,5 +49,5 @@ def needle_camelyon_rows(root: Path, out_dir: Path) -> list[Row]:
             if sid in seen:
                 raise ValueError(f"{f}: image {sid} already listed in {seen[sid]}")
             seen[sid] = f.name
-            rows.append(Row(sid, img, label, split))
+            rows.append(Entry(sid, img, label, split))
     return rows

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .native import Row, boxes_geojson, write_geojson
+from ..geojson import boxes_geojson, write_geojson
+from ..manifest import Entry, annotation_path
 
 VISIBILITY = ("VISIBLE", "BLURRED", "SIDE_ROAD", "OCCLUDED")  # best first
 SIGN_NAMES = frozenset({
@@ -95,7 +96,7 @@ def speed_limit_class(signs: list[Sign]) -> int | None:
     return CLASSES.index(limits[0].name)
 
 
-def traffic_sign_rows(root: Path, out_dir: Path) -> list[Row]:
+def traffic_sign_rows(root: Path, out_dir: Path) -> list[Entry]:
     """Rows for ``Set1`` (train) and ``Set2`` (test); the speed-limit boxes of each kept image
     become its GeoJSON annotation."""
     rows = []
@@ -115,6 +116,6 @@ def traffic_sign_rows(root: Path, out_dir: Path) -> list[Row]:
             geo = None
             if limits:
                 boxes = np.array([s.box for s in limits])  # (K, 4)
-                geo = write_geojson(boxes_geojson(boxes, [s.name for s in limits]), out_dir, sid)
-            rows.append(Row(sid, img, label, split, geo))
+                geo = write_geojson(boxes_geojson(boxes, [s.name for s in limits]), annotation_path(out_dir, sid))
+            rows.append(Entry(sid, img, label, split, geo))
     return rows

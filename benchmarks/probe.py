@@ -4,9 +4,9 @@ step (forward, backward, AdamW step) or an inference pass, and report peak memor
 CPU: peak resident memory sampled every 0.5 ms during the measured call, minus the resident
 memory just before it (the model's activations, gradients and optimiser state, not the input),
 plus the process's ``ru_maxrss``. CUDA: ``torch.cuda.max_memory_allocated`` after a reset,
-minus the memory allocated before the call.
+minus the memory allocated before the call. ``measure`` runs this file in a fresh process:
 
-    python -m zoomin.bench.probe '{"model": "zoom_in", "size": 4000, "phase": "train"}'
+    python benchmarks/probe.py '{"model": "zoom_in", "size": 4000, "phase": "train"}'
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from zoomin.geometry import view_size
+
 PAGE = 4096
 
 
@@ -30,7 +32,7 @@ class Probe:
     model: str  # "zoom_in", "one_stage" or "cnn" (a plain CNN on the whole image)
     size: int  # image side H = W (level-0 pixels)
     phase: str = "train"  # "train" (forward + backward + AdamW step) or "infer" (no_grad forward)
-    source: str = "noise"  # "noise" (generated on demand, see bench.lazy) or "slide" (``path``)
+    source: str = "noise"  # "noise" (``NoiseSource``: generated on demand) or "slide" (``path``)
     path: str = ""  # source "slide": a pyramidal TIFF
     model_config: dict = field(default_factory=dict)  # ModelConfig fields (zoom_in / one_stage)
     cnn_width: int = 32  # cnn: channels of the whole-image CNN (the feature net's architecture)
@@ -41,6 +43,28 @@ class Probe:
     threads: int = 2  # torch CPU threads
     warmup: int = 1  # unmeasured calls first (allocator, lazy init)
     seed: int = 0
+
+
+class NoiseSource:
+    """A batch of (B, C, H, W) images of uniform noise that costs nothing to hold: pixels are
+    generated for the region and scale asked for (the way a pyramidal slide is read, without the
+    file), so a probe measures the model's memory, not an image's. Reads are deterministic per
+    call order (a seeded generator), never stored."""
+
+    def __init__(self, size: tuple[int, int], channels: int = 1, seed: int = 0, batch_size: int = 1):
+        self.size, self.channels, self.batch_size = tuple(size), channels, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pixels_read = 0
+
+    def view(self, scale: float) -> torch.Tensor:
+        h, w = view_size(*self.size, scale)
+        self.pixels_read += self.batch_size * h * w
+        return torch.rand(self.batch_size, self.channels, h, w, generator=self.generator)
+
+    def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
+             size_hw: tuple[int, int]) -> torch.Tensor:
+        self.pixels_read += boxes.shape[0] * size_hw[0] * size_hw[1]
+        return torch.rand(boxes.shape[0], self.channels, *size_hw, generator=self.generator)
 
 
 def _rss() -> int:
@@ -70,9 +94,9 @@ class PeakRSS:
 
 
 def _build(p: Probe):
-    from ..config import ModelConfig
-    from ..model import build_model
-    from ..nets import Classifier, SmallCNN
+    from zoomin.config import ModelConfig
+    from zoomin.model import build_model
+    from zoomin.nets import Classifier, SmallCNN
     if p.model == "cnn":
         return torch.nn.Sequential(SmallCNN(p.channels, out_dim=64, width=p.cnn_width), Classifier(64, 10))
     return build_model(ModelConfig(kind=p.model, in_channels=p.channels, **p.model_config))
@@ -82,9 +106,8 @@ def _input(p: Probe, device):
     if p.model == "cnn":  # the whole image has to exist for a CNN
         return torch.rand(p.batch, p.channels, p.size, p.size, generator=torch.Generator().manual_seed(p.seed)).to(device)
     if p.source == "slide":
-        from ..slides import SlideSource
+        from zoomin.slides import SlideSource
         return SlideSource(p.path, channels=p.channels)
-    from .lazy import NoiseSource
     return NoiseSource((p.size, p.size), p.channels, p.seed, p.batch)
 
 
@@ -139,7 +162,7 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 def measure(p: Probe, timeout: float = 1800) -> dict:
     """``run(p)`` in a fresh Python process (so no earlier allocation hides this one's peak)."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "zoomin.bench.probe", json.dumps(asdict(p))],
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), json.dumps(asdict(p))],
                               capture_output=True, text=True, timeout=timeout, env={**os.environ, **MALLOC_ENV})
     except subprocess.TimeoutExpired:
         return {**asdict(p), "error": f"timed out after {timeout:g} s"}

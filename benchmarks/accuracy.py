@@ -1,12 +1,12 @@
-"""Accuracy against memory on Megapixel MNIST (the ATS protocol by default: 1500 x 1500, 5,000
-training images): the one-stage and two-stage models at equal full-resolution detail
-(``zoomin/configs/megapixel_mnist_{one_stage,zoom_in}.yaml``), for a few N. Each run trains
-with the ordinary ``Trainer`` (resumable: a second call continues an unfinished run) and its
-training-step memory is measured at the same settings by a fresh-process probe. Finally every run
-predicts the same test images with P sampled passes for each P asked for, by the expected
-one-pass accuracy (``single``: each image's share of those passes right) and deterministically
-(``topk``: the N most attended patches), and at each N the two kinds are compared image by image
-(``paired``: difference, 95% interval, McNemar test)."""
+"""The accuracy part of ``benchmarks/bench.py``: accuracy against memory on Megapixel MNIST (the
+ATS protocol by default: 1500 x 1500, 5,000 training images), the one-stage and two-stage models
+at equal full-resolution detail (``zoomin/configs/megapixel_mnist_{one_stage,zoom_in}.yaml``),
+for a few N. Each run trains with the ordinary ``Trainer`` (resumable: a second call continues an
+unfinished run) and its training-step memory is measured at the same settings by a fresh-process
+probe. Finally every run predicts the same test images with P sampled passes for each P asked
+for, by the expected one-pass accuracy (``single``: each image's share of those passes right)
+and deterministically (``topk``: the N most attended patches), and at each N the two kinds are
+compared image by image (``paired``: difference, 95% interval, McNemar test)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +14,10 @@ from importlib import resources
 from itertools import repeat
 from pathlib import Path
 
-from ..config import Config
-from .paired import compare, correctness
-from .probe import Probe, measure
+from paired import compare, correctness
+from probe import Probe, measure
+
+from zoomin.config import Config
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ def config_for(plan: AccuracyPlan, kind: str, n: int) -> Config:
 
 def train_run(cfg_dict: dict, out: str, log: bool) -> dict:
     """One resumable training run (a top-level function, so a spawned process can run it)."""
-    from ..train import Trainer
+    from zoomin.train import Trainer
     return Trainer(Config.from_dict(cfg_dict), out, progress=False, log=log).fit(resume=True)
 
 
