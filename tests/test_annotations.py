@@ -82,6 +82,7 @@ def test_bad_geojson_is_one_line(tmp_path):
         MaskSource(tmp_path / "b.geojson", (10, 10))
 
 
+@pytest.mark.slow
 def test_annotation_weight_pulls_slide_attention_onto_the_lesion(tmp_path):
     pytest.importorskip("large_image")
     from zoomin.config import Config

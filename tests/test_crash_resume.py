@@ -35,6 +35,7 @@ def strip_times(metrics: dict) -> dict:
             "seconds_per_epoch": None}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))

@@ -43,6 +43,7 @@ def zoomin(*args, nproc=1, env=None):
     return r
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(DDP_CFG))
@@ -65,6 +66,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
     assert sorted(p.name for p in two.iterdir()) == ["checkpoint.pt", "metrics.json", "params"]
 
 
+@pytest.mark.slow
 def test_predict_sharded_over_two_processes_merges_one_csv(tmp_path):
     pytest.importorskip("large_image")
     from zoomin.checkpoint import save_model

@@ -32,7 +32,10 @@ def test_entropy_regulariser_sign_and_value():
     model = ZoomInNet(ModelConfig(scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8, feature_width=8))
     tr = model(torch.rand(2, 1, 80, 80))
     H = attention_entropy(tr)
-    assert 0 < H <= torch.log(torch.tensor(64.0)) + torch.log(torch.tensor(100.0)) + 1e-4
+    drawn = tr.tile_counts > 0  # (B, P) stage II counts the tiles that were drawn
+    expected = torch.special.entr(tr.alpha).sum((1, 2)).mean() + torch.special.entr(tr.beta).sum((2, 3))[drawn].mean()
+    assert torch.allclose(H, expected, atol=1e-5)  # mean entropy of alpha plus that of the drawn tiles' beta
+    assert H <= torch.log(torch.tensor(64.0)) + torch.log(torch.tensor(100.0)) + 1e-4  # at most uniform's
     y = torch.tensor([1, 2])
     l0, _ = total_loss(tr, y)
     l1, parts = total_loss(tr, y, entropy_weight=0.5)

@@ -89,6 +89,8 @@ def test_negatives_trace(cfg):
     neg = tr.negatives
     assert neg is not None and neg.logits.shape == tr.logits.shape and neg.negatives is None
     assert (neg.tile_counts.sum(1) == 8).all()
+    L = tr.alpha[0].numel()  # tiles drawn from the complement (1 - alpha) normalised (METHOD §6)
+    assert torch.allclose(neg.alpha, (1 - tr.alpha) / (L - 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("H,W", [(1, 1), (7, 5), (39, 3), (41, 200)])
@@ -97,6 +99,10 @@ def test_odd_tiny_and_non_square_images(H, W, cfg):
     model = build_model(ModelConfig(**cfg))
     tr = model(images(B=2, H=H, W=W))
     assert torch.isfinite(tr.logits).all() and tr.logits.shape == (2, 10)
+    t = tr.tile_boxes[tr.tile_counts > 0]  # (M, 4) level-0 (x, y, w, h), partly in the zero padding
+    cx, cy = t[:, 0] + t[:, 2] // 2, t[:, 1] + t[:, 3] // 2
+    assert ((cx >= 0) & (cx < W) & (cy >= 0) & (cy < H)).all()  # every drawn tile is centred on a pixel
+    assert torch.allclose(tr.weights.sum((1, 2)), torch.ones(2), atol=1e-5)  # still an average of the draws
 
 
 def test_rgb_backward_reaches_every_part():

@@ -3,15 +3,20 @@ import csv
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("large_image")
 
+from PIL import Image  # noqa: E402  (large-image's dependency)
+
+from zoomin.checkpoint import load_model, save_model  # noqa: E402
 from zoomin.cli import main  # noqa: E402
 from zoomin.config import Config, ModelConfig  # noqa: E402
+from zoomin.geometry import view_size  # noqa: E402
 from zoomin.manifest import read_manifest  # noqa: E402
 from zoomin.model import build_model  # noqa: E402
+from zoomin.slides import SlideSource  # noqa: E402
 from zoomin.synth import synth_slides  # noqa: E402
-from zoomin.checkpoint import save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,8 @@ def test_predict_writes_csv_and_heatmaps_and_skips_bad_slides(slides, tmp_path, 
     assert [r["slide_id"] for r in rows] == ["synth_0000", "synth_0001", "synth_0002"]
     for r in rows:
         assert abs(float(r["p_0"]) + float(r["p_1"]) - 1) < 1e-4 and r["prediction"] in ("0", "1")
-        assert (tmp_path / "hm" / f"{r['slide_id']}.png").stat().st_size > 0
+        with Image.open(tmp_path / "hm" / f"{r['slide_id']}.png") as png:  # the stage-I attention map
+            assert png.size[::-1] == view_size(1024, 1024, 0.05)
         gj = json.loads((tmp_path / "hm" / f"{r['slide_id']}.geojson").read_text())
         assert gj["type"] == "FeatureCollection" and gj["features"]
         dsa = json.loads((tmp_path / "hm" / f"{r['slide_id']}.dsa.json").read_text())
@@ -80,7 +86,7 @@ def test_train_on_a_manifest_then_predict(slides, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {kind: zoom_in, in_channels: 3, num_classes: 2, scale1: 0.05, tile: 128, scale2: 0.25,"
                    " subtile: 32, n_samples: 4, feature_dim: 8, feature_width: 8, foreground: otsu_dark}\n"
-                   "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, eval_passes: 1, threads: 1}\n")
+                   "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, eval_mode: topk, threads: 1}\n")
     rows = list(csv.DictReader(open(manifest)))
     for i, r in enumerate(rows):  # make sure both splits exist
         r["split"] = "test" if i == 0 else "train"
@@ -92,14 +98,15 @@ def test_train_on_a_manifest_then_predict(slides, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--manifest", str(m2), "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["epochs"] == 1 and 0 <= m["test_accuracy"] <= 1
+    model, _ = load_model(out / "checkpoint.pt")
+    with torch.no_grad():  # the one test slide, as the trainer scored it (deterministic top-k)
+        logits = model.eval()(SlideSource(d / rows[0]["path"], channels=3), mode="topk").logits
+    assert m["epochs"] == 1 and m["test_accuracy"] == float(int(logits.argmax()) == int(rows[0]["label"]))
     assert main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "p.csv"),
                  "--quiet", str(m2)]) == 0
 
 
 def test_auc():
-    import torch
-
     from zoomin.evaluate import auc
     assert auc(torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([1, 1, 0, 0])) == 1.0
     assert auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == 0.5
@@ -107,6 +114,7 @@ def test_auc():
     assert auc(torch.tensor([0.2]), torch.tensor([1])) is None
 
 
+@pytest.mark.slow
 def test_predict_explore_writes_one_offline_html_per_slide(slides, tmp_path):
     pytest.importorskip("holoviews")
     _, manifest, ckpt = slides

@@ -129,10 +129,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tile", type=int, default=512, help="TIFF tile side (the reader keeps per-tile state: fewer, larger tiles cost less memory)")
     s.add_argument("--svs", action="store_true", help="Aperio-SVS-style files (OpenSlide reads them as Aperio)")
-    from .synth import CHOICES
-    s.add_argument("--appearance", default="plain", choices=CHOICES,
+    s.add_argument("--appearance", default="plain",
                    help="lesion look: plain purple ellipses (easy), or ones to learn from slide labels: nuclei (crowded "
-                        "dark nuclei), colour (stain shift), texture (fibres), giant_cells, mixed (one of those per lesion)")
+                        "dark nuclei), colour (stain shift), texture (fibres), giant_cells, mixed (one of those per "
+                        "lesion), or a comma-separated list of those kinds (e.g. nuclei,colour)")
     s.add_argument("--roi-ratio", type=float, default=None,
                    help="total lesion area / slide area, e.g. 0.0005 (default: 0.2-0.4%% of the side in radius for "
                         "plain, 0.0005 otherwise)")

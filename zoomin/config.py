@@ -29,6 +29,8 @@ class ModelConfig:
     topk_subtiles: int = 2  # deterministic inference: sub-tiles kept per tile (mode="topk")
     foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright (ink), otsu_dark (tissue)
     evidence: bool = False  # MIL evidence heads (METHOD §10): a and b give a per-location evidence map that is the attention logits, pooled into auxiliary predictions; f gets an instance head; views standardised over the foreground
+    evidence_sharpness: float = 1.0  # attention logits = sharpness x evidence (model.evidence): > 1 concentrates alpha and beta on the most evident locations
+    attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
 

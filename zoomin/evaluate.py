@@ -77,7 +77,8 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
              progress: bool = True) -> dict:
     """Accuracy (and, for two classes, ROC AUC) over a loader; with evidence heads also those of the
     stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
-    attention mass on them and their median rank in alpha (``test_roi_mass``, ``test_roi_rank``)."""
+    attention mass on them, their median rank in alpha and the share of slides whose ROI is ranked
+    first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""
     from tqdm.auto import tqdm
     model.eval()
     probs, evidence, labels, roi = [], [], [], []
@@ -94,7 +95,8 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
         out.update(_scores(evidence, y, "evidence_"))
     if roi:
         mass, rank = torch.tensor(roi, dtype=torch.float64).T
-        out.update(test_roi_mass=float(mass.mean()), test_roi_rank=float(rank.median()))
+        out.update(test_roi_mass=float(mass.mean()), test_roi_rank=float(rank.median()),
+                   test_roi_first=float((rank == 1).double().mean()))
     return out
 
 

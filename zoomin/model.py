@@ -24,7 +24,7 @@ from torch import nn
 
 from . import foreground
 from .config import ModelConfig
-from .evidence import attention_logits, evidence_channels, pooled_logits, standardise
+from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad, standardise
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone
 from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
@@ -106,7 +106,8 @@ class _AttentionSampler(nn.Module):
         if self.cfg.evidence:
             x, stats = standardise(view, fg)
         out = self.attention1(x if stats else view)  # (B, E, h, w)
-        log_alpha = foreground.apply(attention_logits(out).flatten(1).float(), fg)  # (B, h*w)
+        sharp = self.cfg.evidence_sharpness if stats else 1.0
+        log_alpha = foreground.apply(attention_logits(out, sharp).flatten(1).float(), fg)  # (B, h*w)
         return Stage1(log_alpha, tuple(out.shape[-2:]), scale, view, threshold, fg,
                       out.flatten(2).float() if stats else None, stats)
 
@@ -145,10 +146,15 @@ class _AttentionSampler(nn.Module):
         s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
         drawn = s2.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
-        f = self.features(src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw)).float()  # (M, D) once per patch
+        patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw)  # (M, C, h2, w2) each read once
+        if s1.stats is not None:  # the same per-image standardisation as the attention nets' views
+            patches = standardise(patches, None, (s1.stats[0][rows[drawn]], s1.stats[1][rows[drawn]]))[0]
+        f = self.features(patches).float()  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
+        if cfg.attention_score_grad != 1.0:  # same value; the score gradient into alpha and beta rescaled
+            la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
         z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode)  # (B, D)
         heads = {}
         if s1.evidence is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
@@ -203,7 +209,8 @@ class ZoomInNet(_AttentionSampler):
         if stats is not None:
             views = standardise(views, None, (stats[0][rows], stats[1][rows]))[0]
         out = self.attention2(views).flatten(2).float()  # (M, E, u*v)
-        return foreground.apply(attention_logits(out), fg), fg, out if stats is not None else None
+        sharp = self.cfg.evidence_sharpness if stats is not None else 1.0
+        return foreground.apply(attention_logits(out, sharp), fg), fg, out if stats is not None else None
 
     def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
         """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's

@@ -178,8 +178,7 @@ def make_spec(size: int, lesion: bool, rng: np.random.Generator, n_tissue: int =
     draw (radii 0.2-0.4% of the side), otherwise ``DEFAULT_ROI``. ``distractors``: lesion-like
     objects per slide (negatives too). ``mpp``: microns per pixel (default 0.25 for ``plain``,
     1.0 otherwise); a normal nucleus is ``NUCLEUS_UM`` / mpp pixels in radius."""
-    if appearance not in CHOICES:
-        raise ValueError(f"unknown appearance {appearance!r}; choose one of {', '.join(CHOICES)}")
+    lesion_pool(appearance)  # a clear error for an unknown name
     if roi_ratio is not None and not 0 < roi_ratio < 0.1:
         raise ValueError(f"roi_ratio {roi_ratio} is not in (0, 0.1)")
     c = rng.uniform(0.3, 0.7, size=(n_tissue, 2)) * size
@@ -199,10 +198,24 @@ def make_spec(size: int, lesion: bool, rng: np.random.Generator, n_tissue: int =
     return spec
 
 
+def lesion_pool(appearance: str) -> list[str]:
+    """The appearances lesions are drawn from: one of ``CHOICES``, or a comma-separated subset of
+    the learnable kinds (``"nuclei,colour"``: one of those two per lesion, as ``mixed`` does for all)."""
+    if appearance == "mixed":
+        return list(APPEARANCES[1:])
+    names = appearance.split(",")
+    bad = [a for a in names if a not in APPEARANCES or (len(names) > 1 and a == "plain")]
+    if bad or not names:
+        raise ValueError(f"unknown appearance {appearance!r}; choose one of {', '.join(CHOICES)}, "
+                         "or a comma-separated list of the kinds other than plain")
+    return names
+
+
 def _add_lesions(spec: SlideSpec, appearance: str, total: float, rng) -> None:
     """1-3 lesions of ``total`` level-0 px² together, with their outlines, colours and cells."""
     r0 = spec.nucleus
-    kinds = [appearance] * 3 if appearance != "mixed" else list(rng.choice(APPEARANCES[1:], 3))
+    pool = lesion_pool(appearance)
+    kinds = [appearance] * 3 if len(pool) == 1 else list(rng.choice(pool, 3))
     k = int(rng.integers(1, 4))
     while k > 1 and total / k < max(MIN_AREA[a] for a in kinds[:k]) * r0**2:
         k -= 1

@@ -231,7 +231,7 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if self.log:
             shown = [("test acc", "test_accuracy", ".3f"), ("test AUC", "test_auc", ".3f"),
-                     ("evidence AUC", "test_evidence_auc", ".3f"), ("ROI rank", "test_roi_rank", ".0f")]
+                     ("evidence AUC", "test_evidence_auc", ".3f"), ("ROI first", "test_roi_first", ".2f")]
             test = "".join(f" {name} {row[k]:{fmt}}" for name, k, fmt in shown if row.get(k) is not None)
             print(f"epoch {row['epoch']}: loss {row['ce']:.3f} train acc {row['train_accuracy']:.3f}{test} "
                   f"({row['seconds']:.0f} s)", flush=True)
