@@ -4,12 +4,12 @@
 whole. Polygons classified ``Exclusion`` are cut out of the others (CAMELYON16's ``_2`` group)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .geojson import read_json
 from .geometry import view_size
 
 EXCLUDE = "Exclusion"
@@ -19,12 +19,7 @@ SUPERSAMPLE = 4  # rasterise at 4x and average: a lesion smaller than a view pix
 def read_geojson(path: str | Path) -> dict:
     """A GeoJSON file -> dict; one-line errors naming the file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid GeoJSON ({type(e).__name__})") from None
+    data = read_json(path, "annotation file", "GeoJSON")
     if not isinstance(data, dict) or data.get("type") not in ("FeatureCollection", "Feature"):
         raise ValueError(f"{path}: not a GeoJSON Feature or FeatureCollection")
     return data

@@ -14,6 +14,19 @@ from pathlib import Path
 import numpy as np
 
 
+def read_json(path: str | Path, missing: str = "file", kind: str = "JSON"):
+    """A JSON file's content; one-line errors naming the file: ``PATH: <missing> not found`` or
+    ``PATH: not valid <kind> (what went wrong)``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {missing} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else type(e).__name__
+        raise ValueError(f"{path}: not valid {kind} ({why})") from None
+
+
 def closed_ring(points) -> np.ndarray:
     """(n, 2) (x, y) vertices, open or closed -> (m + 1, 2) closed ring with positive signed area."""
     ring = np.asarray(points, float).reshape(-1, 2)

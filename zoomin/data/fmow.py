@@ -8,13 +8,12 @@ test labels were withheld at release).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..geojson import boxes_geojson, write_geojson
+from ..geojson import boxes_geojson, read_json, write_geojson
 from ..manifest import Entry, annotation_path
 
 CATEGORIES = (
@@ -44,12 +43,7 @@ class FmowImage:
 def read_fmow_json(path: str | Path) -> FmowImage:
     """Parse one ``*_rgb.json``; the image is ``img_filename`` (or the JSON's name as .jpg)."""
     path = Path(path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: metadata not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(path, "metadata")
     bbs = meta.get("bounding_boxes") if isinstance(meta, dict) else None
     if not bbs:
         raise ValueError(f"{path}: no bounding_boxes")
