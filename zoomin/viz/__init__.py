@@ -2,17 +2,20 @@
 through it (the ``viz`` extra: ``pip install 'zoomin[viz]'``).
 
 Everything here renders a ``Trace`` plus the ``Source`` it came from; only ``Session`` calls a
-model. Imports are lazy so ``import zoomin`` never pulls in holoviews.
+model. Imports are lazy so ``import zoomin`` never pulls in holoviews. In a notebook, call
+``zoomin.viz.extension()`` alone in the first code cell: it loads every script and stylesheet
+inline, so the plots render with no internet.
 """
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "Explorer": "explorer", "STAGES": "explorer",
+    "extension": "offline", "save_html": "offline",
+    "Explorer": "explorer", "STAGES": "stages", "ExplorerState": "stages", "ExplorerWidget": "widgets",
     "Session": "session",
     "overview": "views", "attention": "views", "boxes": "views", "stage2": "views", "subtile": "views",
-    "prediction": "views", "contributions": "views", "zoomable": "views", "zoom_scale": "views",
+    "prediction": "views", "contributions": "views", "zoomable": "views", "zoom_scale": "views", "markers": "views",
 }
 
 

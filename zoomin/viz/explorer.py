@@ -1,7 +1,12 @@
 """``Explorer``: one trace, stage by stage (I -> tiles -> II -> sub-tiles -> negatives ->
-prediction), as holoviews views, an ipywidgets panel, or one offline HTML file."""
+prediction), as holoviews views, an ipywidgets panel, or one offline HTML file.
+
+The state lives in one ``ExplorerState`` (``zoomin.viz.stages``); the views are pure functions
+of it, and the streams (tap, pan/zoom) and widgets are wired here, at the edge.
+"""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import holoviews as hv
@@ -9,107 +14,62 @@ import torch
 
 from ..sources import Source, as_source
 from ..trace import Trace
+from . import stages as st
 from . import views
+from .offline import save_html
 
-STAGES = ("I: attention", "tiles", "II: zoom", "sub-tiles", "negatives", "prediction")
-
-
-def frame_size(w: float, h: float, longest: int = 560) -> tuple[int, int]:
-    """Plot width and height (screen pixels, plus room for axes and colour bar) that keep a
-    ``w x h`` region's aspect ratio."""
-    r = w / max(h, 1e-9)
-    pw, ph = (longest, longest / r) if r >= 1 else (longest * r, longest)
-    return int(max(pw, 160)) + 170, int(max(ph, 160)) + 60
+STAGES = st.STAGES
 
 
 class Explorer:
     """Views of image ``b`` of ``trace`` read from ``source`` (a ``Source`` or a tensor).
 
-    ``session`` (a ``viz.Session``) is only needed by the widget's resample / N / slide /
-    checkpoint controls; the views themselves never call a model.
+    ``session`` (a ``viz.Session``) is only needed by the widget's resample / N / image /
+    checkpoint controls; the views themselves never call a model. ``widget()`` binds to this
+    explorer's ``state``: resampling there changes what every view here shows.
     """
 
     def __init__(self, trace: Trace, source: Source | torch.Tensor, class_names: list[str] | None = None,
                  title: str = "", b: int = 0, session=None, name: str | None = None):
-        self.trace, self.source, self.b = trace.detach(), as_source(source), b
-        self.class_names, self.title, self.session, self.name = class_names, title, session, name
+        self.state = st.ExplorerState(trace.detach(), as_source(source), b, class_names, title, name, session)
 
     @classmethod
     def from_session(cls, session, name: str | None = None, n: int | None = None, seed: int = 0, **kw):
-        """Run ``session``'s model on slide ``name`` (default: the first) and explore the trace."""
+        """Run ``session``'s model on image ``name`` (default: the first) and explore the trace."""
         name = name or session.names[0]
         return cls(session.trace(name, n=n, seed=seed), session.source(name), session=session, name=name,
                    class_names=session.class_names, **kw)
 
-    # --- what to look at -------------------------------------------------------------------
+    # the state's fields, read-only here (the widget changes them through the state)
+    trace = property(lambda self: self.state.trace)
+    source = property(lambda self: self.state.source)
+    b = property(lambda self: self.state.b)
+    name = property(lambda self: self.state.name)
+    session = property(lambda self: self.state.session)
+    title = property(lambda self: self.state.title)
+
     def tile_order(self) -> list[int]:
-        """Distinct tiles, most drawn first."""
-        counts = self.trace.tile_counts[self.b]
-        return [int(p) for p in counts.argsort(descending=True, stable=True) if counts[p] > 0]
+        return self.state.tile_order()
 
     def top_subtile(self, tile: int) -> int:
-        """The heaviest drawn sub-tile of ``tile``."""
-        w = self.trace.weights[self.b, tile].masked_fill(~self.trace.subtile_valid[self.b, tile], -1)
-        return int(w.argmax())
+        return self.state.top_subtile(tile)
 
-    # --- stages ------------------------------------------------------------------------------
-    def stage(self, stage: str, tile: int | None = None, k: int | None = None, negatives: bool = False):
+    def stage(self, stage: str, tile: int | None = None, k: int | None = None, negatives: bool = False) -> hv.Overlay:
         """The main view of one stage. ``tile``/``k`` pick the tile (stage II) and sub-tile;
-        ``negatives`` overlays the contrastive negatives' samples in red."""
-        tr, src, b = self.trace, self.source, self.b
-        tile = self.tile_order()[0] if tile is None else tile
-        zoomed = stage in ("II: zoom", "sub-tiles")  # the other stages draw on the overview
-        base = None if zoomed else views.overview(src, tr, b)
-        if stage == "I: attention":
-            out = base * views.attention(tr, b)
-        elif stage == "tiles":
-            out = base * views.tiles(tr, b) * views.subtiles(tr, b)
-        elif stage == "II: zoom":
-            out = views.stage2(src, tr, tile, b)
-        elif stage == "sub-tiles":
-            k = self.top_subtile(tile) if k is None else k
-            out = views.subtile(src, tr, tile, k, b)
-        elif stage == "negatives":
-            if tr.negatives is None:
-                return hv.Overlay([base]).opts(title="no negatives in this trace (forward with negatives=True)")
-            neg = tr.negatives
-            H, W = tr.image_size
-            heat = views.heat(views.fit_display(neg.alpha[b][None], "max")[0], (0, 0, W, H),
-                              "1 - alpha (renormalised)", "kbc")
-            out = (base * heat
-                   * views.tiles(neg, b, "red", "Reds") * views.subtiles(neg, b, color="orange", cmap="Oranges"))
-        elif stage == "prediction":
-            out = base * self._contribution_boxes()
-        else:
-            raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
-        if negatives and tr.negatives is not None and stage in ("I: attention", "tiles", "prediction"):
-            out = out * views.tiles(tr.negatives, b, "red", "Reds")
-        out = out if isinstance(out, hv.Overlay) else hv.Overlay([out])
-        (x0, x1), (y0, y1) = out.range(0), out.range(1)
-        width, height = frame_size(x1 - x0, y1 - y0)
-        return out.opts(title=f"{self.title} {stage}".strip(), width=width, height=height, framewise=True)
-
-    def _contribution_boxes(self) -> hv.Rectangles:
-        """Sub-tiles coloured by their share of the predicted class's logit (red +, blue -)."""
-        tr, b = self.trace, self.b
-        cls = int(tr.probs[b].argmax())
-        valid = tr.subtile_valid[b]
-        share = tr.contributions[b, ..., cls][valid]
-        lim = float(share.abs().max()) or 1.0
-        return views.boxes(tr.subtile_boxes[b][valid], share, "logit share", "black", "RdBu_r").opts(
-            clim=(-lim, lim), fill_alpha=0.7, colorbar=True)
+        ``negatives`` overlays the contrastive negatives' tiles in red."""
+        return st.render(replace(self.state, stage=stage, tile=tile, subtile=k, negatives=negatives))
 
     def stages(self, negatives: bool = False) -> hv.HoloMap:
-        """Every stage on one slider (what the HTML file shows)."""
-        frames = {i + 1: self.stage(s, negatives=negatives).opts(
-                      title=f"{self.title} {i + 1}/{len(STAGES)} {s}".strip())
+        """Every stage on one slider (what the HTML file shows); the slider sits beside the plot
+        once ``zoomin.viz.extension()`` (or ``save``) has set that up."""
+        frames = {i + 1: self.stage(s, negatives=negatives).opts(title=f"{self.title} {i + 1}/{len(STAGES)} {s}".strip())
                   for i, s in enumerate(STAGES)}
-        return hv.HoloMap(frames, kdims=[hv.Dimension("step", label="stage")])
+        step = hv.Dimension("step", label="stage", value_format=lambda i: f"{i} {STAGES[int(i) - 1]}")
+        return hv.HoloMap(frames, kdims=[step])
 
     def prediction(self) -> hv.Layout:
         """The probabilities and the samples that moved the predicted logit most."""
-        return (views.prediction(self.trace, self.class_names, self.b).opts(width=300, height=300)
-                + views.contributions(self.trace, b=self.b).opts(width=460, height=300))
+        return st.prediction(self.state)
 
     def layout(self) -> hv.Layout:
         return (self.stages() + self.prediction()).cols(2)
@@ -124,27 +84,23 @@ class Explorer:
         picked = hv.streams.Selection1D(source=rects)
 
         def stage2(index):
-            tile = slots[index[0]] if index else self.tile_order()[0]
-            return self.stage("II: zoom", tile=tile)
+            return self.stage("II: zoom", tile=slots[index[0]] if index else None)
 
-        base = (views.overview(self.source, tr, b) * rects).opts(width=560, height=500, title="tap a tile")
-        return base + hv.DynamicMap(stage2, streams=[picked])
+        base = (views.overview(self.source, tr, b) * rects * views.subtiles(tr, b)).opts(
+            width=560, height=500, title="tap a tile", **views.axes(self.state.mpp))
+        return (base + hv.DynamicMap(stage2, streams=[picked])).opts(shared_axes=False)  # the right one: the tile's own range
 
     def zoom(self, max_pixels: int = views.MAX_PIXELS) -> hv.Overlay:
         """The image, re-read at the right pyramid level on every pan/zoom, with the tiles and
         sub-tiles on top (live in a notebook; needs a running kernel)."""
         return (views.zoomable(self.source, self.b, max_pixels) * views.tiles(self.trace, self.b)
-                * views.subtiles(self.trace, self.b)).opts(width=700, height=600)
+                * views.subtiles(self.trace, self.b)).opts(width=700, height=600, **views.axes(self.state.mpp))
 
     def save(self, path: str | Path) -> Path:
-        """One offline HTML file (bokeh resources inline) with the stages on a slider."""
-        from bokeh.resources import INLINE
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        hv.save(self.layout(), path, backend="bokeh", resources=INLINE, title=self.title or "zoomin trace")
-        return path
+        """One offline HTML file (every script and stylesheet inline) with the stages on a slider."""
+        return save_html(self.layout(), path, self.title or "zoomin trace")
 
     def widget(self):
-        """An ipywidgets panel; see ``zoomin.viz.widgets.explorer_widget``."""
-        from .widgets import explorer_widget
-        return explorer_widget(self)
+        """An ipywidgets panel bound to ``self.state``; see ``zoomin.viz.widgets.ExplorerWidget``."""
+        from .widgets import ExplorerWidget  # widgets import the state module only: no cycle
+        return ExplorerWidget(self.state)

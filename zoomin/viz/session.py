@@ -37,13 +37,13 @@ class Session:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, images, **kw) -> "Session":
-        from ..train import load_model
+        from ..checkpoint import load_model
         model, _ = load_model(path)
         return cls(model, images, checkpoint=str(path), **kw)
 
     def load(self, path: str | Path) -> None:
         """Swap in the model of another checkpoint (same images)."""
-        from ..train import load_model
+        from ..checkpoint import load_model
         self.model, _ = load_model(path)
         self.checkpoint = str(path)
 

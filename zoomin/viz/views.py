@@ -13,6 +13,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bokeh.palettes import Viridis256
 
 from ..sources import Source
 from ..trace import Trace
@@ -23,12 +24,51 @@ if hv.Store.current_backend != "bokeh":
 MAX_PIXELS = 768  # longest side of a zoomed read, in screen pixels
 DISPLAY_PIXELS = 1200  # longest side of a whole-image view embedded in a page
 AXES = dict(invert_yaxis=True, xlabel="x (level-0 px)", ylabel="y (level-0 px)", show_legend=False)
+DECADES = 2  # an attention map shows its top two orders of magnitude; below that it is transparent
+MARKER = 9  # screen pixels: the box markers that stay visible at every zoom
 
 
 def _lbrt(box) -> tuple[float, float, float, float]:
     """Level-0 ``(x, y, w, h)`` -> holoviews bounds (left, bottom, right, top) with y down."""
     x, y, w, h = (float(v) for v in box)
     return (x, y, x + w, y + h)
+
+
+def translucent(palette: list[str], lo: float = 0.05, hi: float = 0.5) -> list[str]:
+    """``#rrggbb`` colours -> ``#rrggbbaa`` with opacity rising from ``lo`` to ``hi`` along the
+    palette: a map drawn with it tints the image under it instead of hiding it."""
+    a = np.linspace(lo, hi, len(palette))
+    return [f"{c[:7]}{round(v * 255):02x}" for c, v in zip(palette, a)]
+
+
+ATTENTION = translucent(list(Viridis256))  # faint purple (low) -> yellow (high): stands out on pink tissue
+NEGATIVE = translucent(["#2166ac"] * 256)  # one blue, opacity alone: the negatives' tiles are drawn red on it
+
+
+def _micron_ticks(mpp: float):
+    """A plot hook: tick the axes at round micrometre values and label them in µm (the data stay
+    in level-0 pixels, so every view still overlays; new bokeh models per plot, as bokeh needs)."""
+    from bokeh.models import CustomJSTicker, CustomJSTickFormatter
+    ticks = """const lo = Math.min(cb_data.start, cb_data.end) * mpp, hi = Math.max(cb_data.start, cb_data.end) * mpp;
+const raw = (hi - lo) / 5, p = 10 ** Math.floor(Math.log10(raw));
+const step = [1, 2, 5, 10].map(m => m * p).find(s => s >= raw), out = [];
+for (let t = Math.ceil(lo / step) * step; t <= hi; t += step) out.push(t / mpp);
+return out;"""
+    label = "return (tick * mpp).toLocaleString('en-US', {maximumFractionDigits: 1});"
+
+    def hook(plot, element):
+        for axis in (*plot.state.xaxis, *plot.state.yaxis):
+            axis.ticker = CustomJSTicker(major_code=ticks, args=dict(mpp=mpp))
+            axis.formatter = CustomJSTickFormatter(code=label, args=dict(mpp=mpp))
+    return hook
+
+
+def axes(mpp: float | None = None) -> dict:
+    """Plot options for level-0 axes: labelled in µm when the slide has a pixel size (``mpp``,
+    micrometres per level-0 pixel), else in pixels."""
+    if not mpp:
+        return dict(xlabel=AXES["xlabel"], ylabel=AXES["ylabel"])
+    return dict(xlabel="x (µm)", ylabel="y (µm)", hooks=[_micron_ticks(float(mpp))])
 
 
 def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
@@ -39,13 +79,15 @@ def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
     return hv.RGB(np.ascontiguousarray(arr[::-1]), bounds=_lbrt(box), label=label).opts(**AXES)
 
 
-def heat(values: torch.Tensor, box, label: str, cmap: str = "fire", alpha: float = 0.55) -> hv.Image:
-    """An (h, w) map of probabilities over level-0 ``box``, drawn translucent."""
+def heat(values: torch.Tensor, box, label: str, palette: list[str] = ATTENTION) -> hv.Image:
+    """An (h, w) map of probabilities over level-0 ``box`` as a translucent colour overlay on a
+    log scale: the peak strongest, ``DECADES`` orders of magnitude below it faint, less than
+    that (and the masked background) not drawn."""
     arr = values.detach().float().numpy()[::-1]
     top = float(arr.max()) or 1.0
     return hv.Image(np.ascontiguousarray(arr), bounds=_lbrt(box), vdims=[label], label=label).opts(
-        cmap=cmap, alpha=alpha, colorbar=True, clim=(top * 0.02, top), clipping_colors={"min": "transparent"},
-        tools=["hover"], **AXES)  # below 2% of the peak: transparent, so the image shows through
+        cmap=palette, cnorm="log", clim=(top * 10.0 ** -DECADES, top), colorbar=True,
+        clipping_colors={"min": "transparent", "NaN": "transparent"}, tools=["hover"], **AXES)
 
 
 def fit_display(x: torch.Tensor, pool: str) -> torch.Tensor:
@@ -62,9 +104,11 @@ def fit_display(x: torch.Tensor, pool: str) -> torch.Tensor:
 
 
 def overview(source: Source, trace: Trace, b: int = 0) -> hv.RGB:
-    """The stage-I view ``V(x, s1)`` (read from the pyramid level nearest ``s1``) on level-0 axes."""
+    """The whole image as a person should see it: read at the power-of-two scale (pyramid level)
+    that fits ``DISPLAY_PIXELS``, not at the model's coarse ``s1``, on level-0 axes."""
     H, W = trace.image_size
-    return rgb(fit_display(source.view(trace.scale1)[b], "area"), (0, 0, W, H), label="stage-I view")
+    view = source.view(zoom_scale(max(H, W), DISPLAY_PIXELS))[b]
+    return rgb(fit_display(view, "area"), (0, 0, W, H), label="image")
 
 
 def attention(trace: Trace, b: int = 0) -> hv.Image:
@@ -80,6 +124,18 @@ def boxes(box_list: torch.Tensor, values: torch.Tensor, label: str, color: str =
     data = [(x, y, x + w, y + h, val) for (x, y, w, h), val in zip(b.tolist(), v.tolist())]
     return hv.Rectangles(data, vdims=[label], label=label).opts(
         color=label, cmap=cmap, fill_alpha=0.3, line_color=color, line_width=2, tools=["hover"], **AXES)
+
+
+def markers(box_list: torch.Tensor, values: torch.Tensor, label: str, color: str = "cyan",
+            cmap: str | None = None) -> hv.Points:
+    """A fixed-size screen marker on the centre of each level-0 box, so boxes far smaller than a
+    screen pixel (a 128-px sub-tile on a 100,000-px slide) stay visible at every zoom. With
+    ``cmap`` the markers are filled by value; without, outlined in ``color``."""
+    b, v = box_list.detach().float().reshape(-1, 4), values.detach().float().reshape(-1)
+    centre = b[:, :2] + b[:, 2:] / 2  # (M, 2) level-0 (x, y)
+    style = dict(color=label, cmap=cmap, line_color="black") if cmap else dict(fill_alpha=0, line_color=color)
+    return hv.Points((centre[:, 0].numpy(), centre[:, 1].numpy(), v.numpy()), vdims=[label], label=label).opts(
+        marker="square", size=MARKER, line_width=2, tools=["hover"], **style, **AXES)
 
 
 def box_labels(box_list: torch.Tensor, texts: list[str], color: str = "white") -> hv.Labels:
@@ -98,12 +154,14 @@ def tiles(trace: Trace, b: int = 0, color: str = "lime", cmap: str = "Greens") -
 
 
 def subtiles(trace: Trace, b: int = 0, tile: int | None = None, color: str = "cyan",
-             cmap: str = "Blues") -> hv.Rectangles:
-    """The drawn sub-tiles (all, or those of one tile) with their weight in ``z``."""
+             cmap: str = "Blues") -> hv.Overlay:
+    """The drawn sub-tiles (all, or those of one tile) with their weight in ``z``: boxes, and a
+    marker on each that stays visible when the boxes are too small to see."""
     valid = trace.subtile_valid[b].clone()
     if tile is not None:
         valid[torch.arange(valid.shape[0]) != tile] = False
-    return boxes(trace.subtile_boxes[b][valid], trace.weights[b][valid], "weight", color, cmap)
+    sb, w = trace.subtile_boxes[b][valid], trace.weights[b][valid]
+    return boxes(sb, w, "weight", color, cmap) * markers(sb, w, "weight", color)
 
 
 def stage2(source: Source, trace: Trace, tile: int, b: int = 0) -> hv.Overlay:

@@ -1,66 +1,89 @@
-"""ipywidgets around an ``Explorer``: step through the stages, pick a tile and sub-tile, toggle the
-negatives, and (with a ``Session``) resample with a seed, change N, pick the slide or checkpoint."""
+"""ipywidgets bound to an ``ExplorerState``: step through the stages, pick a tile and sub-tile,
+toggle the negatives, and (with a ``Session``) resample with a seed, change N, pick the image or
+checkpoint. Every control writes the state; the plot is ``stages.render`` of it. The controls sit
+in a column beside the plot they drive."""
 from __future__ import annotations
 
 import ipywidgets as W
 from IPython.display import display
 
-from .explorer import STAGES
+from . import stages as st
+from .stages import STAGES, ExplorerState
+
+CONTROLS = W.Layout(width="330px", flex="0 0 330px")
 
 
-class ExplorerWidget(W.VBox):
-    """The controls and an output area showing ``current()`` (the selected stage and the prediction)."""
+class ExplorerWidget(W.HBox):
+    """The controls (left) and an output area showing ``current()`` (right)."""
 
-    def __init__(self, explorer):
-        self.explorer = explorer
-        self.stage = W.ToggleButtons(options=list(STAGES), description="stage")
+    def __init__(self, state: ExplorerState):
+        self.state = state
+        self._syncing = False  # True while the controls are being set from the state
+        self.stage = W.ToggleButtons(options=list(STAGES), value=state.stage, style={"button_width": "145px"},
+                                     layout=W.Layout(width="310px"))
         self.prev, self.next = W.Button(description="◀ back"), W.Button(description="next ▶")
-        self.tile = W.Dropdown(description="tile")
-        self.subtile = W.Dropdown(description="sub-tile")
-        self.negatives = W.Checkbox(value=False, description="show negatives")
-        self.seed = W.IntText(value=0, description="seed", layout=W.Layout(width="160px"))
-        self.n = W.BoundedIntText(value=8, min=1, max=10**6, description="N", layout=W.Layout(width="160px"))
+        narrow = W.Layout(width="310px")
+        self.tile = W.Dropdown(description="tile", layout=narrow)
+        self.subtile = W.Dropdown(description="sub-tile", layout=narrow)
+        self.negatives = W.Checkbox(value=state.negatives, description="show negatives")
+        self.seed = W.IntText(value=0, description="seed", layout=narrow)
+        self.n = W.BoundedIntText(value=8, min=1, max=10**6, description="N", layout=narrow)
         self.resample = W.Button(description="resample", button_style="primary")
-        self.slide = W.Dropdown(description="image")
-        self.checkpoint = W.Text(description="checkpoint", placeholder="path/to/model.pt")
+        self.slide = W.Dropdown(description="image", layout=narrow)
+        self.checkpoint = W.Text(description="checkpoint", placeholder="path/to/model.pt", layout=narrow)
         self.load = W.Button(description="load")
         self.status = W.HTML()
         self.out = W.Output()
-        session = explorer.session
-        controls = [W.HBox([self.prev, self.stage, self.next]), W.HBox([self.tile, self.subtile, self.negatives])]
+        controls = [self.stage, W.HBox([self.prev, self.next]), self.tile, self.subtile, self.negatives]
+        session = state.session
         if session is not None:
             self.slide.options = session.names
-            self.slide.value = explorer.name or session.names[0]
-            self.n.value = int(explorer.trace.tile_counts[explorer.b].sum())
+            self.slide.value = state.name or session.names[0]
+            self.n.value = int(state.trace.tile_counts[state.b].sum())
             self.checkpoint.value = session.checkpoint or ""
-            controls += [W.HBox([self.slide, self.n, self.seed, self.resample]), W.HBox([self.checkpoint, self.load])]
-        super().__init__(controls + [self.status, self.out])
+            controls += [self.slide, self.n, self.seed, self.resample, self.checkpoint, self.load]
+        super().__init__([W.VBox(controls + [self.status], layout=CONTROLS), self.out])
         self._sync_tiles()
         self.prev.on_click(lambda _: self._step(-1))
         self.next.on_click(lambda _: self._step(+1))
-        self.tile.observe(lambda _: (self._sync_subtiles(), self.show()), names="value")
-        for w in (self.stage, self.subtile, self.negatives):
-            w.observe(lambda _: self.show(), names="value")
+        self.tile.observe(lambda _: self._pick_tile(), names="value")
+        self.stage.observe(lambda c: self._set(stage=c.new), names="value")
+        self.subtile.observe(lambda c: self._set(subtile=c.new), names="value")
+        self.negatives.observe(lambda c: self._set(negatives=c.new), names="value")
         self.resample.on_click(lambda _: self.rerun())
         self.slide.observe(lambda _: self.rerun(), names="value")
         self.load.on_click(lambda _: self.load_checkpoint())
         self.show()
 
-    # --- state -------------------------------------------------------------------------------
-    def _sync_tiles(self) -> None:
-        ex = self.explorer
-        counts = ex.trace.tile_counts[ex.b]
-        with self.hold_trait_notifications():
-            self.tile.options = [(f"tile {p} (x{int(counts[p])})", p) for p in ex.tile_order()]
-            self.tile.value = ex.tile_order()[0]
-        self._sync_subtiles()
+    # --- the state, and the controls that mirror it ------------------------------------------
+    def _set(self, **fields) -> None:
+        if self._syncing:
+            return
+        for k, v in fields.items():
+            setattr(self.state, k, v)
+        self.show()
 
-    def _sync_subtiles(self) -> None:
-        ex, p = self.explorer, self.tile.value
-        valid = ex.trace.subtile_valid[ex.b, p]
-        weights = ex.trace.weights[ex.b, p]
-        self.subtile.options = [(f"{k} (w={float(weights[k]):.3f})", k) for k in range(valid.numel()) if valid[k]]
-        self.subtile.value = ex.top_subtile(p)
+    def _sync_tiles(self) -> None:
+        """Tile and sub-tile choices from the state's trace; the state's picks (or the defaults)
+        selected. The observers stay quiet meanwhile."""
+        s = self.state
+        counts = s.trace.tile_counts[s.b]
+        self._syncing = True
+        try:
+            self.tile.options = [(f"tile {p} (x{int(counts[p])})", p) for p in s.tile_order()]
+            self.tile.value = s.tile = s.picked_tile()
+            valid, weights = s.trace.subtile_valid[s.b, s.tile], s.trace.weights[s.b, s.tile]
+            self.subtile.options = [(f"{k} (w={float(weights[k]):.3f})", k) for k in range(valid.numel()) if valid[k]]
+            self.subtile.value = s.subtile = s.picked_subtile()
+        finally:
+            self._syncing = False
+
+    def _pick_tile(self) -> None:
+        if self._syncing:
+            return
+        self.state.tile, self.state.subtile = self.tile.value, None
+        self._sync_tiles()
+        self.show()
 
     def _step(self, d: int) -> None:
         i = STAGES.index(self.stage.value)
@@ -68,15 +91,14 @@ class ExplorerWidget(W.VBox):
 
     def current(self):
         """The holoviews object shown now."""
-        ex = self.explorer
-        view = ex.stage(self.stage.value, tile=self.tile.value, k=self.subtile.value, negatives=self.negatives.value)
-        return (view + ex.prediction()).cols(1) if self.stage.value == "prediction" else view
+        view = st.render(self.state)
+        return (view + st.prediction(self.state)).cols(1) if self.state.stage == "prediction" else view
 
     def show(self) -> None:
-        tr, b = self.explorer.trace, self.explorer.b
-        p = tr.probs[b]
-        self.status.value = (f"<b>{self.explorer.name or ''}</b> N={int(tr.tile_counts[b].sum())}, "
-                             f"{int(tr.distinct_tiles[b])} distinct tiles, predicted class {int(p.argmax())} "
+        s = self.state
+        p = s.trace.probs[s.b]
+        self.status.value = (f"<b>{s.name or ''}</b> N={int(s.trace.tile_counts[s.b].sum())}, "
+                             f"{int(s.trace.distinct_tiles[s.b])} distinct tiles, predicted class {int(p.argmax())} "
                              f"(p={float(p.max()):.3f})")
         with self.out:
             self.out.clear_output(wait=True)
@@ -84,31 +106,21 @@ class ExplorerWidget(W.VBox):
 
     # --- actions that need a Session -----------------------------------------------------------
     def rerun(self) -> None:
-        """A new trace for the selected image with the chosen N and seed; on failure the explorer
-        keeps its current image and trace and the status line says why."""
-        ex, session = self.explorer, self.explorer.session
-        if session is None:
-            self.status.value = "resampling needs a Session (Explorer.from_session)"
-            return
+        """A new trace for the selected image with the chosen N and seed; on failure the state
+        keeps its image and trace and the status line says why."""
         name = self.slide.value
         try:
-            source = session.source(name)
-            trace = session.trace(name, n=self.n.value, seed=self.seed.value)
+            self.state.retrace(name, n=self.n.value, seed=self.seed.value)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.status.value = f"could not run {name}: {e}"
             return
-        ex.name, ex.source, ex.trace, ex.b = name, source, trace, 0
         self._sync_tiles()
         self.show()
 
     def load_checkpoint(self) -> None:
         try:
-            self.explorer.session.load(self.checkpoint.value)
-        except (OSError, ValueError, KeyError) as e:
+            self.state.session.load(self.checkpoint.value)
+        except (OSError, ValueError, KeyError, AttributeError) as e:
             self.status.value = f"could not load {self.checkpoint.value}: {e}"
             return
         self.rerun()
-
-
-def explorer_widget(explorer) -> ExplorerWidget:
-    return ExplorerWidget(explorer)

@@ -1,0 +1,209 @@
+"""The notebooks in a real JupyterLab, seen by a real (headless, offline) browser.
+
+nbval proves the kernels run; this proves a person sees something. JupyterLab runs as its own
+process on the loopback address with a token; headless Chromium (selenium + Debian's
+chromedriver) opens each notebook, runs every cell, and then, per notebook:
+
+* every cell ran, none raised;
+* every holoviews/bokeh output (an output whose bokeh document holds a figure) has a drawn canvas;
+* every ipywidgets output rendered (no "Error displaying widget");
+* the console holds no error;
+* no request left the machine (the DevTools network log, every host but the loopback address
+  unresolvable).
+
+Cells tagged ``screenshot`` (or ``screenshot:NAME``) are photographed into ``ZOOMIN_SCREENSHOTS``
+(default: the test's temporary folder); ``docs/screenshots/`` holds the committed ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser import CANVAS_JS, errors, offsite, requested_urls, require_chromium, start
+
+pytestmark = [pytest.mark.browser, pytest.mark.notebook, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+DEADLINE = float(os.environ.get("ZOOMIN_LAB_TIMEOUT", 1800))  # s per notebook: a hang guard, not a speed test
+SETTINGS = {  # JupyterLab user settings: all cells attached to the page, nothing saved, no news fetched
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/extensionmanager-extension/plugin": {"enabled": False},
+}
+
+# --- what the page is asked (JavaScript run in JupyterLab's page) ---------------------------------
+NOTEBOOK = "const nb = window.jupyterapp && jupyterapp.shell.currentWidget;"
+KERNEL_IDLE = NOTEBOOK + """
+const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
+return !!(k && k.status === 'idle' && nb.content && nb.content.widgets.length);"""
+PROGRESS = NOTEBOOK + """
+const cells = nb.content.widgets.filter(c => c.model.type === 'code');
+const errors = [];
+cells.forEach((c, i) => { for (const o of c.model.outputs.toJSON())
+  if (o.output_type === 'error') errors.push(`cell ${i}: ${o.ename}: ${o.evalue}`); });
+return {idle: nb.sessionContext.session.kernel.status === 'idle', errors: errors,
+        done: cells.every(c => c.model.executionCount !== null), cells: cells.length};"""
+AUDIT = NOTEBOOK + CANVAS_JS + """
+const figure = o => [...o.querySelectorAll('script')].some(s => s.textContent.includes('"name":"Figure"'));
+const plots = [], widgets = [];
+nb.content.widgets.filter(c => c.model.type === 'code').forEach((cell, i) => {
+  const outs = [...cell.node.querySelectorAll('.jp-OutputArea-output')];
+  for (const o of outs) {
+    if (figure(o) && ![...o.querySelectorAll('.jp-OutputArea-output')].some(figure)) {  // innermost
+      const canvases = deep(o, 'canvas');
+      plots.push({code_cell: i, canvases: canvases.length, drawn: canvases.filter(drawn).length});
+    }
+  }
+  const views = cell.model.outputs.toJSON().filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']);
+  const shown = outs.filter(o => o.querySelector(':scope > .jupyter-widgets'));
+  const broken = outs.filter(o => /Error displaying widget|Click to show javascript error/.test(o.innerText));
+  if (views.length) widgets.push({code_cell: i, views: views.length, shown: shown.length, broken: broken.length});
+});
+return {plots: plots, widgets: widgets};"""
+SCROLL = """  // the cell's output at the top of the window, under the last lines of its code
+const cell = nb.content.widgets[arguments[0]];
+(cell.node.querySelector('.jp-Cell-outputWrapper') || cell.node).scrollIntoView({block: 'start'});
+nb.content.node.scrollTop -= 110;"""
+SHOTS = NOTEBOOK + """
+return nb.content.widgets.map((c, i) => [i, (c.model.getMetadata('tags') || [])
+  .filter(t => t === 'screenshot' || t.startsWith('screenshot:'))]).filter(x => x[1].length);"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_settings(folder: Path) -> None:
+    for plugin, values in SETTINGS.items():
+        path = folder / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server (its own process, 127.0.0.1 only, a token) serving a copy of the
+    notebooks (so nothing it writes touches the repository); stopped at the end."""
+    require_chromium()
+    tmp = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", tmp / "notebooks")
+    (tmp / "docs").symlink_to(ROOT / "docs")  # notebook 03 reads docs/slide_memory.md
+    write_settings(tmp / "settings")
+    port, token = free_port(), secrets.token_hex(24)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("jupyter-lab")), "--no-browser", "--allow-root", "--ip=127.0.0.1",
+         f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={tmp / 'notebooks'}", "--LabApp.expose_app_in_browser=True"],
+        env=env, stdout=open(tmp / "server.log", "wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if server.poll() is not None:
+                pytest.fail(f"jupyter-lab exited ({server.returncode}): {(tmp / 'server.log').read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("jupyter-lab did not answer within 2 minutes")
+        yield base, token
+    finally:
+        server.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def shutdown_kernels(base: str, token: str) -> None:
+    req = urllib.request.Request(f"{base}/api/kernels", headers={"Authorization": f"token {token}"})
+    for k in json.load(urllib.request.urlopen(req, timeout=30)):
+        urllib.request.urlopen(urllib.request.Request(f"{base}/api/kernels/{k['id']}", method="DELETE",
+                                                      headers={"Authorization": f"token {token}"}), timeout=60)
+
+
+def wait(check, what: str, deadline: float, every: float = 1.0):
+    """Call ``check`` until it returns something truthy; fail once ``deadline`` passes."""
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(every)
+    return result
+
+
+def run_all(driver, base: str, token: str, name: str) -> dict:
+    """Open notebook ``name``, run every cell, wait for the kernel to finish and the plots to draw."""
+    deadline = time.monotonic() + DEADLINE
+    driver.get(f"{base}/lab/tree/{name}?reset&token={token}")  # reset: no tabs from the last notebook
+    wait(lambda: driver.execute_script(KERNEL_IDLE), f"{name} and its kernel", deadline)
+    driver.execute_script("jupyterapp.shell.collapseLeft(); jupyterapp.commands.execute('notebook:run-all-cells');")
+
+    def finished():
+        state = driver.execute_script(PROGRESS)
+        return state if state["errors"] or (state["done"] and state["idle"]) else None
+    state = wait(finished, f"every cell of {name} to run", deadline, every=2)
+    assert not state["errors"], f"{name}: a cell raised: {state['errors']}"
+    settle = time.monotonic() + 60  # bokeh draws after the kernel is idle
+
+    def drawn():
+        audit = driver.execute_script(AUDIT)
+        return audit if all(p["drawn"] for p in audit["plots"]) or time.monotonic() > settle else None
+    return wait(drawn, "the plots to draw", settle + 10, every=2)
+
+
+def screenshots(driver, name: str, folder: Path) -> list[Path]:
+    """One PNG per tagged cell: the window scrolled to that cell."""
+    out = []
+    for index, tags in driver.execute_script(SHOTS):
+        driver.execute_script(NOTEBOOK + SCROLL, index)
+        time.sleep(2)
+        for t in tags:
+            path = folder / (f"{Path(name).stem}.png" if t == "screenshot" else f"{t.split(':', 1)[1]}.png")
+            driver.save_screenshot(str(path))
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_renders_offline_in_jupyterlab(lab, path, tmp_path):
+    base, token = lab
+    folder = Path(os.environ.get("ZOOMIN_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    driver = start()
+    try:
+        audit = run_all(driver, base, token, path.name)
+        shots = screenshots(driver, path.name, folder)
+        console, network = driver.get_log("browser"), driver.get_log("performance")
+    finally:
+        driver.quit()
+        shutdown_kernels(base, token)
+    plots, widgets, asked = audit["plots"], audit["widgets"], offsite(requested_urls(network))
+    blank = [p for p in plots if not p["drawn"]]
+    broken = [w for w in widgets if w["broken"] or w["shown"] < w["views"]]
+    problems = [  # every check, so one run names everything that went wrong
+        (not plots, "no holoviews/bokeh output found"),
+        (blank, f"{len(blank)} of {len(plots)} holoviews/bokeh outputs have no drawn canvas: {blank}"),
+        (broken, f"widgets that did not render: {broken}"),
+        (errors(console), f"console errors: {errors(console)}"),
+        (asked, f"requests that would leave the machine: {asked}"),
+        (not shots or any(s.stat().st_size < 10_000 for s in shots), f"no usable screenshot: {shots}"),
+    ]
+    assert not any(bad for bad, _ in problems), f"{path.name}:\n" + "\n".join(why for bad, why in problems if bad)
