@@ -130,8 +130,10 @@ def write_plot(medians_: pd.DataFrame, var_rows, path: Path, acc_rows=(), curve_
     """Step memory against image side (log-log), one curve per model and phase; variance against
     N; accuracy against memory and the training curves."""
     import holoviews as hv
-    from bokeh.resources import INLINE
-    hv.extension("bokeh", logo=False)
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend)
+
+    from zoomin.viz.offline import save_html  # scripts and stylesheets inline: nothing from a CDN
+    hv.Store.set_current_backend("bokeh")
     size, mem = hv.Dimension("size", label="image side"), hv.Dimension("step_mb", label="step memory (MB)")
     acc = hv.Dimension("test_accuracy", label="test accuracy")
     panels = []
@@ -158,4 +160,4 @@ def write_plot(medians_: pd.DataFrame, var_rows, path: Path, acc_rows=(), curve_
                                   for (m, n), s in tested.groupby(["model", "N"])]).opts(
             hv.opts.Overlay(title="test accuracy during training", width=560, height=400, legend_position="bottom_right")))
     if panels:
-        hv.save(hv.Layout(panels).cols(2), path, resources=INLINE, title="benchmarks")
+        save_html(hv.Layout(panels).cols(2), path, "benchmarks")

@@ -63,9 +63,10 @@ def roi_diagnostics(traces, sources) -> list[tuple[float, int]]:
     return out
 
 
-def _scores(logits: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
-    """Accuracy and (two classes) AUC of one head's logits, as ``test_<name>accuracy`` / ``auc``."""
-    p = torch.cat(logits).float().softmax(-1).cpu()  # (n, classes)
+def _scores(probs: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
+    """Accuracy and (two classes) AUC of one head's class probabilities, as ``test_<name>accuracy``
+    / ``auc``."""
+    p = torch.cat(probs).float().cpu()  # (n, classes)
     out = {f"test_{name}accuracy": float((p.argmax(-1) == y).double().mean())}
     if p.shape[-1] == 2:
         out[f"test_{name}auc"] = auc(p[:, 1], y)
@@ -85,8 +86,8 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
     for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
         x = x.to(device) if isinstance(x, torch.Tensor) else x
         p, traces = average_passes(model, x, mode, passes, amp_dtype)
-        probs.append(p.log())
-        evidence += [t.evidence_logits for t in traces if t.evidence_logits is not None]
+        probs.append(p)
+        evidence += [t.evidence_logits.softmax(-1) for t in traces if t.evidence_logits is not None]
         roi += roi_diagnostics(traces, x if isinstance(x, list) else [])
         labels.append(y.cpu())
     y = torch.cat(labels)  # (n,)

@@ -54,6 +54,13 @@ class Stage1:
     evidence: torch.Tensor | None = None  # (B, E, h*w) evidence map (model.evidence; METHOD §10)
     stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
 
+    def standardised(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Stage-II views or patches ``x`` (M, C, h, w) of images ``rows`` (M,) standardised with their
+        image's stage-I statistics (unchanged without evidence heads)."""
+        if self.stats is None:
+            return x
+        return standardise(x, None, (self.stats[0][rows], self.stats[1][rows]))[0]
+
 
 @dataclass
 class Stage2:
@@ -87,6 +94,7 @@ class _AttentionSampler(nn.Module):
         self.cfg = cfg
         self.patch_hw = (patch, patch)  # the level-0 patch fed to f
         self.evidence_channels = evidence_channels(cfg.num_classes) if cfg.evidence else 1  # E
+        self.sharpness = cfg.evidence_sharpness if cfg.evidence else 1.0  # attention logits per unit of evidence
         self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels)
         self.features = build_backbone(cfg.backbone, in_channels=cfg.in_channels, out_dim=cfg.feature_dim,
                                        width=cfg.feature_width, depth=cfg.feature_depth,
@@ -102,14 +110,11 @@ class _AttentionSampler(nn.Module):
         view = src.view(scale)  # (B, C, h, w)
         threshold = foreground.fit(view, self.cfg.foreground)
         fg = foreground.mask(view, threshold, self.cfg.foreground)
-        stats = None
-        if self.cfg.evidence:
-            x, stats = standardise(view, fg)
-        out = self.attention1(x if stats else view)  # (B, E, h, w)
-        sharp = self.cfg.evidence_sharpness if stats else 1.0
-        log_alpha = foreground.apply(attention_logits(out, sharp).flatten(1).float(), fg)  # (B, h*w)
+        x, stats = standardise(view, fg) if self.cfg.evidence else (view, None)
+        out = self.attention1(x)  # (B, E, h, w)
+        log_alpha = foreground.apply(attention_logits(out, self.sharpness).flatten(1).float(), fg)  # (B, h*w)
         return Stage1(log_alpha, tuple(out.shape[-2:]), scale, view, threshold, fg,
-                      out.flatten(2).float() if stats else None, stats)
+                      out.flatten(2).float() if self.cfg.evidence else None, stats)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
@@ -147,9 +152,7 @@ class _AttentionSampler(nn.Module):
         drawn = s2.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw)  # (M, C, h2, w2) each read once
-        if s1.stats is not None:  # the same per-image standardisation as the attention nets' views
-            patches = standardise(patches, None, (s1.stats[0][rows[drawn]], s1.stats[1][rows[drawn]]))[0]
-        f = self.features(patches).float()  # (M, D)
+        f = self.features(s1.standardised(patches, rows[drawn])).float()  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
@@ -196,21 +199,20 @@ class ZoomInNet(_AttentionSampler):
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
 
     def zoom(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
-             threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+             s1: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage II, eq 4: ``beta^c = softmax(b(V(x, s2, c)))`` for tiles ``boxes`` (M, 4) of images
-        ``rows`` (M,) -> log beta (M, u*v) and its foreground mask. Called once per distinct tile."""
-        return self._zoom(src, rows, boxes, threshold)[:2]
+        ``rows`` (M,) -> log beta (M, u*v) and its foreground mask. Called once per distinct tile;
+        ``s1`` (the images' stage I) gives the foreground threshold and the standardisation."""
+        return self._zoom(src, rows, boxes, s1)[:2]
 
-    def _zoom(self, src, rows, boxes, threshold=None, stats=None):
-        """``zoom`` plus the evidence map (M, E, u*v) when ``stats`` (stage I's foreground mean and
-        std, so every tile of an image is standardised alike) are given, else None."""
+    def _zoom(self, src, rows, boxes, s1: Stage1 | None = None):
+        """``zoom`` plus the evidence map (M, E, u*v) with evidence heads, else None."""
         views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw)  # (M, C, u, v)
-        fg = foreground.mask(views, None if threshold is None else threshold[rows], self.cfg.foreground)
-        if stats is not None:
-            views = standardise(views, None, (stats[0][rows], stats[1][rows]))[0]
-        out = self.attention2(views).flatten(2).float()  # (M, E, u*v)
-        sharp = self.cfg.evidence_sharpness if stats is not None else 1.0
-        return foreground.apply(attention_logits(out, sharp), fg), fg, out if stats is not None else None
+        threshold = None if s1 is None or s1.threshold is None else s1.threshold[rows]
+        fg = foreground.mask(views, threshold, self.cfg.foreground)
+        out = self.attention2(views if s1 is None else s1.standardised(views, rows)).flatten(2).float()  # (M, E, u*v)
+        log_beta = foreground.apply(attention_logits(out, self.sharpness), fg)
+        return log_beta, fg, out if s1 is not None and s1.stats is not None else None
 
     def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
         """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's
@@ -218,7 +220,7 @@ class ZoomInNet(_AttentionSampler):
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
-        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], s1.threshold, s1.stats)
+        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], s1)
         pooled = None
         if ev is not None and not complement:  # stage-II evidence over every location of the drawn tiles
             ev = ev if fg_valid is None else ev.masked_fill(~fg_valid.unsqueeze(1), -float("inf"))  # (M, E, S)

@@ -205,7 +205,7 @@ def lesion_pool(appearance: str) -> list[str]:
         return list(APPEARANCES[1:])
     names = appearance.split(",")
     bad = [a for a in names if a not in APPEARANCES or (len(names) > 1 and a == "plain")]
-    if bad or not names:
+    if bad:
         raise ValueError(f"unknown appearance {appearance!r}; choose one of {', '.join(CHOICES)}, "
                          "or a comma-separated list of the kinds other than plain")
     return names
