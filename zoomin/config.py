@@ -33,10 +33,16 @@ class ModelConfig:
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
+    mpp: float = 0.0  # physical units (zoomin.units): level 0 in µm per pixel — slides are read at this resolution whatever their own, and tile/subtile are pixels at it (0: the file's own pixels)
+    magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)
+    stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1 = mpp / stage1_mpp; needs mpp)
+    stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2 = mpp / stage2_mpp; needs mpp)
+    stage1_chunk: int = 512  # stage I streamed in pieces of this many view locations a side (0: one piece; zoomin.stage1)
 
     def __post_init__(self):
         if self.kind not in ("zoom_in", "one_stage"):
             raise ValueError(f"model.kind must be 'zoom_in' or 'one_stage', got {self.kind!r}")
+        self._physical_units()
         if self.n_samples < 1:
             raise ValueError(f"model.n_samples must be >= 1, got {self.n_samples}")
         for name in ("scale1", "scale2"):
@@ -46,6 +52,28 @@ class ModelConfig:
             raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
+
+    def _physical_units(self) -> None:
+        """Resolve ``magnification`` into ``mpp`` and ``stage1_mpp`` / ``stage2_mpp`` into the relative
+        scales the model computes with (``zoomin.units``)."""
+        from .units import Units, relative_scale, to_mpp
+        if self.magnification:
+            mpp = to_mpp(self.magnification, Units.POWER)
+            if self.mpp and abs(self.mpp - mpp) > 1e-9 * mpp:
+                raise ValueError(f"model.mpp ({self.mpp}) and model.magnification ({self.magnification}x = "
+                                 f"{mpp:g} µm/px) disagree; give one")
+            self.mpp = mpp
+        if self.mpp < 0:
+            raise ValueError(f"model.mpp must be >= 0 (0: the file's own pixels), got {self.mpp}")
+        for name, scale in (("stage1_mpp", "scale1"), ("stage2_mpp", "scale2")):
+            value = getattr(self, name)
+            if not value:
+                continue
+            if not self.mpp:
+                raise ValueError(f"model.{name} needs model.mpp (or model.magnification): the resolution of level 0")
+            if value < self.mpp:
+                raise ValueError(f"model.{name} ({value} µm/px) must be at least model.mpp ({self.mpp} µm/px)")
+            setattr(self, scale, relative_scale(self.mpp, value))
 
 
 @dataclass

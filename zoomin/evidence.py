@@ -40,15 +40,26 @@ def standardise(view: torch.Tensor, fg: torch.Tensor | None,
     -> (standardised view (B, C, h, w), (mean, std)).
     """
     if stats is None:
-        x = view.float().flatten(2)  # (B, C, L)
-        w = torch.ones_like(x[:, :1]) if fg is None else fg.unsqueeze(1).to(x.dtype)  # (B, 1, L)
-        n = w.sum(-1).clamp(min=1)  # (B, 1)
-        mean = (x * w).sum(-1) / n  # (B, C)
-        std = (((x - mean.unsqueeze(-1)) ** 2 * w).sum(-1) / n).sqrt()  # (B, C)
-        stats = mean, std.clamp(min=eps)
+        stats = moment_stats(*moments(view, fg), eps)
     mean, std = stats
     out = (view.float() - mean[..., None, None]) / std[..., None, None]
     return out.to(view.dtype), stats
+
+
+def moments(view: torch.Tensor, fg: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel sums of x and x^2 over the foreground and its size, in float64: (B, C), (B, C),
+    (B, 1). The moments of the pieces of a view add up to the view's (streamed stage I)."""
+    x = view.double().flatten(2)  # (B, C, L)
+    w = torch.ones_like(x[:, :1]) if fg is None else fg.unsqueeze(1).to(x.dtype)  # (B, 1, L)
+    return (x * w).sum(-1), (x * x * w).sum(-1), w.sum(-1)
+
+
+def moment_stats(s1: torch.Tensor, s2: torch.Tensor, n: torch.Tensor, eps: float = 1e-3):
+    """``moments`` -> (mean, std) (B, C) each, float32; std at least ``eps``."""
+    n = n.clamp(min=1)
+    mean = s1 / n
+    std = (s2 / n - mean**2).clamp(min=0).sqrt()
+    return mean.float(), std.float().clamp(min=eps)
 
 
 def mil_pool(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -57,10 +68,20 @@ def mil_pool(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.
     A location's evidence enters unaveraged; with fewer than ``k`` valid locations the mean is over
     those there are. values: (..., L); valid: (..., L) bool or None -> (...).
     """
+    return mean_finite(top_values(values, valid, k))
+
+
+def top_values(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
+    """The ``k`` largest valid values (..., L) -> (..., min(k, L)), -inf where fewer are valid. The top
+    values of a view are the top values of its pieces' top values (streamed stage I)."""
     k = max(1, min(k, values.shape[-1]))
     if valid is not None:
         values = values.masked_fill(~valid, -float("inf"))
-    top = values.topk(k, dim=-1).values  # (..., k)
+    return values.topk(k, dim=-1).values  # (..., k)
+
+
+def mean_finite(top: torch.Tensor) -> torch.Tensor:
+    """Mean of the finite entries of ``top`` (..., k) -> (...); 0 where none is finite."""
     finite = torch.isfinite(top)
     return torch.where(finite, top, 0.0).sum(-1) / finite.sum(-1).clamp(min=1)
 

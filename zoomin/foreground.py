@@ -19,14 +19,17 @@ def gray(view: torch.Tensor) -> torch.Tensor:
     return view.float().mean(1)
 
 
-def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
-    """Otsu's threshold per row of ``values`` (B, L), vectorised over rows -> (B,)."""
-    lo, hi = values.min(-1, keepdim=True).values, values.max(-1, keepdim=True).values
-    span = (hi - lo).clamp(min=1e-12)
+def histogram(values: torch.Tensor, lo: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """``BINS``-bin histogram per row of ``values`` (B, L) over ``[lo, lo + span]`` (B, 1) -> (B, BINS).
+    Histograms of the pieces of a view add up to the histogram of the view (streamed stage I)."""
     idx = ((values - lo) / span * (BINS - 1)).round().long()  # (B, L)
-    hist = torch.zeros(values.shape[0], BINS, device=values.device).scatter_add_(1, idx, torch.ones_like(values))
+    return torch.zeros(values.shape[0], BINS, device=values.device).scatter_add_(1, idx, torch.ones_like(values))
+
+
+def otsu_cut(hist: torch.Tensor, lo: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """Otsu's threshold from a ``histogram`` (B, BINS) of the values in ``[lo, lo + span]`` -> (B,)."""
     p = hist / hist.sum(-1, keepdim=True)
-    centres = torch.arange(BINS, device=values.device, dtype=torch.float32)
+    centres = torch.arange(BINS, device=hist.device, dtype=torch.float32)
     w0 = p.cumsum(-1)  # (B, BINS) class-0 weight for a cut after each bin
     m0 = (p * centres).cumsum(-1)
     mt = m0[:, -1:]
@@ -35,12 +38,24 @@ def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
     return lo.squeeze(-1) + (cut.float() + 0.5) / (BINS - 1) * span.squeeze(-1)
 
 
+def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
+    """Otsu's threshold per row of ``values`` (B, L), vectorised over rows -> (B,)."""
+    lo, hi = values.min(-1, keepdim=True).values, values.max(-1, keepdim=True).values
+    span = (hi - lo).clamp(min=1e-12)
+    return otsu_cut(histogram(values, lo, span), lo, span)
+
+
+def check(kind: str) -> str:
+    """``kind`` if it is a foreground rule zoomin knows, else a one-line error."""
+    if kind not in ("none", "otsu_bright", "otsu_dark"):
+        raise ValueError(f"foreground must be 'none', 'otsu_bright' or 'otsu_dark', got {kind!r}")
+    return kind
+
+
 def fit(view: torch.Tensor, kind: str) -> torch.Tensor | None:
     """Per-image threshold (B,) from the stage-I view, or None for ``kind == "none"``."""
-    if kind == "none":
+    if check(kind) == "none":
         return None
-    if kind not in ("otsu_bright", "otsu_dark"):
-        raise ValueError(f"foreground must be 'none', 'otsu_bright' or 'otsu_dark', got {kind!r}")
     return otsu_threshold(gray(view).flatten(1))
 
 
@@ -51,10 +66,15 @@ def mask(view: torch.Tensor, threshold: torch.Tensor | None, kind: str) -> torch
     (the padding where a tile sticks out of the image) are background, however dark."""
     if threshold is None:
         return None
+    fg = raw_mask(view, threshold, kind)
+    return fg | ~fg.any(-1, keepdim=True)
+
+
+def raw_mask(view: torch.Tensor, threshold: torch.Tensor, kind: str) -> torch.Tensor:
+    """``mask`` before rows with no foreground are given back every location -> (B, h*w) bool."""
     g = gray(view).flatten(1)  # (B, h*w)
     t = threshold.view(-1, 1)
-    fg = g > t if kind == "otsu_bright" else (g < t) & (g > 0)  # 0: the zero padding outside the image
-    return fg | ~fg.any(-1, keepdim=True)
+    return g > t if kind == "otsu_bright" else (g < t) & (g > 0)  # 0: the zero padding outside the image
 
 
 def apply(logits: torch.Tensor, fg: torch.Tensor | None) -> torch.Tensor:

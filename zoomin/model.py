@@ -24,11 +24,13 @@ from torch import nn
 
 from . import foreground
 from .config import ModelConfig
-from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad, standardise
+from . import stage1
+from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone
 from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
 from .sources import Source, as_source
+from .stage1 import Stage1
 from .trace import Trace
 
 
@@ -39,27 +41,6 @@ def stage1_scale_for(cfg: ModelConfig, size: tuple[int, int]) -> float:
     if cfg.view_size:
         return min(1.0, cfg.view_size / max(size))
     return cfg.scale1
-
-
-@dataclass
-class Stage1:
-    """What stage I (eq 1) computed for a batch; later stages (and extra heads) read it."""
-
-    log_alpha: torch.Tensor  # (B, h*w) log alpha, background at foreground.MASKED
-    view_hw: tuple[int, int]  # (h, w) of the view
-    scale: float  # s1
-    view: torch.Tensor  # (B, C, h, w) V(x, s1)
-    threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
-    fg: torch.Tensor | None = None  # (B, h*w) bool foreground mask (None: no mask)
-    evidence: torch.Tensor | None = None  # (B, E, h*w) evidence map (model.evidence; METHOD §10)
-    stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
-
-    def standardised(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Stage-II views or patches ``x`` (M, C, h, w) of images ``rows`` (M,) standardised with their
-        image's stage-I statistics (unchanged without evidence heads)."""
-        if self.stats is None:
-            return x
-        return standardise(x, None, (self.stats[0][rows], self.stats[1][rows]))[0]
 
 
 @dataclass
@@ -103,18 +84,14 @@ class _AttentionSampler(nn.Module):
         self.instance_head = nn.Linear(cfg.feature_dim, self.evidence_channels) if cfg.evidence else None
 
     def attend(self, src: Source) -> Stage1:
-        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground. With ``evidence``,
-        ``a`` sees the view standardised over the foreground and its output is the evidence map
-        whose ``attention_logits`` are alpha's logits (METHOD §10)."""
+        """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of
+        ``cfg.stage1_chunk`` (``zoomin.stage1``). With ``evidence``, ``a`` sees the view standardised
+        over the foreground and its output is the evidence map whose ``attention_logits`` are
+        alpha's logits (METHOD §10)."""
         scale = self.stage1_scale(src.size)
-        view = src.view(scale)  # (B, C, h, w)
-        threshold = foreground.fit(view, self.cfg.foreground)
-        fg = foreground.mask(view, threshold, self.cfg.foreground)
-        x, stats = standardise(view, fg) if self.cfg.evidence else (view, None)
-        out = self.attention1(x)  # (B, E, h, w)
-        log_alpha = foreground.apply(attention_logits(out, self.sharpness).flatten(1).float(), fg)  # (B, h*w)
-        return Stage1(log_alpha, tuple(out.shape[-2:]), scale, view, threshold, fg,
-                      out.flatten(2).float() if self.cfg.evidence else None, stats)
+        view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w)
+        return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
+                             self.cfg.evidence_topk, self.cfg.stage1_chunk)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
@@ -160,11 +137,10 @@ class _AttentionSampler(nn.Module):
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
         z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode)  # (B, D)
         heads = {}
-        if s1.evidence is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
+        if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
             inst = feats.new_full((*drawn.shape, self.evidence_channels), -float("inf"))  # (B, P, K, E)
             inst[drawn] = self.instance_head(f)
-            fg = None if s1.fg is None else s1.fg.unsqueeze(1)  # (B, 1, L)
-            heads = dict(evidence_logits=pooled_logits(s1.evidence, fg, cfg.evidence_topk),
+            heads = dict(evidence_logits=s1.evidence_logits,
                          evidence2_logits=s2.evidence_logits,
                          instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
         return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *s1.view_hw), tile_index=tiles.index,

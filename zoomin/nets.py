@@ -26,6 +26,8 @@ class AttentionNet(nn.Module):
             ch = hidden
         layers.append(nn.Conv2d(ch, out_channels, kernel, padding=kernel // 2))
         self.body = nn.Sequential(*layers)
+        self.out_channels = out_channels
+        self.halo = depth * (kernel // 2)  # receptive-field radius: what a streamed piece needs around it
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
         return self.body(view)  # (B, out_channels, h, w)
