@@ -66,10 +66,12 @@ class MaskSource:
     batch_size = 1
     channels = 1
 
-    def __init__(self, geojson: dict | str | Path, size: tuple[int, int]):
+    def __init__(self, geojson: dict | str | Path, size: tuple[int, int], scale: float = 1.0):
+        """``scale``: image pixels per pixel of the outlines' coordinates (a slide read at another
+        resolution than the file's, ``SlideSource.k``)."""
         where = str(geojson) if isinstance(geojson, (str, Path)) else "annotation"
         data = read_geojson(geojson) if isinstance(geojson, (str, Path)) else geojson
-        self.include, self.exclude = polygons(data, where)
+        self.include, self.exclude = ([[ring * scale for ring in poly] for poly in part] for part in polygons(data, where))
         self.size = tuple(size)  # level-0 (H, W) of the image it annotates
         self._views: dict[float, torch.Tensor] = {}
 

@@ -11,23 +11,34 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import view_size
+from .geometry import crop, view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
 from .sources import check_budget, pixel_budget
 
 
 class SlideSource:
-    """One slide (batch of one) read through large-image; pixels become floats in [0, 1]."""
+    """One slide (batch of one) read through large-image; pixels become floats in [0, 1].
+
+    With ``mpp`` (the model's working resolution, µm per pixel; ``zoomin.units``) the slide is read
+    as if its level 0 were at ``mpp``: ``size``, the boxes and the scales are in pixels of that
+    resolution, and each read asks large-image for the file region at the output size it needs, so
+    a model sees tissue at the same physical resolution on slides of any size and scan resolution.
+    ``slide_mpp`` overrides the file's own pixel size (for files whose metadata does not state it).
+    """
 
     batch_size = 1
+    piece = 2048  # the stage-I view is read in pieces of at most this many pixels a side
+    workers = 2  # threads decoding a call's region requests
 
-    def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None):
+    def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
+                 slide_mpp: float | None = None):
         try:
             import large_image
         except ImportError:  # pragma: no cover - depends on the installed extras
@@ -38,6 +49,8 @@ class SlideSource:
         if self.path.stat().st_size == 0:
             raise ValueError(f"{self.path}: not a readable image (empty file, 0 bytes)")
         check_tiff_complete(self.path)
+        from .slide_cache import configure
+        configure()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pylibtiff prints notes about some tags
                 self._ts = large_image.open(str(self.path))
@@ -45,19 +58,36 @@ class SlideSource:
         except Exception as e:
             raise unreadable(self.path, e) from None
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
-        self.size = (int(meta["sizeY"]), int(meta["sizeX"]))  # level-0 (H, W)
+        self.file_size = (int(meta["sizeY"]), int(meta["sizeX"]))  # the file's level-0 (H, W)
         self.levels = int(meta.get("levels", 1))
-        self.mpp = (meta.get("mm_x") or 0) * 1000 or None  # microns per pixel at level 0, if known
+        self.file_mpp = (meta.get("mm_x") or 0) * 1000 or None  # microns per file pixel at level 0, if stated
+        level0 = slide_mpp or self.file_mpp
+        if slide_mpp is not None and slide_mpp <= 0:
+            raise ValueError(f"{self.path}: the pixel size must be > 0 µm, got {slide_mpp}")
+        self.k = 1.0  # file pixels per source pixel
+        if mpp:
+            if not level0:
+                raise ValueError(f"{self.path}: the file does not state its pixel size; give it in µm per pixel "
+                                 f"(zoomin predict --mpp, or an mpp column in the manifest)")
+            self.k = mpp / level0
+        H, W = self.file_size
+        self.size = (max(1, math.floor(H / self.k + 1e-9)), max(1, math.floor(W / self.k + 1e-9)))  # (H, W) read at mpp
+        self.mpp = mpp or level0  # microns per pixel of ``size`` (None: unknown)
         self.channels = channels
         self.pixels_read = 0  # pixels large-image returned, for the "decoded vs needed" accounting
+        self.pixels_decoded = 0  # pixels large-image decoded for them (at the pyramid level it read)
+        self.requests = 0  # region requests made to large-image
         self._views: dict[float, torch.Tensor] = {}
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
 
-    def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
-        """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]."""
+    def _to_tensor(self, arr: np.ndarray, raw: bool = False) -> torch.Tensor:
+        """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]; with ``raw``, 8-bit pixels stay uint8."""
         if arr.ndim == 2:
             arr = arr[..., None]
         arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
+        self.pixels_read += arr.shape[0] * arr.shape[1]
+        if raw and arr.dtype == np.uint8 and arr.shape[-1] == self.channels:
+            return torch.from_numpy(np.array(arr, copy=not arr.flags.writeable, order='C')).permute(2, 0, 1)
         t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float()
         if np.issubdtype(arr.dtype, np.integer):
             t = t / float(np.iinfo(arr.dtype).max)
@@ -65,7 +95,6 @@ class SlideSource:
             t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
         if t.shape[0] != self.channels:
             t = t.mean(0, keepdim=True).expand(self.channels, -1, -1) if self.channels in (1, 3) else t
-        self.pixels_read += t.shape[-1] * t.shape[-2]
         return t
 
     def _data_level(self, level: int) -> int:
@@ -86,11 +115,13 @@ class SlideSource:
         f = 2 ** (self.levels - 1 - level)
         return max(math.ceil(width / f) * math.ceil(height / f), out_hw[0] * out_hw[1])
 
-    def _region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> torch.Tensor:
-        """An in-image level-0 rectangle resampled to exactly ``out_hw`` -> (C, h, w)."""
+    def _region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int],
+                raw: bool = False) -> torch.Tensor:
+        """An in-file level-0 rectangle resampled to exactly ``out_hw`` -> (C, h, w) (uint8 with ``raw``
+        for 8-bit files)."""
         oh, ow = out_hw
-        check_budget(str(self.path), f"reading a {width}x{height} region at {ow}x{oh}",
-                     self.decoded_pixels(width, height, out_hw), self.max_pixels)
+        decoded = self.decoded_pixels(width, height, out_hw)
+        check_budget(str(self.path), f"reading a {width}x{height} region at {ow}x{oh}", decoded, self.max_pixels)
         kw = dict(region=dict(left=left, top=top, width=width, height=height, units="base_pixels"),
                   format=self._numpy)
         if (oh, ow) != (height, width):
@@ -100,44 +131,110 @@ class SlideSource:
         except Exception as e:  # truncated or corrupt tiles
             raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
-        t = self._to_tensor(arr)
+        self.requests += 1
+        self.pixels_decoded += decoded
+        t = self._to_tensor(arr, raw)
         if t.shape[-2:] != (oh, ow):
-            t = F.interpolate(t[None], size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
+            r = F.interpolate(t[None].float(), size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
+            t = r.round().clamp(0, 255).to(torch.uint8) if t.dtype == torch.uint8 else r
         return t
+
+    def _file_rect(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
+        """Source pixels [x0, x1) x [y0, y1) -> the file's level-0 (left, top, width, height), in the file."""
+        H, W = self.file_size
+        left, top = min(W - 1, round(x0 * self.k)), min(H - 1, round(y0 * self.k))
+        return left, top, max(1, min(W, round(x1 * self.k)) - left), max(1, min(H, round(y1 * self.k)) - top)
 
     def check_view(self, scale: float) -> None:
         """The memory guard for ``view(scale)``, without reading anything."""
         h, w = view_size(*self.size, scale)
-        check_budget(str(self.path), f"reading a {self.size[1]}x{self.size[0]} region at {w}x{h}",
-                     self.decoded_pixels(self.size[1], self.size[0], (h, w)), self.max_pixels)
+        H, W = self.file_size
+        check_budget(str(self.path), f"reading a {W}x{H} region at {w}x{h}",
+                     self.decoded_pixels(W, H, (h, w)), self.max_pixels)
+
+    def raw_view(self, scale: float) -> torch.Tensor:
+        """``V(x, s)`` as the file's pixels (uint8 for 8-bit slides) -> (1, C, h, w), read from the
+        pyramid level nearest to ``s`` in pieces decoded by a thread pool; cached per scale."""
+        if scale not in self._views:
+            self.check_view(scale)
+            h, w = view_size(*self.size, scale)
+            (H, W), n = self.size, self.piece
+            fy, fx = H / h, W / w  # source pixels per view pixel
+            grid = [(r, min(r + n, h), c, min(c + n, w)) for r in range(0, h, n) for c in range(0, w, n)]
+
+            def piece(g):
+                r0, r1, c0, c1 = g
+                return self._region(*self._file_rect(c0 * fx, r0 * fy, c1 * fx, r1 * fy), (r1 - r0, c1 - c0), raw=True)
+            with ThreadPoolExecutor(self.workers) as pool:
+                parts = list(pool.map(piece, grid))
+            out = torch.empty(1, self.channels, h, w, dtype=parts[0].dtype)
+            for (r0, r1, c0, c1), p in zip(grid, parts):
+                out[0, :, r0:r1, c0:c1] = p
+            self._views[scale] = out
+        return self._views[scale]
+
+    def prefetch(self, scale: float) -> None:
+        """Decode and cache the stage-I view ahead of the model (``zoomin predict`` overlaps this
+        with the previous slide)."""
+        self.raw_view(scale)
 
     def view(self, scale: float) -> torch.Tensor:
-        """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w); cached per scale."""
-        if scale not in self._views:
-            h, w = view_size(*self.size, scale)
-            self._views[scale] = self._region(0, 0, self.size[1], self.size[0], (h, w))[None]
-        return self._views[scale]
+        """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""
+        from .stage1 import to_unit
+        return to_unit(self.raw_view(scale))
 
     def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
              size_hw: tuple[int, int]) -> torch.Tensor:
-        """Level-0 ``boxes`` (M, 4) read at ``scale`` as ``size_hw`` windows, zero outside -> (M, C, h, w).
+        """Boxes (M, 4) read at ``scale`` as ``size_hw`` windows, zero outside -> (M, C, h, w).
 
-        One region request per box (the I/O, not the model, is what loops here)."""
+        Batched: boxes whose bounding box costs at most twice their own pixels (the sub-tiles of
+        one tile, say) are one region request, cut with ``zoomin.geometry.crop``; the requests are
+        decoded by a thread pool."""
         h, w = size_hw
         out = torch.zeros(boxes.shape[0], self.channels, h, w)
-        H, W = self.size
-        for m, (x, y, bw, bh) in enumerate(boxes.tolist()):
-            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, W), min(y + bh, H)
-            if x0 >= x1 or y0 >= y1:
-                continue
-            fy, fx = h / bh, w / bw  # output pixels per level-0 pixel
-            r0, c0 = round((y0 - y) * fy), round((x0 - x) * fx)
-            r1, c1 = max(r0 + 1, min(h, round((y1 - y) * fy))), max(c0 + 1, min(w, round((x1 - x) * fx)))
-            out[m, :, r0:r1, c0:c1] = self._region(x0, y0, x1 - x0, y1 - y0, (r1 - r0, c1 - c0))
+        groups = group_boxes(boxes.tolist(), self.size)
+        if not groups:
+            return out
+
+        def fetch(g):
+            members, (gx0, gy0, gx1, gy1) = g
+            bw, bh = boxes[members[0], 2].item(), boxes[members[0], 3].item()
+            oh, ow = max(1, round((gy1 - gy0) * h / bh)), max(1, round((gx1 - gx0) * w / bw))
+            return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow))
+        with ThreadPoolExecutor(min(self.workers, len(groups))) as pool:
+            regions = list(pool.map(fetch, groups))
+        for (members, (gx0, gy0, _, _)), region in zip(groups, regions):
+            b = boxes[members].double()  # (m, 4)
+            fy, fx = h / b[:, 3], w / b[:, 2]
+            corners = torch.stack([((b[:, 1] - gy0) * fy).round(), ((b[:, 0] - gx0) * fx).round()], -1).long()
+            out[members] = crop(region[None], torch.zeros(len(members), dtype=torch.long), corners, size_hw)
         return out
 
     def __repr__(self) -> str:
         return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"
+
+
+def group_boxes(boxes: list, size: tuple[int, int], waste: float = 2.0) -> list[tuple[list[int], tuple]]:
+    """Boxes ``[x, y, w, h]`` (clipped to an image of ``size`` (H, W); those outside it dropped) grouped
+    so that one region request serves each group: a box joins a group of boxes of its size when the
+    group's bounding box stays within ``waste`` times their own pixels.
+    -> [(member indices, (x0, y0, x1, y1) of the group's bounding box in the image)]."""
+    H, W = size
+    groups: list[list] = []  # [members, x0, y0, x1, y1, own pixels, box size]
+    for m, (x, y, bw, bh) in enumerate(boxes):
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, W), min(y + bh, H)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        own = (x1 - x0) * (y1 - y0)
+        for g in groups:
+            u = (min(g[1], x0), min(g[2], y0), max(g[3], x1), max(g[4], y1))
+            if g[6] == (bw, bh) and (u[2] - u[0]) * (u[3] - u[1]) <= waste * (g[5] + own):
+                g[0].append(m)
+                g[1:6] = [*u, g[5] + own]
+                break
+        else:
+            groups.append([[m], x0, y0, x1, y1, own, (bw, bh)])
+    return [(g[0], tuple(g[1:5])) for g in groups]
 
 
 def tiff_layout(path: Path) -> dict | None:

@@ -18,12 +18,13 @@ def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
     kept = []
     for e in entries:
         try:
-            src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels)
+            src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels, mpp=cfg.model.mpp,
+                              slide_mpp=e.mpp)
             src.check_view(stage1_scale_for(cfg.model, src.size))
             if getattr(e, "annotation", None):
                 from ..annotations import MaskSource
                 try:
-                    MaskSource(e.annotation, src.size)  # a bad outline file is found now, not mid-epoch
+                    MaskSource(e.annotation, src.size, 1 / src.k)  # a bad outline file is found now, not mid-epoch
                 except (OSError, ValueError) as err:
                     if cfg.train.annotation_weight:
                         raise
@@ -49,8 +50,9 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         if not train or not test:
             raise ValueError(f"{cfg.data.manifest}: need both training rows and rows with split "
                              f"'{cfg.data.test_split}' (after skipping unreadable slides)")
-        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels, annotations=cfg.train.annotation_weight > 0),
-                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels, annotations=True))  # diagnostics only
+        return (SlideDataset(train, cfg.model.in_channels, cfg.data.max_pixels, cfg.train.annotation_weight > 0,
+                             cfg.model.mpp),
+                SlideDataset(test, cfg.model.in_channels, cfg.data.max_pixels, True, cfg.model.mpp))  # diagnostics only
     if cfg.data.task != "megapixel_mnist":
         raise ValueError(f"unknown data.task {cfg.data.task!r}; use 'megapixel_mnist' or 'manifest'")
     from .megapixel_mnist import MegapixelMNIST

@@ -11,8 +11,9 @@ class SlideDataset(Dataset):
     """``annotations=True`` attaches each annotated row's outline mask as ``source.mask`` (parsed
     once per row, then kept with its rasterised views) for the annotation loss."""
 
-    def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0, annotations: bool = False):
-        self.entries, self.channels, self.max_pixels = entries, channels, max_pixels
+    def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0, annotations: bool = False,
+                 mpp: float = 0.0):
+        self.entries, self.channels, self.max_pixels, self.mpp = entries, channels, max_pixels, mpp  # mpp: model.mpp
         self.annotations = annotations
         self._masks: dict = {}
 
@@ -22,11 +23,11 @@ class SlideDataset(Dataset):
     def __getitem__(self, i: int):
         from ..slides import SlideSource
         e = self.entries[i]
-        src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels)
+        src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels, mpp=self.mpp, slide_mpp=e.mpp)
         if self.annotations and getattr(e, "annotation", None):
             if i not in self._masks:
                 from ..annotations import MaskSource
-                self._masks[i] = MaskSource(e.annotation, src.size)
+                self._masks[i] = MaskSource(e.annotation, src.size, 1 / src.k)
             src.mask = self._masks[i]  # the ROI, for the annotation loss
         return src, e.label
 
