@@ -89,9 +89,9 @@ class _AttentionSampler(nn.Module):
         over the foreground and its output is the evidence map whose ``attention_logits`` are
         alpha's logits (METHOD §10)."""
         scale = self.stage1_scale(src.size)
-        view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w)
+        view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w) where the source keeps it
         return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
-                             self.cfg.evidence_topk, self.cfg.stage1_chunk)
+                             self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
@@ -128,7 +128,7 @@ class _AttentionSampler(nn.Module):
         s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
         drawn = s2.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
-        patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw)  # (M, C, h2, w2) each read once
+        patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
         f = self.features(s1.standardised(patches, rows[drawn])).float()  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
@@ -139,7 +139,7 @@ class _AttentionSampler(nn.Module):
         heads = {}
         if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
             inst = feats.new_full((*drawn.shape, self.evidence_channels), -float("inf"))  # (B, P, K, E)
-            inst[drawn] = self.instance_head(f)
+            inst[drawn] = self.instance_head(f).float()  # float under autocast too
             heads = dict(evidence_logits=s1.evidence_logits,
                          evidence2_logits=s2.evidence_logits,
                          instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
@@ -183,7 +183,7 @@ class ZoomInNet(_AttentionSampler):
 
     def _zoom(self, src, rows, boxes, s1: Stage1 | None = None):
         """``zoom`` plus the evidence map (M, E, u*v) with evidence heads, else None."""
-        views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw)  # (M, C, u, v)
+        views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw).to(boxes.device)  # (M, C, u, v)
         threshold = None if s1 is None or s1.threshold is None else s1.threshold[rows]
         fg = foreground.mask(views, threshold, self.cfg.foreground)
         out = self.attention2(views if s1 is None else s1.standardised(views, rows)).flatten(2).float()  # (M, E, u*v)

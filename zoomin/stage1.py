@@ -97,24 +97,28 @@ def _logits(net, x: torch.Tensor, stats) -> torch.Tensor:
 
 
 def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 1.0, evidence: bool = False,
-           topk: int = 8, chunk: int = 0) -> Stage1:
+           topk: int = 8, chunk: int = 0, device: torch.device | None = None) -> Stage1:
     """Stage I, eq 1, on ``view`` (B, C, h, w) with attention net ``net`` (``zoomin.nets.AttentionNet``):
     log alpha over the foreground; with ``evidence``, ``net``'s output is the evidence map, pooled
     by a top-``topk`` mean over the foreground (``zoomin.evidence``, METHOD §10) and standardised
-    inputs. Streamed in ``chunk x chunk`` pieces (0: one piece); the result equals one piece."""
+    inputs. Streamed in ``chunk x chunk`` pieces (0: one piece); the result equals one piece. The
+    view stays where it is (a slide's on the CPU); each piece moves to ``device`` (the net's)."""
     B, C, h, w = view.shape
+    device = device or view.device
     threshold, fg, stats = fit(view, kind, evidence, chunk)
+    threshold, fg, stats = (None if threshold is None else threshold.to(device), None if fg is None else fg.to(device),
+                            None if stats is None else tuple(t.to(device) for t in stats))
     grid, halo, grad = pieces(h, w, chunk), net.halo, torch.is_grad_enabled()
     fgv = None if fg is None else fg.view(B, h, w)
-    att = torch.full((B, h, w), foreground.MASKED, device=view.device)  # (B, h, w) skipped pieces: background
-    ev_map = torch.zeros(B, net.out_channels, h, w, device=view.device) if evidence and grad else None
+    att = torch.full((B, h, w), foreground.MASKED, device=device)  # (B, h, w) skipped pieces: background
+    ev_map = torch.zeros(B, net.out_channels, h, w, device=device) if evidence and grad else None
     top = None  # (B, E, k) the largest foreground evidence so far (without autograd)
     for r0, r1, c0, c1 in grid:
         f = None if fgv is None else fgv[:, r0:r1, c0:c1]  # (B, ph, pw)
         if f is not None and not f.any():
             continue
         a0, a1, b0, b1 = max(0, r0 - halo), min(h, r1 + halo), max(0, c0 - halo), min(w, c1 + halo)
-        x = view[:, :, a0:a1, b0:b1]
+        x = view[:, :, a0:a1, b0:b1].to(device)
         out = checkpoint(_logits, net, x, stats, use_reentrant=False) if grad and len(grid) > 1 else _logits(net, x, stats)
         out = out[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0].float()  # (B, E, ph, pw) the piece's own locations
         a = attention_logits(out, sharpness)  # (B, ph, pw)
