@@ -1,14 +1,25 @@
-"""Peak memory of ``zoomin predict`` on synthetic slides of growing size, same settings.
+"""Memory and speed of ``zoomin predict`` against slide size, at the shipped default config.
 
-    python benchmarks/slide_memory.py [--sizes 10000 100000] [--work runs/bench_slides] [--out docs]
+    python benchmarks/slide_memory.py [--sizes 10000 100000] [--curve 10000 25000 50000 100000]
+                                      [--mpp 0.5] [--config zoomin/configs/slides.yaml] [--out docs]
 
-Writes one synthetic slide per size (timed), a checkpoint of an (untrained) two-stage model with
-slide settings, then runs ``zoomin predict`` in a fresh process per slide under
-``/usr/bin/time -v`` and reports its peak RSS, plus the pixels the source decoded against the
-pixels the method needs (stage-I view + N' stage-II views + N sub-tiles)."""
+For every size a synthetic slide of the same tissue at ``--mpp`` µm/px is written once (timed) and
+an untrained model of the shipped config is saved. Then, each in a fresh process:
+
+* peak RSS of ``zoomin predict`` (``/usr/bin/time -v``, default passes), median of ``--repeats``;
+* in one process (``--probe``): a warm-up prediction, then the time to decode the stage-I view
+  alone (a fresh ``SlideSource``), the warm predict latency (``predict_slide``: open, decode,
+  model, default passes) and their ratio, the region requests and decoded / needed pixels.
+
+``--curve`` sizes (default: the ``--sizes``) are plotted against the paper's memory model (§2.2:
+inference memory O(s² HW + N h² w²)): the streamed two-stage model grows by its per-location maps
+only, a one-stage model at the stage-II detail and a whole-image CNN by their activations. Writes
+``slide_memory.md`` and ``slide_memory.html`` (bokeh, offline) into ``--out``.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -20,75 +31,163 @@ import numpy as np
 import pandas as pd
 from report import table
 
-MODEL = dict(in_channels=3, num_classes=2, view_size=1000, tile=2048, scale2=1 / 64, subtile=128, n_samples=16,
-             foreground="otsu_dark")
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE.parent / "zoomin" / "configs" / "slides.yaml"
+
+
+def probe(slide: str, ckpt: str, passes: int) -> dict:
+    """Timings in this (fresh) process: warm-up, decode-only, warm predict latency."""
+    import torch
+
+    from zoomin.checkpoint import load_model
+    from zoomin.predict import predict_slide
+    from zoomin.slides import SlideSource
+    model, cfg = load_model(ckpt)
+    predict_slide(model, cfg, Path(slide), "warm-up", passes, 0)  # imports, allocator, file cache
+    t0 = time.perf_counter()
+    probs, tr, src = predict_slide(model, cfg, Path(slide), "s", passes, 0)
+    predict_s = time.perf_counter() - t0
+    fresh = SlideSource(slide, mpp=cfg.model.mpp)
+    t0 = time.perf_counter()
+    fresh.raw_view(model.stage1_scale(fresh.size))
+    decode_s = time.perf_counter() - t0
+    u = getattr(model, "subview_hw", (0, 0))
+    view_pixels = tr.alpha[0].numel()
+    needed = (view_pixels + int((tr.tile_counts > 0).sum()) * u[0] * u[1]
+              + int(tr.subtile_valid.sum()) * cfg.model.subtile ** 2) * passes
+    return dict(predict_s=predict_s, decode_s=decode_s, view_hw=list(tr.alpha.shape[-2:]), requests=src.requests,
+                decoded_over_needed=src.pixels_decoded / needed, threads=torch.get_num_threads())
+
+
+def peak_rss(cmd: list[str], repeats: int) -> tuple[float, float, list[float]]:
+    """Median peak RSS (GiB) and wall time (s) of ``cmd`` in fresh processes, and every RSS."""
+    rss, walls = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+        walls.append(time.perf_counter() - t0)
+        if r.returncode:
+            raise SystemExit(r.stderr[-2000:])
+        rss.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 2**20)
+    return statistics.median(rss), statistics.median(walls), rss
+
+
+def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
+    """The paper's memory model (§2.2) in bytes, anchored at the smallest measured size: the
+    streamed two-stage model adds 8 bytes per stage-I location (logits 4, uint8 view 3, mask 1);
+    a one-stage model whose view has the stage-II detail holds the attention net's activations over
+    it (hidden channels x 4 bytes x 2 live layers per location); a whole-image CNN holds 4 bytes x
+    3 channels x 2 live copies per level-0 pixel at the model's resolution."""
+    m = cfg.model
+    rows = []
+    for n in sizes:
+        side = n * mpp / m.mpp  # pixels at the model's resolution
+        loc1, loc_one = (side * m.scale1) ** 2, (side * m.scale1 * m.stage1_mpp / m.stage2_mpp) ** 2
+        rows.append(dict(size=n, two_stage=8 * loc1, one_stage=m.attention_hidden * 4 * 2 * loc_one,
+                         whole_image=4 * 3 * 2 * side**2))
+    df = pd.DataFrame(rows)
+    for col in ("two_stage", "one_stage", "whole_image"):
+        df[col] = base_gib + (df[col] - df[col].iloc[0]) / 2**30
+    return df
+
+
+def plot(curve: pd.DataFrame, measured: pd.DataFrame, path: Path) -> None:
+    import holoviews as hv
+
+    from zoomin.viz import save_html
+    hv.extension("bokeh", logo=False)
+    lines = [hv.Curve(curve, "size", col, label=f"{col.replace('_', ' ')} (model)").opts(line_dash="dashed")
+             for col in ("two_stage", "one_stage", "whole_image")]
+    pts = hv.Scatter(measured, "size", "peak_rss_gib", label="zoomin predict (measured)").opts(size=9)
+    fig = hv.Overlay([*lines, pts * hv.Curve(measured, "size", "peak_rss_gib")]).opts(
+        logx=True, logy=True, width=720, height=420, xlabel="slide side (pixels at the scan's µm/px)",
+        ylabel="peak RSS (GiB)", legend_position="top_left", title="Peak memory against slide size")
+    save_html(fig, path, title="zoomin predict: memory against slide size")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--curve", type=int, nargs="*", default=None, help="sizes for the plot (default: --sizes)")
+    p.add_argument("--mpp", type=float, default=0.5, help="the synthetic slides' µm per pixel")
+    p.add_argument("--config", default=str(CONFIG))
     p.add_argument("--work", default="runs/bench_slides")
     p.add_argument("--out", default="docs")
-    p.add_argument("--repeats", type=int, default=5, help="predict runs per size (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh predict processes per size (median reported)")
+    p.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes (zoomin predict's default)")
+    p.add_argument("--probe", nargs=2, metavar=("SLIDE", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(*args.probe, args.passes)))
+        return
     import torch
 
-    from zoomin.config import Config, ModelConfig
-    from zoomin.model import build_model
-    from zoomin.slides import SlideSource
-    from zoomin.synth import make_spec, write_slide
     from zoomin.checkpoint import save_model
+    from zoomin.config import Config
+    from zoomin.model import build_model
+    from zoomin.synth import make_spec, write_slide
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = Config(model=ModelConfig(**MODEL))
+    cfg = Config.from_yaml(args.config)
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    ckpt = save_model(work / "model.pt", model, cfg)
+    ckpt = save_model(work / "default_model.pt", build_model(cfg.model).eval(), cfg)
     rows = []
-    for size in args.sizes:
-        slide = work / f"slide_{size}.tif"
+    for size in sorted(set(args.sizes) | set(args.curve or [])):
+        slide = work / f"slide_{size}_{args.mpp:g}um.tif"
         gen_s = None  # None: the slide was already there
         if not slide.exists():
             t0 = time.perf_counter()
-            write_slide(slide, make_spec(size, True, np.random.default_rng(size)))
+            write_slide(slide, make_spec(size, True, np.random.default_rng(0), mpp=args.mpp))
             gen_s = time.perf_counter() - t0
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "zoomin", "predict", "--checkpoint", str(ckpt),
-               "--out", str(work / f"pred_{size}.csv"), "--passes", "1", "--quiet", str(slide)]
-        rss_runs, walls = [], []
-        for _ in range(args.repeats):  # fresh process each time; medians reported
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            walls.append(time.perf_counter() - t0)
-            if r.returncode:
-                raise SystemExit(r.stderr)
-            rss_runs.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 2**20)
-        rss, wall = statistics.median(rss_runs), statistics.median(walls)
-        src = SlideSource(slide)
-        with torch.no_grad():
-            tr = model(src, generator=torch.Generator().manual_seed(0))
-        u = model.subview_hw
-        view_pixels = tr.alpha[0].numel()  # the stage-I view the model read
-        needed = (view_pixels + int((tr.tile_counts > 0).sum()) * u[0] * u[1]
-                  + int(tr.subtile_valid.sum()) * MODEL["subtile"] ** 2)
-        rows.append(dict(size=size, generate_s=gen_s, predict_s=wall, peak_rss_gib=rss,
-                         rss_runs=" ".join(f"{v:.3f}" for v in rss_runs),
-                         view_pixels=view_pixels, decoded_over_needed=src.pixels_read / needed))
+        cmd = [sys.executable, "-m", "zoomin", "predict", "--checkpoint", str(ckpt), "--out",
+               str(work / f"pred_{size}.csv"), "--passes", str(args.passes), "--quiet", str(slide)]
+        rss, wall, runs = peak_rss(cmd, args.repeats)
+        r = subprocess.run([sys.executable, __file__, "--probe", str(slide), str(ckpt), "--passes", str(args.passes)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(r.stderr[-2000:])
+        rows.append(dict(size=size, generate_s=gen_s, peak_rss_gib=rss, rss_runs=runs, process_s=wall,
+                         **json.loads(r.stdout.strip().splitlines()[-1])))
         print(rows[-1], flush=True)
-    base = rows[0]["peak_rss_gib"]
-    cells = pd.DataFrame([{"slide": f"{r['size']:,}²",
-                           "write (s)": "existing" if r["generate_s"] is None else f"{r['generate_s']:.0f}",
-                           "predict wall (s)": f"{r['predict_s']:.1f}", "peak RSS (GiB)": f"{r['peak_rss_gib']:.3f}",
-                           "vs smallest": f"{r['peak_rss_gib'] / base:.2f}×", "runs (GiB)": r["rss_runs"],
-                           "stage-I view pixels": f"{r['view_pixels']:,}",
-                           "decoded / needed pixels": f"{r['decoded_over_needed']:.2f}"} for r in rows])
-    lines = ["# zoomin predict: peak memory against slide size", "",
-             "Untrained two-stage model, same settings for every size: "
-             + ", ".join(f"{k} = {v}" for k, v in MODEL.items()) + ".",
-             "Peak RSS of a fresh `zoomin predict` process (`/usr/bin/time -v`), one Monte-Carlo pass, "
-             "median of the runs listed. "
-             "Command: `python benchmarks/slide_memory.py`.", "", table(cells, text=("slide", "runs (GiB)"))]
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "slide_memory.md").write_text("\n".join(lines) + "\n")
+    df = pd.DataFrame(rows)
+    base = df.peak_rss_gib.iloc[0]
+    m = cfg.model
+    cells = pd.DataFrame([{"slide": f"{r.size:,}² at {args.mpp:g} µm/px",
+                           "write (s)": "existing" if r.generate_s is None or pd.isna(r.generate_s) else f"{r.generate_s:.0f}",
+                           "stage-I view": f"{r.view_hw[1]:,} × {r.view_hw[0]:,}",
+                           "peak RSS (GiB)": f"{r.peak_rss_gib:.3f}", "vs smallest": f"{r.peak_rss_gib / base:.2f}×",
+                           "runs (GiB)": " ".join(f"{v:.3f}" for v in r.rss_runs),
+                           "process wall (s)": f"{r.process_s:.1f}", "warm predict (s)": f"{r.predict_s:.2f}",
+                           "decode stage-I view (s)": f"{r.decode_s:.2f}", "predict / decode": f"{r.predict_s / r.decode_s:.2f}",
+                           "requests": r.requests, "decoded / needed": f"{r.decoded_over_needed:.2f}"}
+                          for r in df.itertuples()])
+    lines = ["# zoomin predict: memory and speed against slide size", "",
+             f"Untrained two-stage model of the shipped `{Path(args.config).name}` (mpp {m.mpp:g}, stage I at "
+             f"{m.stage1_mpp:g} µm/px in {m.stage1_chunk}² pieces, stage II at {m.stage2_mpp:g} µm/px, tile {m.tile}, "
+             f"sub-tile {m.subtile}, N = {m.n_samples}), {args.passes} Monte-Carlo passes (zoomin predict's default), "
+             f"synthetic slides at {args.mpp:g} µm/px, {df.threads.iloc[0]} torch threads. Peak RSS: fresh "
+             "`zoomin predict` processes under `/usr/bin/time -v`, median of the runs listed. Warm predict: "
+             "`predict_slide` after a warm-up in the same process (open, stage-I decode, model, all passes); "
+             "decode: reading the stage-I view alone from a freshly opened slide.",
+             f"Command: `python benchmarks/slide_memory.py --sizes {' '.join(map(str, args.sizes))}"
+             + (f" --curve {' '.join(map(str, args.curve))}" if args.curve else "") + "`.", "",
+             table(cells, text=("slide", "stage-I view", "runs (GiB)")), ""]
+    curve = model_curves(sorted(df["size"]), cfg, args.mpp, base)
+    lines += ["Memory model (dashed in `slide_memory.html`), anchored at the smallest slide: "
+              + model_curves.__doc__.split("anchored at the smallest measured size: ")[1].replace("\n   ", "")
+              .replace("  ", " "), "",
+              table(pd.DataFrame({"slide": [f"{s:,}²" for s in curve["size"]],
+                                  "two-stage, streamed (GiB)": curve.two_stage.map("{:.3f}".format),
+                                  "measured (GiB)": df.peak_rss_gib.map("{:.3f}".format),
+                                  "one-stage at stage-II detail (GiB)": curve.one_stage.map("{:.2f}".format),
+                                  "whole-image CNN (GiB)": curve.whole_image.map("{:.1f}".format)}), text=("slide",))]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "slide_memory.md").write_text("\n".join(lines) + "\n")
+    try:
+        plot(curve, df[["size", "peak_rss_gib"]], out / "slide_memory.html")
+    except ImportError as e:  # the viz extra is optional
+        print(f"no plot ({e.name} is missing)")
     print("\n".join(lines))
 
 

@@ -84,7 +84,9 @@ def test_predict_sharded_over_two_processes_merges_one_csv(tmp_path):
     assert r.stdout.count("3 slide(s) predicted") == 1 and "1 skipped" in r.stdout
     assert r.stderr.count("zoomin: skipped") == 1 and "junk.tif" in r.stderr
     zoomin(*args, "--out", str(tmp_path / "one.csv"))
-    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    two, one = ([line.rsplit(",", 1)[0] for line in (tmp_path / f).read_text().splitlines()]
+                for f in ("two.csv", "one.csv"))
+    assert two == one  # the same file but for the last column, the slides' seconds
     assert [row["slide_id"] for row in csv.DictReader(open(tmp_path / "two.csv"))] == [
         "synth_0000", "synth_0001", "synth_0002"]
     assert sorted(p.name for p in Path(tmp_path).glob("two.csv*")) == ["two.csv"]  # parts merged and removed

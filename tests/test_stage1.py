@@ -7,7 +7,8 @@ from zoomin import foreground
 from zoomin.config import ModelConfig
 from zoomin.evidence import standardise
 from zoomin.model import ZoomInNet
-from zoomin.stage1 import attend, fit, pieces
+import zoomin.stage1 as stage1_module
+from zoomin.stage1 import fit, pieces
 from zoomin.sources import ArraySource
 
 CFG = dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.5, tile=16, scale2=0.5, subtile=8, n_samples=4,
@@ -82,16 +83,22 @@ def test_background_pieces_are_skipped_and_change_nothing():
     assert torch.allclose(one.evidence_logits, many.evidence_logits, atol=1e-5)
 
 
-def test_piecewise_fit_equals_the_whole_view_fit():
-    view = ArraySource(tissue()).view(0.5)
-    t, fg, (mean, std) = fit(view, "otsu_dark", True, chunk=9)
-    assert torch.equal(t, foreground.fit(view, "otsu_dark"))
-    assert torch.equal(fg, foreground.mask(view, t, "otsu_dark"))
-    m2, s2 = standardise(view, fg)[1]
+def test_fit_is_the_whole_view_fit_up_to_its_budget_then_a_strided_sample(monkeypatch):
+    view = ArraySource(tissue()).view(0.5)  # (2, 3, 90, 70)
+    t, has_fg, (mean, std) = fit(view, "otsu_dark", True)
+    assert torch.equal(t, foreground.fit(view, "otsu_dark")) and has_fg.all()
+    m2, s2 = standardise(view, foreground.mask(view, t, "otsu_dark"))[1]
     assert torch.allclose(mean, m2, atol=1e-6) and torch.allclose(std, s2, atol=1e-5)
     u8 = (view * 255).round().to(torch.uint8)  # slides hand stage I uint8 pixels
-    t8, fg8, _ = fit(u8, "otsu_dark", True, chunk=9)
-    assert torch.allclose(t8, foreground.fit(u8.float() / 255, "otsu_dark"))
+    assert torch.allclose(fit(u8, "otsu_dark", False)[0], foreground.fit(u8.float() / 255, "otsu_dark"))
+    monkeypatch.setattr(stage1_module, "FIT_LOCATIONS", 700)  # a 'large' view: 6300 locations
+    k = stage1_module.fit_stride(90, 70)
+    assert k == 3
+    t3 = fit(view, "otsu_dark", False)[0]
+    assert torch.equal(t3, foreground.fit(view[..., ::3, ::3], "otsu_dark"))
+    _, one = stage1(3, 0)
+    _, many = stage1(3, 16)  # streamed and one piece share the sample
+    assert torch.allclose(one.log_alpha.exp(), many.log_alpha.exp(), atol=1e-7)
 
 
 def test_without_evidence_heads_streaming_is_exact_too():
@@ -99,3 +106,33 @@ def test_without_evidence_heads_streaming_is_exact_too():
     _, many = stage1(3, 16, evidence=False)
     assert one.evidence_logits is None and many.evidence_logits is None
     assert torch.allclose(one.log_alpha.exp(), many.log_alpha.exp(), atol=1e-7)
+
+
+def test_a_large_slide_view_is_streamed_from_the_file_band_by_band(tmp_path, monkeypatch):
+    """Above STREAM_ABOVE locations stage I reads the slide's view band by band (never whole) and
+    gets what it gets from the decoded view."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("large_image")
+    from zoomin.pyramid import write_pyramid
+    from zoomin.slides import SlideSource
+
+    def tile_at(level, ti, tj, tile=256):
+        y = (ti * tile + np.arange(tile))[:, None] * 2.0**level
+        x = (tj * tile + np.arange(tile))[None, :] * 2.0**level
+        g = 150 + 50 * np.sin(x / 40.0) * np.cos(y / 55.0)
+        g = np.where((y - 900) ** 2 + (x - 700) ** 2 < 50.0**2, 30.0, np.where(x > 1500, 240.0, g))
+        return np.repeat(g[..., None], 3, -1).astype(np.uint8)
+    path = write_pyramid(tmp_path / "s.tif", (2048, 2048), tile_at, tile=256, mpp=1.0, quality=95)
+    model = ZoomInNet(ModelConfig(**{**CFG, "mpp": 1.0, "stage1_mpp": 8.0, "stage2_mpp": 2.0, "stage1_chunk": 40}))
+    monkeypatch.setattr(stage1_module, "STREAM_ABOVE", 1000)  # the 256² view counts as gigapixel
+    monkeypatch.setattr(stage1_module, "BAND", 50)
+    monkeypatch.setattr(stage1_module, "FIT_LOCATIONS", 5000)  # the fit samples every 4th row and column
+    streamed, held = SlideSource(path, mpp=1.0), SlideSource(path, mpp=1.0)
+    held.raw_view(model.stage1_scale(held.size))
+    streamed.prefetch(model.stage1_scale(streamed.size))  # a gigapixel view is not held ahead
+    with torch.no_grad():
+        a, b = model.attend(streamed), model.attend(held)
+    assert not streamed.has_view(a.scale) and a.view is None and b.view is not None
+    assert torch.equal(a.threshold, b.threshold) and torch.equal(a.fg, b.fg)
+    assert torch.allclose(a.log_alpha.exp(), b.log_alpha.exp(), atol=1e-7)
+    assert torch.allclose(a.evidence_logits, b.evidence_logits, atol=1e-5)

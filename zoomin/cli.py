@@ -86,7 +86,7 @@ def cmd_predict(args) -> int:
     from .distributed import is_main
     written, failed = predict(args.checkpoint, args.inputs, args.out, args.heatmaps, passes=args.passes,
                               seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels,
-                              explore=args.explore)
+                              explore=args.explore, prefetch=args.prefetch, resume=args.resume, mpp=args.mpp)
     if is_main():
         print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
     return 1 if failed and not written else 0
@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth_slides)
     q = sub.add_parser("predict", help="class probabilities (and attention heatmaps) for slides")
     q.add_argument("--checkpoint", required=True, help="checkpoint.pt written by zoomin train/demo")
-    q.add_argument("--out", required=True, help="predictions CSV: slide_id, p_0.., prediction")
+    q.add_argument("--out", required=True, help="predictions CSV: slide_id, p_0.., prediction, seconds")
     q.add_argument("--heatmaps", default=None, help="folder for per-slide PNG, GeoJSON (QuPath) and DSA JSON")
     q.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes averaged per slide")
     q.add_argument("--seed", type=int, default=0, help="sampling seed (each slide's draws depend on it and its id only)")
@@ -154,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
                         "else $ZOOMIN_MAX_PIXELS, else 2**28)")
     q.add_argument("--explore", default=None,
                    help="folder for one offline explorer HTML per slide (needs the 'viz' extra)")
+    q.add_argument("--mpp", type=float, default=None,
+                   help="the slides' pixel size in µm/px when the files do not state it (a manifest's mpp column wins)")
+    q.add_argument("--prefetch", type=int, default=1, metavar="K",
+                   help="slides opened and decoded ahead in background threads while the model runs (0: off)")
+    q.add_argument("--resume", action="store_true",
+                   help="keep the complete rows of an existing --out CSV and predict only the other slides")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
     q.set_defaults(func=cmd_predict)
@@ -177,6 +183,9 @@ def one_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     from .distributed import close
     args = parser().parse_args(argv)
+    if args.func in (cmd_train, cmd_predict, cmd_demo):
+        from .allocator import steady
+        steady()
     try:
         return args.func(args)
     except KeyboardInterrupt:

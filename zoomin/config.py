@@ -37,7 +37,7 @@ class ModelConfig:
     magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)
     stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1 = mpp / stage1_mpp; needs mpp)
     stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2 = mpp / stage2_mpp; needs mpp)
-    stage1_chunk: int = 512  # stage I streamed in pieces of this many view locations a side (0: one piece; zoomin.stage1)
+    stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece; zoomin.stage1)
 
     def __post_init__(self):
         if self.kind not in ("zoom_in", "one_stage"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .sources import as_source
+
 
 def forward_batch(model, x, **kw):
     """A tensor batch in one forward pass; a list of sources (slides of different sizes) one by
@@ -21,14 +23,15 @@ def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=No
     traces. ``x``: a tensor batch, a source, or a list of sources; ``generator``: the sampling
     generator (None: torch's global one)."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
-    x = x if isinstance(x, (torch.Tensor, list)) else [x]
     n = max(1, passes) if mode == "sample" else 1
     probs, first = 0, None
-    for _ in range(n):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = forward_batch(model, x, mode=mode, generator=generator)
-        first = first or traces
-        probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+    sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        stage1 = [model.attend(s) for s in sources]  # once: the passes only redraw
+        for _ in range(n):
+            traces = [model(s, mode=mode, generator=generator, stage1=s1) for s, s1 in zip(sources, stage1)]
+            first = first or traces
+            probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
     return probs / n, first
 
 

@@ -89,7 +89,12 @@ class _AttentionSampler(nn.Module):
         over the foreground and its output is the evidence map whose ``attention_logits`` are
         alpha's logits (METHOD §10)."""
         scale = self.stage1_scale(src.size)
-        view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w) where the source keeps it
+        h, w = view_size(*src.size, scale)
+        if hasattr(src, "view_rows") and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
+            src.check_view(scale)  # the memory guard: what reading it would decode
+            view = stage1.Bands(lambda r0, r1: src.view_rows(scale, r0, r1), (src.batch_size, src.channels, h, w))
+        else:
+            view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w)
         return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device)
 
@@ -102,15 +107,16 @@ class _AttentionSampler(nn.Module):
         return self.classifier(z)
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
-                generator: torch.Generator | None = None) -> Trace:
-        """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace."""
+                generator: torch.Generator | None = None, stage1: Stage1 | None = None) -> Trace:
+        """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace.
+        ``stage1``: ``attend(x)`` computed before (passes that only redraw share it)."""
         src = as_source(x)
         if src.channels != self.cfg.in_channels:
             raise ValueError(f"model expects {self.cfg.in_channels} channel(s), the input has {src.channels}")
         if mode not in MODES:
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
-        s1 = self.attend(src)
+        s1 = stage1 or self.attend(src)
         trace = self.aggregate(src, s1, n, mode, generator)
         if negatives and s1.log_alpha.shape[-1] > 1:
             trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True)
@@ -123,7 +129,7 @@ class _AttentionSampler(nn.Module):
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it."""
         B, cfg = src.batch_size, self.cfg
         log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
-        tiles = draw(log_alpha, n, mode, generator)  # (B, P) distinct tiles and their draw counts
+        tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses)  # (B, P) distinct tiles, counts
         boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
         s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
         drawn = s2.subtiles.valid  # (B, P, K)
@@ -143,7 +149,7 @@ class _AttentionSampler(nn.Module):
             heads = dict(evidence_logits=s1.evidence_logits,
                          evidence2_logits=s2.evidence_logits,
                          instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
-        return Trace(logits=self.classify(z), alpha=log_alpha.exp().view(B, *s1.view_hw), tile_index=tiles.index,
+        return Trace(logits=self.classify(z), tile_index=tiles.index, view_hw=s1.view_hw,
                      tile_counts=tiles.count, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
                      image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,

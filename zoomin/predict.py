@@ -3,11 +3,19 @@ overlay, GeoJSON that QuPath opens, and a large-image (DSA) annotation JSON."""
 from __future__ import annotations
 
 import csv
+import glob
+import io
 import json
+import math
 import os
 import sys
+import time
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -74,15 +82,23 @@ def heatmap_dsa(trace: Trace, slide_id: str) -> dict:
     return {"name": f"zoomin attention {slide_id}", "elements": elements}
 
 
-def list_slides(inputs: list[str]) -> list[tuple[str, Path]]:
-    """(slide_id, path) for every input: slide files, and the rows of manifests ending in .csv."""
+class Slide(NamedTuple):
+    """One slide to predict."""
+
+    slide_id: str
+    path: Path
+    mpp: float | None = None  # its level-0 pixel size in µm, when its manifest row states it
+
+
+def list_slides(inputs: list[str]) -> list[Slide]:
+    """Every input as a ``Slide``: slide files, and the rows of manifests ending in .csv."""
     from .manifest import read_manifest
-    slides: list[tuple[str, Path]] = []
+    slides: list[Slide] = []
     for item in inputs:
         if item.endswith(".csv"):
-            slides += [(e.slide_id, e.path) for e in read_manifest(item, check_files=False)]
+            slides += [Slide(e.slide_id, e.path, e.mpp) for e in read_manifest(item, check_files=False)]
         else:
-            slides.append((Path(item).stem, Path(item)))
+            slides.append(Slide(Path(item).stem, Path(item)))
     return slides
 
 
@@ -92,16 +108,62 @@ def slide_generator(seed: int, slide_id: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
 
 
-def predict_slide(model, cfg, path: Path, slide_id: str, passes: int, seed: int, max_pixels: int = 0):
-    """-> (probabilities (classes,), the first pass's trace, the source); a problem with the slide
-    is a one-line ``ValueError``/``OSError`` naming it."""
+def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None = None):
+    """The slide's source with its stage-I view decoded (what a prefetch thread does ahead of the
+    model). ``mpp``: the slide's pixel size when neither the file nor its manifest row states it.
+    A problem with the slide is a one-line ``ValueError``/``OSError`` naming it."""
     from .slides import SlideSource
-    src = SlideSource(path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels)
+    src = SlideSource(slide.path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels,
+                      mpp=getattr(cfg.model, "mpp", 0.0), slide_mpp=slide.mpp if slide.mpp is not None else mpp)
+    src.prefetch(model.stage1_scale(src.size))
+    return src
+
+
+def predict_slide(model, src, slide_id: str, passes: int, seed: int):
+    """-> (probabilities (classes,), the first pass's trace) of an opened slide."""
     probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id))
     probs, tr = probs[0], tr.detach()  # (classes,); the first pass is also the one drawn
     if not torch.isfinite(probs).all():
-        raise ValueError(f"{path}: the model's output is not finite")
-    return probs, tr, src
+        raise ValueError(f"{src.path}: the model's output is not finite")
+    return probs, tr
+
+
+_END = object()
+
+
+def prepared(items, prepare, ahead: int = 1):
+    """``(item, prepare(item) or the error it raised, seconds waited for it)`` for each item, in
+    order. With ``ahead`` > 0 the next ``ahead`` items are prepared in background threads while the
+    caller works on this one; at most ``ahead`` results wait (drop each before asking for the next)."""
+    pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="zoomin-prefetch") if ahead > 0 else None
+    pending: deque = deque()  # (item, future or None), in order
+    items = iter(items)
+    try:
+        while True:
+            while len(pending) <= ahead:  # this item and the next ``ahead``
+                item = next(items, _END)
+                if item is _END:
+                    break
+                pending.append((item, pool.submit(_attempt, prepare, item) if pool else None))
+            if not pending:
+                return
+            item, future = pending.popleft()
+            t0 = time.perf_counter()
+            result = future.result() if future else _attempt(prepare, item)
+            del future
+            yield item, result, time.perf_counter() - t0
+            del result
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _attempt(prepare, item):
+    """``prepare(item)``, or the per-slide error it raised."""
+    try:
+        return prepare(item)
+    except (OSError, ValueError, RuntimeError) as e:
+        return e
 
 
 def write_heatmaps(folder: Path, slide_id: str, src, tr: Trace) -> None:
@@ -119,14 +181,64 @@ def write_explorer(folder: Path, slide_id: str, model, src, seed: int) -> Path:
     return Explorer(tr, src, title=slide_id).save(folder / f"{slide_id}.html")
 
 
+@dataclass
+class Run:
+    """What every slide of one ``predict`` call shares."""
+
+    model: torch.nn.Module
+    cfg: object  # zoomin.config.Config
+    passes: int = 4
+    seed: int = 0
+    max_pixels: int = 0
+    mpp: float | None = None  # --mpp
+    heatmaps: Path | None = None
+    explore: Path | None = None
+
+    def open(self, item: tuple[int, Slide]):
+        return open_slide(self.model, self.cfg, item[1], self.max_pixels, self.mpp)
+
+    def row(self, slide: Slide, src) -> list | None:
+        """The slide's CSV values from ``slide_id`` to ``prediction`` (heatmaps and explorer page
+        written first), or None when it failed (one line on stderr)."""
+        try:
+            if isinstance(src, Exception):  # opening or prefetching it failed
+                raise src
+            probs, tr = predict_slide(self.model, src, slide.slide_id, self.passes, self.seed)
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"zoomin: skipped {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
+            return None
+        try:
+            if self.heatmaps:
+                write_heatmaps(Path(self.heatmaps), slide.slide_id, src, tr)
+            if self.explore:
+                write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed)
+        except (OSError, ValueError, RuntimeError) as e:  # the prediction is still written
+            print(f"zoomin: no heatmaps/explorer for {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
+        return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())]
+
+
+def columns(cfg) -> list[str]:
+    """The predictions CSV's header."""
+    return ["slide_id"] + [f"p_{c}" for c in range(cfg.model.num_classes)] + ["prediction", "seconds"]
+
+
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
             passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0,
-            explore: str | Path | None = None) -> tuple[int, int]:
+            explore: str | Path | None = None, prefetch: int = 1, resume: bool = False,
+            mpp: float | None = None) -> tuple[int, int]:
     """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
-    stderr and skipped, the rest are still written. Under torchrun each rank predicts every
-    ``world``-th slide and rank 0 merges the parts into ``out_csv`` in input order.
-    Returns (written, failed) over all ranks."""
+    stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
+    while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
+    stopped torchrun's part files) and predict only the other slides. ``mpp``: the slides' pixel
+    size when neither the file nor the manifest row states it. Under torchrun each rank predicts
+    every ``world``-th slide and rank 0 merges the parts into ``out_csv`` (kept rows first, then the
+    new ones in input order). Returns (written, failed) over all ranks, kept rows not counted."""
+    from . import slide_cache
     from .checkpoint import load_model
+    if prefetch < 0:
+        raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
+    if mpp is not None and not mpp > 0:
+        raise ValueError(f"--mpp {mpp}: a pixel size must be > 0 µm")
     model, cfg = load_model(checkpoint)
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
@@ -139,48 +251,53 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     for folder in (heatmaps, explore):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
+    header = columns(cfg)
     distributed.init("cpu")
     rank, world = distributed.rank_and_world()
-    part = out_csv if world == 1 else out_csv.with_name(f"{out_csv.name}.part{rank}")
-    mine = list(enumerate(slides))[rank::world]
-    written, failed = _predict_into(model, cfg, mine, part, world > 1, heatmaps, passes, seed, max_pixels, progress,
-                                    explore)
+    parts = sorted(out_csv.parent.glob(glob.escape(out_csv.name) + ".part*"))  # a stopped torchrun run's
+    kept = previous_rows(out_csv, parts, header) if resume else []
+    done = {r[0] for r in kept}
+    mine = [(i, s) for i, s in enumerate(slides) if s.slide_id not in done][rank::world]
+    distributed.barrier()  # every rank has read the old files
+    if rank == 0:
+        start_csv(out_csv, header, kept)
+        for part in parts:
+            part.unlink()
+    distributed.barrier()
+    part = out_csv if world == 1 else part_path(out_csv, rank)
+    if world > 1:
+        start_csv(part, ["_index"] + header, [])
+    slide_cache.configure()  # before the first slide is opened
+    run = Run(model, cfg, passes, seed, max_pixels, mpp, heatmaps, explore)
+    written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))
         distributed.barrier()
         if rank == 0:
-            merge_parts(out_csv, world)
+            merge_parts(out_csv, world, header)
         distributed.barrier()
     return written, failed
 
 
-def _predict_into(model, cfg, slides, out_csv: Path, index_column: bool, heatmaps, passes, seed, max_pixels,
-                  progress, explore=None) -> tuple[int, int]:
-    """Predict ``slides`` [(index, (slide_id, path))] into ``out_csv``, a row as soon as it is known."""
+def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch: int,
+                  progress: bool) -> tuple[int, int]:
+    """Predict ``slides`` [(index, Slide)], appending to ``out_csv`` a row as soon as it is known;
+    ``seconds``: the slide's wall time in this thread, waiting for its prefetch included."""
     from tqdm.auto import tqdm
-    header = ["slide_id"] + [f"p_{c}" for c in range(cfg.model.num_classes)] + ["prediction"]
     written = failed = 0
-    with open(out_csv, "w", newline="") as fh:
+    with open(out_csv, "a", newline="") as fh, tqdm(total=len(slides), desc="slides", disable=not progress) as bar:
         w = csv.writer(fh)
-        w.writerow((["_index"] if index_column else []) + header)
-        for i, (sid, path) in tqdm(slides, desc="slides", disable=not progress):
-            try:
-                probs, tr, src = predict_slide(model, cfg, path, sid, passes, seed, max_pixels)
-            except (OSError, ValueError, RuntimeError) as e:
-                print(f"zoomin: skipped {path}: {_one_line(e, path)}", file=sys.stderr)
+        for (i, slide), src, waited in prepared(slides, run.open, prefetch):
+            t0 = time.perf_counter()
+            row = run.row(slide, src)
+            del src  # released before the next slide is prefetched
+            bar.update()
+            if row is None:
                 failed += 1
                 continue
-            w.writerow(([i] if index_column else []) + [sid] + [f"{p:.6f}" for p in probs.tolist()]
-                       + [int(probs.argmax())])
+            w.writerow(([i] if index_column else []) + row + [f"{waited + time.perf_counter() - t0:.3f}"])
             fh.flush()
             written += 1
-            try:
-                if heatmaps:
-                    write_heatmaps(Path(heatmaps), sid, src, tr)
-                if explore:
-                    write_explorer(Path(explore), sid, model, src, seed)
-            except (OSError, ValueError, RuntimeError) as e:  # the prediction row is written; go on
-                print(f"zoomin: no heatmaps/explorer for {path}: {_one_line(e, path)}", file=sys.stderr)
     return written, failed
 
 
@@ -190,20 +307,59 @@ def _one_line(e: Exception, path: Path) -> str:
     return msg[len(str(path)) + 2:] if msg.startswith(f"{path}: ") else msg
 
 
-def merge_parts(out_csv: Path, world: int) -> None:
-    """Rank 0: the part files of all ranks -> one CSV in input order (atomically); parts removed."""
-    parts = [out_csv.with_name(f"{out_csv.name}.part{r}") for r in range(world)]
-    header, rows = None, []
+def part_path(out_csv: Path, rank: int) -> Path:
+    return out_csv.with_name(f"{out_csv.name}.part{rank}")
+
+
+def complete_rows(path: Path, header: list[str]) -> list[list[str]]:
+    """The complete rows of a predictions CSV (or part file) written with ``header``: every column
+    present, numbers where numbers belong; a last line without its line end (a write cut short) is
+    dropped. Other columns than ``header`` are a one-line ``ValueError``."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows = list(csv.reader(io.StringIO(text[:text.rfind("\n") + 1])))
+    if not rows:
+        return []
+    if rows[0] != header:
+        raise ValueError(f"{path}: columns {','.join(rows[0])} are not this model's {','.join(header)}; "
+                         f"--resume needs the same model, or another --out")
+    numeric = [j for j, c in enumerate(header) if c not in ("slide_id",)]
+    return [r for r in rows[1:] if len(r) == len(header) and r[header.index("slide_id")] and _numbers(r, numeric)]
+
+
+def _numbers(row: list[str], cols: list[int]) -> bool:
+    try:
+        return all(math.isfinite(float(row[j])) for j in cols)
+    except ValueError:
+        return False
+
+
+def previous_rows(out_csv: Path, parts: list[Path], header: list[str]) -> list[list[str]]:
+    """``--resume``: the complete rows of ``out_csv`` and of ``parts`` (a stopped torchrun's), as
+    ``header``'s columns; the first row of a slide_id wins."""
+    rows = complete_rows(out_csv, header) if out_csv.is_file() else []
     for part in parts:
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader)[1:]
-            rows += [(int(r[0]), r[1:]) for r in reader]
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
+        rows += [r[1:] for r in complete_rows(part, ["_index"] + header)]
+    seen: set[str] = set()
+    return [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
+
+
+def start_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """``path`` (re)written with ``header`` and ``rows`` (atomically when there are rows to keep);
+    predictions are appended after."""
+    tmp = path.with_name(path.name + ".tmp") if rows else path
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
-        w.writerows(r for _, r in sorted(rows, key=lambda ir: ir[0]))
-    os.replace(tmp, out_csv)
+        w.writerows(rows)
+    if rows:
+        os.replace(tmp, path)
+
+
+def merge_parts(out_csv: Path, world: int, header: list[str]) -> None:
+    """Rank 0: ``out_csv``'s rows (kept by --resume), then the part files of all ranks in input
+    order -> ``out_csv`` (atomically); parts removed."""
+    parts = [part_path(out_csv, r) for r in range(world)]
+    new = [r for part in parts for r in complete_rows(part, ["_index"] + header)]
+    start_csv(out_csv, header, complete_rows(out_csv, header) + [r[1:] for r in sorted(new, key=lambda r: int(r[0]))])
     for part in parts:
         part.unlink()

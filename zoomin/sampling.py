@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import foreground
 
@@ -52,7 +53,7 @@ def _check_mode(mode: str) -> None:
 
 
 def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generator | None = None,
-         replacement: bool = True) -> Draws:
+         replacement: bool = True, masses: torch.Tensor | None = None) -> Draws:
     """The one public sampler, for both stages (METHOD §3-4).
 
     * ``replacement=True`` (stage I, eq 3): ``n`` (int) i.i.d. draws per row of ``log_p`` (B, L),
@@ -62,9 +63,13 @@ def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generato
       ``min(n, S)`` distinct locations, ``n`` an int or a (...) tensor of per-row counts ->
       (..., K) with ``K = max(1, min(max n, S))``, in draw order, count 1 on the drawn slots and 0
       after them. ``mode="topk"``: the ``min(n, S)`` most probable, in decreasing order.
+
+    ``masses``: ``block_masses(log_p)`` when the caller keeps it (passes that redraw from one alpha).
     """
     _check_mode(mode)
     if replacement:
+        if mode == "sample" and log_p.shape[-1] > BLOCKED_ABOVE:  # a gigapixel view: never a second map of its size
+            return group_draws(blocked_draws(log_p, n, generator, masses), log_p.shape[-1])
         if mode == "sample":
             return sample_with_replacement(log_p.exp(), n, generator)
         return top_locations(log_p, n)
@@ -127,6 +132,44 @@ def inverse_cdf_draws(probs: torch.Tensor, n: int, generator: torch.Generator | 
     u = torch.rand(probs.shape[0], n, dtype=torch.float64, device=probs.device, generator=generator)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # first location whose CDF exceeds u
     return idx.clamp(max=probs.shape[-1] - 1)
+
+
+BLOCKED_ABOVE = 2**20  # stage-I views with more locations are sampled block by block (``blocked_draws``)
+BLOCK = 2**14  # locations per block
+
+
+def block_masses(log_p: torch.Tensor) -> torch.Tensor:
+    """Probability mass of each ``BLOCK`` of consecutive locations, per row of ``log_p`` (B, L) ->
+    (B, ceil(L / BLOCK)) float64, computed a few blocks at a time (memory: not a copy of ``log_p``)."""
+    B, L = log_p.shape
+    step = 16 * BLOCK
+    out = torch.zeros(B, math.ceil(L / BLOCK), dtype=torch.float64, device=log_p.device)  # before the temporaries
+    for i in range(0, L, step):
+        p = F.pad(log_p[:, i:i + step].detach().exp().double(), (0, -min(step, L - i) % BLOCK))
+        out[:, i // BLOCK:i // BLOCK + p.shape[-1] // BLOCK] = p.view(B, -1, BLOCK).sum(-1)
+    return out
+
+
+def blocked_draws(log_p: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                  masses: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` i.i.d. draws per row of ``log_p`` (B, L) (METHOD §3), exact and two-level: a block by
+    its mass (``block_masses``), then a location within it by inverting the block's own CDF. Only
+    the drawn blocks are exponentiated in full -> (B, n) locations."""
+    B, L = log_p.shape
+    masses = block_masses(log_p) if masses is None else masses  # (B, nb)
+    if not torch.isfinite(masses).all() or (masses.sum(-1) <= 0).any():
+        raise ValueError("attention probabilities must be finite and non-negative to sample from")
+    cm = masses.cumsum(-1)  # (B, nb)
+    u = torch.rand(B, n, dtype=torch.float64, device=log_p.device, generator=generator) * cm[:, -1:]
+    blk = torch.searchsorted(cm, u, right=True).clamp(max=masses.shape[-1] - 1)  # (B, n)
+    frac = (u - (cm.gather(1, blk) - masses.gather(1, blk))) / masses.gather(1, blk)  # (B, n) position in the block
+    loc = blk.unsqueeze(-1) * BLOCK + torch.arange(BLOCK, device=log_p.device)  # (B, n, BLOCK)
+    inside = loc < L
+    p = log_p.detach().gather(1, loc.clamp(max=L - 1).flatten(1)).view(B, n, BLOCK).exp().double() * inside
+    cdf = p.cumsum(-1)  # (B, n, BLOCK)
+    x = (frac.clamp(0, 1) * cdf[..., -1]).clamp(max=cdf[..., -1] * (1 - 1e-12))  # strictly inside the block's mass
+    j = torch.searchsorted(cdf, x.unsqueeze(-1), right=True).squeeze(-1)  # first location whose CDF passes x
+    return blk * BLOCK + j.clamp(max=BLOCK - 1)
 
 
 def top_locations(scores: torch.Tensor, n: int) -> Draws:

@@ -34,7 +34,7 @@ class SlideSource:
     """
 
     batch_size = 1
-    piece = 2048  # the stage-I view is read in pieces of at most this many pixels a side
+    piece = 1024  # the stage-I view is read in pieces of at most this many pixels a side
     workers = 2  # threads decoding a call's region requests
 
     def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
@@ -49,11 +49,11 @@ class SlideSource:
         if self.path.stat().st_size == 0:
             raise ValueError(f"{self.path}: not a readable image (empty file, 0 bytes)")
         check_tiff_complete(self.path)
-        from .slide_cache import configure
+        from .slide_cache import configure, uncycled
         configure()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pylibtiff prints notes about some tags
-                self._ts = large_image.open(str(self.path))
+                self._ts = uncycled(large_image.open(str(self.path)))  # freed with the source, not by the cycle collector
                 meta = self._ts.getMetadata()
         except Exception as e:
             raise unreadable(self.path, e) from None
@@ -154,29 +154,44 @@ class SlideSource:
 
     def raw_view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` as the file's pixels (uint8 for 8-bit slides) -> (1, C, h, w), read from the
-        pyramid level nearest to ``s`` in pieces decoded by a thread pool; cached per scale."""
+        pyramid level nearest to ``s``; cached per scale."""
         if scale not in self._views:
             self.check_view(scale)
-            h, w = view_size(*self.size, scale)
-            (H, W), n = self.size, self.piece
-            fy, fx = H / h, W / w  # source pixels per view pixel
-            grid = [(r, min(r + n, h), c, min(c + n, w)) for r in range(0, h, n) for c in range(0, w, n)]
-
-            def piece(g):
-                r0, r1, c0, c1 = g
-                return self._region(*self._file_rect(c0 * fx, r0 * fy, c1 * fx, r1 * fy), (r1 - r0, c1 - c0), raw=True)
-            with ThreadPoolExecutor(self.workers) as pool:
-                parts = list(pool.map(piece, grid))
-            out = torch.empty(1, self.channels, h, w, dtype=parts[0].dtype)
-            for (r0, r1, c0, c1), p in zip(grid, parts):
-                out[0, :, r0:r1, c0:c1] = p
-            self._views[scale] = out
+            self._views[scale] = self.view_rows(scale, 0, view_size(*self.size, scale)[0])
         return self._views[scale]
+
+    def has_view(self, scale: float) -> bool:
+        """Whether ``raw_view(scale)`` is already decoded (prefetched)."""
+        return scale in self._views
+
+    def view_rows(self, scale: float, r0: int, r1: int) -> torch.Tensor:
+        """Rows ``r0:r1`` of ``V(x, s)`` as the file's pixels -> (1, C, r1 - r0, w), not cached: what a
+        streamed stage I reads band by band (``zoomin.stage1``). Read in pieces of at most
+        ``piece`` pixels a side, decoded by a thread pool, each dropped once copied."""
+        h, w = view_size(*self.size, scale)
+        (H, W), n = self.size, self.piece
+        fy, fx = H / h, W / w  # source pixels per view pixel
+        grid = [(r, min(r + n, r1), c, min(c + n, w)) for r in range(r0, r1, n) for c in range(0, w, n)]
+
+        def piece(g):
+            a, b, c, d = g
+            return self._region(*self._file_rect(c * fx, a * fy, d * fx, b * fy), (b - a, d - c), raw=True)
+        out = None
+        with ThreadPoolExecutor(self.workers) as pool:
+            for (a, b, c, d), p in zip(grid, pool.map(piece, grid)):
+                if out is None:
+                    out = torch.empty(1, self.channels, r1 - r0, w, dtype=p.dtype)
+                out[0, :, a - r0:b - r0, c:d] = p
+        return out
 
     def prefetch(self, scale: float) -> None:
         """Decode and cache the stage-I view ahead of the model (``zoomin predict`` overlaps this
-        with the previous slide)."""
-        self.raw_view(scale)
+        with the previous slide). A view larger than ``zoomin.stage1.STREAM_ABOVE`` locations is
+        not held: stage I streams it from the file, band by band."""
+        from .stage1 import STREAM_ABOVE
+        h, w = view_size(*self.size, scale)
+        if h * w <= STREAM_ABOVE:
+            self.raw_view(scale)
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""

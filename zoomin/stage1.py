@@ -10,20 +10,25 @@ net's activations for the whole view:
 * pieces without foreground are skipped (their locations are masked out of alpha anyway);
 * under autograd each piece is gradient-checkpointed: its activations are recomputed in the
   backward pass instead of being kept;
-* the foreground threshold (Otsu) and the standardisation statistics are fitted from per-piece
-  histograms and moments, which add up to the whole view's.
+* the foreground threshold (Otsu) and the standardisation statistics are fitted once, on an
+  evenly strided sample of at most ``FIT_LOCATIONS`` view locations (every location of a
+  view up to that size, e.g. any training slide); each piece's mask is computed with it.
 
 Peak memory: one piece's activations, the logits map (4 bytes per location), the foreground mask
 (1 byte) and the view's pixels. ``chunk = 0`` is the one-piece computation.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from . import foreground
+from .sampling import BLOCKED_ABOVE, block_masses
 from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, pooled_logits,
                        standardise, top_values)
 
@@ -35,11 +40,26 @@ class Stage1:
     log_alpha: torch.Tensor  # (B, h*w) log alpha, background at foreground.MASKED
     view_hw: tuple[int, int]  # (h, w) of the view
     scale: float  # s1
-    view: torch.Tensor  # (B, C, h, w) V(x, s1) as the source gave it (uint8 pixels for a slide)
+    view: torch.Tensor | None  # (B, C, h, w) V(x, s1) as the source gave it (uint8 for a slide; None when streamed)
     threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
-    fg: torch.Tensor | None = None  # (B, h*w) bool foreground mask (None: no mask)
     evidence_logits: torch.Tensor | None = None  # (B, classes) evidence pooled over the foreground (METHOD §10)
     stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
+
+    @property
+    def fg(self) -> torch.Tensor | None:
+        """(B, h*w) bool foreground mask (None: no mask), read off alpha: background locations sit at
+        ``foreground.MASKED`` (no second map of the view's size is kept)."""
+        if self.threshold is None:
+            return None
+        return self.log_alpha.detach() > foreground.MASKED / 2
+
+    @cached_property
+    def masses(self) -> torch.Tensor | None:
+        """``zoomin.sampling.block_masses`` of alpha on a view large enough to be sampled in blocks
+        (computed once, shared by the passes that redraw from it); None otherwise."""
+        if self.log_alpha.shape[-1] <= BLOCKED_ABOVE:
+            return None
+        return block_masses(self.log_alpha)
 
     def standardised(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Stage-II views or patches ``x`` (M, C, h, w) of images ``rows`` (M,) standardised with their
@@ -54,46 +74,76 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
+STREAM_ABOVE = 2**20  # stage-I views with more locations are read from the source band by band (``Bands``)
+BAND = 1024  # rows per band when the fit samples a streamed view
+
+
+@dataclass
+class Bands:
+    """A stage-I view read band by band, never whole: ``rows(r0, r1)`` -> (B, C, r1 - r0, w) pixels
+    (``SlideSource.view_rows``); ``shape`` is the view's (B, C, h, w)."""
+
+    rows: Callable[[int, int], torch.Tensor]
+    shape: tuple[int, int, int, int]
+
+
+def _rows(view, r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` of a view (a tensor or ``Bands``) -> (B, C, r1 - r0, w)."""
+    return view[:, :, r0:r1] if isinstance(view, torch.Tensor) else view.rows(r0, r1)
+
+
+def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(0, n)] if chunk <= 0 else [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
 def pieces(h: int, w: int, chunk: int) -> list[tuple[int, int, int, int]]:
     """``(r0, r1, c0, c1)`` of the ``chunk x chunk`` pieces covering an ``h x w`` view (one piece if
     ``chunk <= 0``)."""
-    if chunk <= 0:
-        return [(0, h, 0, w)]
-    return [(r, min(r + chunk, h), c, min(c + chunk, w)) for r in range(0, h, chunk) for c in range(0, w, chunk)]
+    return [(r0, r1, c0, c1) for r0, r1 in _spans(h, chunk) for c0, c1 in _spans(w, chunk)]
 
 
-def fit(view: torch.Tensor, kind: str, with_stats: bool, chunk: int = 0):
-    """Foreground threshold (B,) and mask (B, h*w) (``zoomin.foreground``), and with ``with_stats``
-    the foreground mean and std (B, C) each, of ``view`` (B, C, h, w), piece by piece -> (threshold,
-    fg, stats); None for what is not asked for."""
-    B, C, h, w = view.shape
-    grid = pieces(h, w, chunk)
-    threshold = fg = stats = None
-    if foreground.check(kind) != "none":
-        def greys():  # (B, piece locations) grey levels, one piece at a time
-            return (foreground.gray(to_unit(view[..., r0:r1, c0:c1])).flatten(1) for r0, r1, c0, c1 in grid)
-        lo = torch.stack([g.min(-1).values for g in greys()]).min(0).values.unsqueeze(-1)  # (B, 1)
-        hi = torch.stack([g.max(-1).values for g in greys()]).max(0).values.unsqueeze(-1)
-        span = (hi - lo).clamp(min=1e-12)
-        threshold = foreground.otsu_cut(sum(foreground.histogram(g, lo, span) for g in greys()), lo, span)
-        fg = torch.empty(B, h, w, dtype=torch.bool, device=view.device)
-        for r0, r1, c0, c1 in grid:
-            fg[:, r0:r1, c0:c1] = foreground.raw_mask(to_unit(view[..., r0:r1, c0:c1]), threshold, kind).view(
-                B, r1 - r0, c1 - c0)
-        fg = fg.flatten(1)
-        fg |= ~fg.any(-1, keepdim=True)  # an image with no foreground keeps every location
-    if with_stats:
-        fgv = None if fg is None else fg.view(B, h, w)
-        parts = [moments(to_unit(view[..., r0:r1, c0:c1]), None if fgv is None else fgv[:, r0:r1, c0:c1].flatten(1))
-                 for r0, r1, c0, c1 in grid]
-        stats = moment_stats(*(sum(p[i] for p in parts) for i in range(3)))
-    return threshold, fg, stats
+FIT_LOCATIONS = 2**18  # the threshold and statistics are fitted on at most about this many view locations
+
+
+def fit_stride(h: int, w: int) -> int:
+    """Every how many rows and columns the fit samples the view: 1 up to ``FIT_LOCATIONS``."""
+    return max(1, math.ceil(math.sqrt(h * w / FIT_LOCATIONS)))
+
+
+def fit(view: torch.Tensor, kind: str, with_stats: bool):
+    """Foreground threshold (B,) (``zoomin.foreground``, Otsu), whether each image has foreground
+    (B,) bool, and with ``with_stats`` the foreground mean and std (B, C) each (``zoomin.evidence``),
+    of ``view`` (B, C, h, w), on an evenly strided sample of at most about ``FIT_LOCATIONS``
+    locations (every location of a view up to that size) -> (threshold, has_fg, stats); None for
+    what is not asked for. The same sample whether or not stage I is streamed."""
+    h, k = view.shape[-2], fit_stride(*view.shape[-2:])
+    if isinstance(view, torch.Tensor):
+        sample = to_unit(view[..., ::k, ::k])  # (B, C, h/k, w/k)
+    else:  # bands whose first row is a multiple of k
+        band, (B, C, _, w) = math.ceil(BAND / k) * k, view.shape
+        sample = torch.empty(B, C, math.ceil(h / k), math.ceil(w / k))  # (B, C, h/k, w/k) before the bands
+        for r in range(0, h, band):
+            sample[:, :, r // k:(r + band) // k] = to_unit(view.rows(r, min(h, r + band))[..., ::k, ::k])
+    threshold = foreground.fit(sample, kind)
+    has_fg = fg = None
+    if threshold is not None:
+        fg = foreground.raw_mask(sample, threshold, kind)  # (B, L')
+        has_fg = fg.any(-1)
+        fg = fg | ~has_fg.unsqueeze(-1)  # an image with no foreground keeps every location
+    stats = moment_stats(*moments(sample, fg)) if with_stats else None
+    return threshold, has_fg, stats
 
 
 def _logits(net, x: torch.Tensor, stats) -> torch.Tensor:
-    """``a`` on one piece of raw pixels (standardised first when ``stats``) -> (B, E, h, w)."""
-    x = to_unit(x)
+    """``a`` on one piece (standardised first when ``stats``) -> (B, E, h, w)."""
     return net(x if stats is None else standardise(x, None, stats)[0])
+
+
+def _logsumexp(x: torch.Tensor, step: int = 2**18) -> torch.Tensor:
+    """``x.logsumexp(-1, keepdim=True)`` of (B, L), a slice at a time (no temporary of ``x``'s size)."""
+    m = x.max(-1, keepdim=True).values  # (B, 1)
+    total = sum((x[:, i:i + step] - m).exp_().sum(-1, keepdim=True) for i in range(0, x.shape[-1], step))
+    return m + total.log()
 
 
 def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 1.0, evidence: bool = False,
@@ -105,35 +155,46 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
     view stays where it is (a slide's on the CPU); each piece moves to ``device`` (the net's)."""
     B, C, h, w = view.shape
     device = device or view.device
-    threshold, fg, stats = fit(view, kind, evidence, chunk)
-    threshold, fg, stats = (None if threshold is None else threshold.to(device), None if fg is None else fg.to(device),
-                            None if stats is None else tuple(t.to(device) for t in stats))
-    grid, halo, grad = pieces(h, w, chunk), net.halo, torch.is_grad_enabled()
-    fgv = None if fg is None else fg.view(B, h, w)
+    threshold, has_fg, stats = fit(view, kind, evidence)
+    threshold, has_fg, stats = (None if threshold is None else threshold.to(device),
+                                None if has_fg is None else has_fg.to(device),
+                                None if stats is None else tuple(t.to(device) for t in stats))
+    rows, cols, halo, grad = _spans(h, chunk), _spans(w, chunk), net.halo, torch.is_grad_enabled()
+    one_piece = len(rows) * len(cols) == 1
     att = torch.full((B, h, w), foreground.MASKED, device=device)  # (B, h, w) skipped pieces: background
+    fg = None if threshold is None or not (evidence and grad) else torch.zeros(B, h, w, dtype=torch.bool, device=device)
     ev_map = torch.zeros(B, net.out_channels, h, w, device=device) if evidence and grad else None
-    top = None  # (B, E, k) the largest foreground evidence so far (without autograd)
-    for r0, r1, c0, c1 in grid:
-        f = None if fgv is None else fgv[:, r0:r1, c0:c1]  # (B, ph, pw)
-        if f is not None and not f.any():
-            continue
+    tops = torch.full((B, net.out_channels, len(rows) * len(cols) * topk), -float("inf"), device=device) \
+        if evidence and not grad else None  # (B, E, pieces x k) each piece's largest foreground evidence
+    for i, (r0, r1, c0, c1) in enumerate((r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols):
         a0, a1, b0, b1 = max(0, r0 - halo), min(h, r1 + halo), max(0, c0 - halo), min(w, c1 + halo)
-        x = view[:, :, a0:a1, b0:b1].to(device)
-        out = checkpoint(_logits, net, x, stats, use_reentrant=False) if grad and len(grid) > 1 else _logits(net, x, stats)
-        out = out[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0].float()  # (B, E, ph, pw) the piece's own locations
+        if c0 == 0:
+            band = _rows(view, a0, a1)  # (B, C, ph + halos, w) the pieces' rows, read once per row of pieces
+        x = to_unit(band[..., b0:b1].to(device))  # (B, C, ph + halos, pw + halos)
+        own = (slice(None), slice(None), slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
+        f = None  # (B, ph, pw) foreground of the piece's own locations
+        if threshold is not None:
+            f = foreground.raw_mask(x[own], threshold, kind).view(B, r1 - r0, c1 - c0) | ~has_fg.view(B, 1, 1)
+            if fg is not None:  # the evidence loss pools over it (training)
+                fg[:, r0:r1, c0:c1] = f
+            if not f.any():
+                continue
+        out = _logits(net, x, stats) if one_piece or not grad else checkpoint(_logits, net, x, stats, use_reentrant=False)
+        out = out[own].float()  # (B, E, ph, pw) the piece's own locations
         a = attention_logits(out, sharpness)  # (B, ph, pw)
         att[:, r0:r1, c0:c1] = a if f is None else a + (~f).to(a.dtype) * foreground.MASKED
         if ev_map is not None:
             ev_map[..., r0:r1, c0:c1] = out
         elif evidence:
             valid = None if f is None else f.flatten(1).unsqueeze(1)  # (B, 1, ph*pw)
-            cand = top_values(out.flatten(2), valid, topk)
-            top = cand if top is None else top_values(torch.cat([top, cand], -1), None, topk)
+            cand = top_values(out.flatten(2), valid, topk)  # (B, E, <= k)
+            tops[..., i * topk:i * topk + cand.shape[-1]] = cand
+    fg = None if fg is None else fg.flatten(1)  # (B, h*w)
     att = att.flatten(1)  # (B, h*w)
-    log_alpha = att.log_softmax(-1) if grad else att.sub_(att.logsumexp(-1, keepdim=True))  # in place: one map
+    log_alpha = att.log_softmax(-1) if grad else att.sub_(_logsumexp(att))  # in place: one map
     pooled = None
     if ev_map is not None:
         pooled = pooled_logits(ev_map.flatten(2), None if fg is None else fg.unsqueeze(1), topk)
     elif evidence:
-        pooled = evidence_class_logits(mean_finite(top)) if top is not None else None
-    return Stage1(log_alpha, (h, w), scale, view, threshold, fg, pooled, stats)
+        pooled = evidence_class_logits(mean_finite(top_values(tops, None, topk)))
+    return Stage1(log_alpha, (h, w), scale, view if isinstance(view, torch.Tensor) else None, threshold, pooled, stats)

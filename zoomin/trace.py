@@ -28,7 +28,6 @@ class Trace:
     """
 
     logits: torch.Tensor  # (B, classes) g(z)
-    alpha: torch.Tensor  # (B, h, w) stage-I attention (probabilities)
     tile_index: torch.Tensor  # (B, P) flat stage-I location of each distinct tile
     tile_counts: torch.Tensor  # (B, P) stage-I draws per tile; 0 marks padding
     tile_boxes: torch.Tensor  # (B, P, 4) level-0 tile boxes (one stage: the patches themselves)
@@ -37,10 +36,11 @@ class Trace:
     subtile_boxes: torch.Tensor  # (B, P, K, 4) level-0 boxes of the sub-tiles fed to f
     features: torch.Tensor  # (B, P, K, D) f of each sample (0 where not drawn)
     z: torch.Tensor  # (B, D) aggregated feature
-    log_alpha: torch.Tensor  # (B, h*w) log-softmax of the stage-I logits (kept for losses)
+    log_alpha: torch.Tensor  # (B, h*w) log-softmax of the stage-I logits; ``alpha`` is derived from it
     log_beta: Optional[torch.Tensor] = None  # (B, P, u*v) stage-II log attention of each tile (losses)
     negatives: Optional["Trace"] = None  # the contrastive negatives' trace (METHOD §6), if asked for
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
+    view_hw: tuple[int, int] = (0, 0)  # (h, w) of the stage-I view
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
     scale1: float = 0.0  # the stage-I view scale used for this image
     scale2: float = 0.0  # the stage-II view scale (two stages; 0 for one stage)
@@ -57,6 +57,12 @@ class Trace:
     @property
     def distinct_tiles(self) -> torch.Tensor:  # (B,) N' per image
         return (self.tile_counts > 0).sum(-1)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """(B, h, w) stage-I attention (probabilities), from ``log_alpha`` when read (on a gigapixel
+        slide a second map of the view's size is only made for whoever looks at it)."""
+        return self.log_alpha.exp().view(-1, *self.view_hw)
 
     @property
     def beta(self) -> Optional[torch.Tensor]:
