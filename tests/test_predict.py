@@ -358,3 +358,24 @@ def test_resume_under_torchrun(slides, tmp_path):
     assert [row["slide_id"] for row in predictions(out)] == ["many_1", "many_4", "many_0", "many_2", "many_3"]
     assert sorted(predictions(out), key=lambda r: r["slide_id"]) == predictions(full)
     assert sorted(p.name for p in tmp_path.glob("p.csv*")) == ["p.csv"]
+
+
+def test_heatmaps_are_in_the_files_pixels_under_physical_units(slides, tmp_path):
+    """A model working at 2x the file's pixel size still exports outlines QuPath lays on the file."""
+    d, manifest, _ = slides
+    slide = read_manifest(manifest)[0]
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, mpp=2 * SlideSource(slide.path).mpp,
+                                   stage1_mpp=40 * SlideSource(slide.path).mpp, tile=64, scale2=0.25, subtile=16,
+                                   n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
+    ckpt = save_model(tmp_path / "phys.pt", build_model(cfg.model), cfg)
+    assert main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--heatmaps",
+                 str(tmp_path / "h"), "--quiet", str(slide.path)]) == 0
+    gj = json.loads((tmp_path / "h" / f"{slide.path.stem}.geojson").read_text())
+    subs = [f["geometry"]["coordinates"][0] for f in gj["features"] if f["properties"].get("name") == "sub-tile"]
+    assert subs
+    for ring in subs:  # a 16-pixel sub-tile at 2x the pixel size: 32 file pixels a side
+        xs = [p[0] for p in ring]
+        assert max(xs) - min(xs) == pytest.approx(32)
+    cells = [f["geometry"]["coordinates"][0] for f in gj["features"] if f["properties"].get("name") == "attention"]
+    right = max(p[0] for ring in cells for p in ring)
+    assert 512 < right <= 1024 + 1  # past the 512 pixels the model sees across: the file's 1,024
