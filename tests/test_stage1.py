@@ -136,3 +136,14 @@ def test_a_large_slide_view_is_streamed_from_the_file_band_by_band(tmp_path, mon
     assert torch.equal(a.threshold, b.threshold) and torch.equal(a.fg, b.fg)
     assert torch.allclose(a.log_alpha.exp(), b.log_alpha.exp(), atol=1e-7)
     assert torch.allclose(a.evidence_logits, b.evidence_logits, atol=1e-5)
+
+
+def test_in_place_normalisation_gives_log_softmax_and_block_masses():
+    from zoomin.sampling import block_masses
+    from zoomin.stage1 import _normalise_
+    x = torch.randn(2, 100_003) * 4
+    x[:, ::7] -= 1e4
+    ref = x.log_softmax(-1)
+    out, masses = _normalise_(x.clone())
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(masses, block_masses(ref), rtol=1e-4)

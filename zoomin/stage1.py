@@ -25,10 +25,11 @@ from functools import cached_property
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import foreground
-from .sampling import BLOCKED_ABOVE, block_masses
+from .sampling import BLOCK, BLOCKED_ABOVE, block_masses
 from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, pooled_logits,
                        standardise, top_values)
 
@@ -139,11 +140,18 @@ def _logits(net, x: torch.Tensor, stats) -> torch.Tensor:
     return net(x if stats is None else standardise(x, None, stats)[0])
 
 
-def _logsumexp(x: torch.Tensor, step: int = 2**18) -> torch.Tensor:
-    """``x.logsumexp(-1, keepdim=True)`` of (B, L), a slice at a time (no temporary of ``x``'s size)."""
+def _normalise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax of ``x`` (B, L) in place, a slice at a time (no temporary of ``x``'s size), and the
+    ``zoomin.sampling.block_masses`` of the result from the same pass -> (x, masses (B, blocks))."""
+    B, L = x.shape
     m = x.max(-1, keepdim=True).values  # (B, 1)
-    total = sum((x[:, i:i + step] - m).exp_().sum(-1, keepdim=True) for i in range(0, x.shape[-1], step))
-    return m + total.log()
+    step = 16 * BLOCK
+    masses = torch.zeros(B, math.ceil(L / BLOCK), dtype=torch.float64, device=x.device)
+    for i in range(0, L, step):
+        p = F.pad((x[:, i:i + step] - m).exp_().double(), (0, -min(step, L - i) % BLOCK))
+        masses[:, i // BLOCK:i // BLOCK + p.shape[-1] // BLOCK] = p.view(B, -1, BLOCK).sum(-1)
+    total = masses.sum(-1, keepdim=True)  # (B, 1) sum of exp(x - m)
+    return x.sub_(m + total.log().float()), masses / total
 
 
 def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 1.0, evidence: bool = False,
@@ -191,10 +199,16 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
             tops[..., i * topk:i * topk + cand.shape[-1]] = cand
     fg = None if fg is None else fg.flatten(1)  # (B, h*w)
     att = att.flatten(1)  # (B, h*w)
-    log_alpha = att.log_softmax(-1) if grad else att.sub_(_logsumexp(att))  # in place: one map
+    if grad:
+        log_alpha, masses = att.log_softmax(-1), None
+    else:  # in place: one map of the view's size
+        log_alpha, masses = _normalise_(att)
     pooled = None
     if ev_map is not None:
         pooled = pooled_logits(ev_map.flatten(2), None if fg is None else fg.unsqueeze(1), topk)
     elif evidence:
         pooled = evidence_class_logits(mean_finite(top_values(tops, None, topk)))
-    return Stage1(log_alpha, (h, w), scale, view if isinstance(view, torch.Tensor) else None, threshold, pooled, stats)
+    s1 = Stage1(log_alpha, (h, w), scale, view if isinstance(view, torch.Tensor) else None, threshold, pooled, stats)
+    if masses is not None and log_alpha.shape[-1] > BLOCKED_ABOVE:
+        s1.__dict__["masses"] = masses  # what Stage1.masses would compute, from the pass just made
+    return s1
