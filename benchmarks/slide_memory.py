@@ -39,17 +39,24 @@ def probe(slide: str, ckpt: str, passes: int) -> dict:
     """Timings in this (fresh) process: warm-up, decode-only, warm predict latency."""
     import torch
 
+    from zoomin.allocator import steady
     from zoomin.checkpoint import load_model
-    from zoomin.predict import predict_slide
+    from zoomin.predict import Slide, open_slide, predict_slide
     from zoomin.slides import SlideSource
+    steady()  # as zoomin predict does
     model, cfg = load_model(ckpt)
-    predict_slide(model, cfg, Path(slide), "warm-up", passes, 0)  # imports, allocator, file cache
+    item = Slide("s", Path(slide))
+
+    def run():
+        src = open_slide(model, cfg, item)
+        return src, predict_slide(model, src, item.slide_id, passes, 0)
+    run()  # warm-up: imports, allocator, file cache
     t0 = time.perf_counter()
-    probs, tr, src = predict_slide(model, cfg, Path(slide), "s", passes, 0)
+    src, (probs, tr) = run()
     predict_s = time.perf_counter() - t0
     fresh = SlideSource(slide, mpp=cfg.model.mpp)
     t0 = time.perf_counter()
-    fresh.raw_view(model.stage1_scale(fresh.size))
+    fresh.raw_view(model.stage1_scale(fresh.size))  # the whole stage-I view, decoded once
     decode_s = time.perf_counter() - t0
     u = getattr(model, "subview_hw", (0, 0))
     view_pixels = tr.alpha[0].numel()
@@ -74,7 +81,7 @@ def peak_rss(cmd: list[str], repeats: int) -> tuple[float, float, list[float]]:
 
 def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
     """The paper's memory model (§2.2) in bytes, anchored at the smallest measured size: the
-    streamed two-stage model adds 8 bytes per stage-I location (logits 4, uint8 view 3, mask 1);
+    streamed two-stage model adds 4 bytes per stage-I location (the logits map);
     a one-stage model whose view has the stage-II detail holds the attention net's activations over
     it (hidden channels x 4 bytes x 2 live layers per location); a whole-image CNN holds 4 bytes x
     3 channels x 2 live copies per level-0 pixel at the model's resolution."""
@@ -83,7 +90,7 @@ def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
     for n in sizes:
         side = n * mpp / m.mpp  # pixels at the model's resolution
         loc1, loc_one = (side * m.scale1) ** 2, (side * m.scale1 * m.stage1_mpp / m.stage2_mpp) ** 2
-        rows.append(dict(size=n, two_stage=8 * loc1, one_stage=m.attention_hidden * 4 * 2 * loc_one,
+        rows.append(dict(size=n, two_stage=4 * loc1, one_stage=m.attention_hidden * 4 * 2 * loc_one,
                          whole_image=4 * 3 * 2 * side**2))
     df = pd.DataFrame(rows)
     for col in ("two_stage", "one_stage", "whole_image"):

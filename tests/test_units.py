@@ -96,3 +96,37 @@ def test_a_slide_without_a_pixel_size_is_a_clear_error(tmp_path):
     src = SlideSource(png, mpp=1.0, slide_mpp=0.5)  # the user says 0.5 µm/px
     assert src.size == (32, 32) and src.view(1.0).shape == (1, 3, 32, 32)
     assert SlideSource(png).size == (64, 64)  # relative units: the file's pixels
+
+
+@pytest.mark.slow
+def test_a_100000_pixel_slide_and_a_4096_one_of_the_same_tissue_give_views_of_the_same_microns(tmp_path):
+    """The acceptance case: 4,096² and 100,000² slides at 0.5 µm/px, the same tissue in the top-left
+    4,096² (glass elsewhere). The default config's stage-I views have the same µm per pixel and show
+    the same pixels where they overlap."""
+    glass = np.full((512, 512, 3), 240, np.uint8)
+    tissue_at = tissue(0.5, 4096)
+
+    def big(level, ti, tj, tile=512):  # ~30 s to write: nearly every tile is the same glass
+        f = 2 ** level
+        if max(ti, tj) * tile * f >= 4096:
+            return glass
+        t = tissue_at(level, ti, tj, tile).copy()
+        t[(ti * tile + np.arange(tile)) * f >= 4096] = 240  # glass past the tissue's 4,096 px
+        t[:, (tj * tile + np.arange(tile)) * f >= 4096] = 240
+        return t
+    small_path = write(tmp_path, "small.tif", 0.5, 4096)
+    big_path = write_pyramid(tmp_path / "big.tif", (100_000, 100_000), big, tile=512, mpp=0.5, quality=95)
+    cfg = Config.from_yaml("zoomin/configs/slides.yaml").model
+    model = build_model(cfg).eval()
+    small, large = SlideSource(small_path, mpp=cfg.mpp), SlideSource(big_path, mpp=cfg.mpp)
+    scales = [model.stage1_scale(s.size) for s in (small, large)]
+    assert [s.mpp / k for s, k in zip((small, large), scales)] == [cfg.stage1_mpp] * 2  # 16 µm per view pixel
+    a = small.view(scales[0])[0]  # (3, 128, 128)
+    b = large.view_rows(scales[1], 0, 128)[0, :, :, :128].float() / 255  # the same 2,048 µm, streamed rows
+    assert a.shape == (3, 128, 128) and large.size == (50_000, 50_000)
+    part = slice(0, 96)  # left of the small slide's glass strip
+    assert (a[..., part] - b[..., part]).abs().mean() < 0.02
+    with torch.no_grad():
+        tr = model(large, generator=torch.Generator().manual_seed(0))
+    assert tr.alpha.shape[-2:] == (3125, 3125)
+    assert (tr.tile_boxes[0, :, :2] < 2048).all()  # the draws land on the only tissue there is
