@@ -54,16 +54,23 @@ def probe(slide: str, ckpt: str, passes: int) -> dict:
     t0 = time.perf_counter()
     src, (probs, tr) = run()
     predict_s = time.perf_counter() - t0
+    before = rss_mib()
     fresh = SlideSource(slide, mpp=cfg.model.mpp)
+    open_mib = rss_mib() - before  # the file's directory (tile offsets) in the reader
     t0 = time.perf_counter()
     fresh.raw_view(model.stage1_scale(fresh.size))  # the whole stage-I view, decoded once
     decode_s = time.perf_counter() - t0
     u = getattr(model, "subview_hw", (0, 0))
     view_pixels = tr.alpha[0].numel()
-    needed = (view_pixels + int((tr.tile_counts > 0).sum()) * u[0] * u[1]
-              + int(tr.subtile_valid.sum()) * cfg.model.subtile ** 2) * passes
+    needed = view_pixels + passes * (int((tr.tile_counts > 0).sum()) * u[0] * u[1]
+                                     + int(tr.subtile_valid.sum()) * cfg.model.subtile ** 2)  # view once, per pass the rest
     return dict(predict_s=predict_s, decode_s=decode_s, view_hw=list(tr.alpha.shape[-2:]), requests=src.requests,
-                decoded_over_needed=src.pixels_decoded / needed, threads=torch.get_num_threads())
+                decoded_over_needed=src.pixels_decoded / needed, threads=torch.get_num_threads(), open_mib=open_mib)
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, MiB."""
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
 
 
 def peak_rss(cmd: list[str], repeats: int) -> tuple[float, float, list[float]]:
@@ -166,6 +173,7 @@ def main(argv=None):
                            "runs (GiB)": " ".join(f"{v:.3f}" for v in r.rss_runs),
                            "process wall (s)": f"{r.process_s:.1f}", "warm predict (s)": f"{r.predict_s:.2f}",
                            "decode stage-I view (s)": f"{r.decode_s:.2f}", "predict / decode": f"{r.predict_s / r.decode_s:.2f}",
+                           "opening (MiB)": f"{r.open_mib:.0f}",
                            "requests": r.requests, "decoded / needed": f"{r.decoded_over_needed:.2f}"}
                           for r in df.itertuples()])
     lines = ["# zoomin predict: memory and speed against slide size", "",
@@ -175,7 +183,10 @@ def main(argv=None):
              f"synthetic slides at {args.mpp:g} µm/px, {df.threads.iloc[0]} torch threads. Peak RSS: fresh "
              "`zoomin predict` processes under `/usr/bin/time -v`, median of the runs listed. Warm predict: "
              "`predict_slide` after a warm-up in the same process (open, stage-I decode, model, all passes); "
-             "decode: reading the stage-I view alone from a freshly opened slide.",
+             "decode: reading the stage-I view alone from a freshly opened slide. Opening: resident memory a "
+             "freshly opened slide adds (the reader's tile directory). Decoded / needed: pixels large-image decodes "
+             "(at the pyramid level it reads), against the stage-I view once plus, per pass, the stage-II views and "
+             "sub-tiles; a view over 2^20 locations is read twice (the fit's sample, then stage I, band by band).",
              f"Command: `python benchmarks/slide_memory.py --sizes {' '.join(map(str, args.sizes))}"
              + (f" --curve {' '.join(map(str, args.curve))}" if args.curve else "") + "`.", "",
              table(cells, text=("slide", "stage-I view", "runs (GiB)")), ""]
