@@ -115,7 +115,8 @@ def main(argv=None):
              "(`LARGE_IMAGE_CACHE_PYTHON_MEMORY_PORTION=32 LARGE_IMAGE_CACHE_TILESOURCE_MAXIMUM=0`). "
              "`median CSV seconds`: a slide's wall time in the main thread (the `seconds` column), waiting for "
              "its prefetch included; `wall` includes starting Python and loading the model. "
-             "Command: `OMP_NUM_THREADS=1 python benchmarks/predict_many.py`.", "",
+             "Command: `" + (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else "")
+             + "python benchmarks/predict_many.py`.", "",
              table(cells, text=("caches",)), "",
              f"Acceptance (issue 14, ≤ 1.3×): {n_max} slides peak at {ratio:.2f}× the one-slide run — "
              + ("met." if ratio <= 1.3 else "NOT met.")]
