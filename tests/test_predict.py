@@ -259,7 +259,8 @@ def test_mpp_flag_and_manifest_mpp_reach_the_source(slides, tmp_path, opened):
     manifest = many(d, 2, mpp=[0.25, None])
     assert main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--quiet", "--passes", "1",
                  "--mpp", "0.5", str(manifest), str(d / "synth_0001.tif")]) == 0
-    assert [c["slide_mpp"] for c in opened] == [0.25, 0.5, 0.5]  # the manifest's value wins for its row
+    # the manifest's value overrides the file's for its row; --mpp only fills in for files that state none
+    assert [(c["slide_mpp"], c["fallback_mpp"]) for c in opened] == [(0.25, 0.5), (None, 0.5), (None, 0.5)]
     assert all(c["mpp"] == getattr(load_model(ckpt)[1].model, "mpp", 0.0) for c in opened)
 
 

@@ -159,9 +159,10 @@ def test_predict_cli_on_real_slide_ihc_and_satellite_images(slide_model, tmp_pat
     for r in rows:
         sid = r["slide_id"]
         assert abs(float(r["p_0"]) + float(r["p_1"]) - 1) < 1e-4 and r["prediction"] in ("0", "1")
-        H, W = SlideSource(images[sid]).size
+        H, W = SlideSource(images[sid]).size  # the file's pixels: what the exports are in
+        seen = SlideSource(images[sid], mpp=cfg.model.mpp, fallback_mpp=1.0).size  # what the model read
         with Image.open(hm / f"{sid}.png") as png:
-            assert png.size[::-1] == view_size(H, W, cfg.model.scale1)
+            assert png.size[::-1] == view_size(*seen, cfg.model.scale1)
         assert geojson_problems(hm / f"{sid}.geojson") == []
         assert dsa_problems(hm / f"{sid}.dsa.json") == []
         points = np.array(json.loads((hm / f"{sid}.dsa.json").read_text())["elements"][0]["points"])

@@ -130,3 +130,11 @@ def test_a_100000_pixel_slide_and_a_4096_one_of_the_same_tissue_give_views_of_th
         tr = model(large, generator=torch.Generator().manual_seed(0))
     assert tr.alpha.shape[-2:] == (3125, 3125)
     assert (tr.tile_boxes[0, :, :2] < 2048).all()  # the draws land on the only tissue there is
+
+
+def test_a_stated_pixel_size_wins_over_the_fallback_and_loses_to_an_override(tmp_path):
+    path = write(tmp_path, "s.tif", 0.5, 1024)
+    assert SlideSource(path, mpp=1.0, fallback_mpp=0.25).size == (512, 512)  # the file says 0.5
+    assert SlideSource(path, mpp=1.0, slide_mpp=0.25).size == (256, 256)  # a manifest row says 0.25
+    with pytest.raises(ValueError, match="must be > 0"):
+        SlideSource(path, mpp=1.0, fallback_mpp=-1)

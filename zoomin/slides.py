@@ -30,7 +30,8 @@ class SlideSource:
     as if its level 0 were at ``mpp``: ``size``, the boxes and the scales are in pixels of that
     resolution, and each read asks large-image for the file region at the output size it needs, so
     a model sees tissue at the same physical resolution on slides of any size and scan resolution.
-    ``slide_mpp`` overrides the file's own pixel size (for files whose metadata does not state it).
+    ``slide_mpp`` overrides the file's own pixel size (a manifest row that states it);
+    ``fallback_mpp`` is used only when the file does not state one (``zoomin predict --mpp``).
     """
 
     batch_size = 1
@@ -38,7 +39,7 @@ class SlideSource:
     workers = 2  # threads decoding a call's region requests
 
     def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
-                 slide_mpp: float | None = None):
+                 slide_mpp: float | None = None, fallback_mpp: float | None = None):
         try:
             import large_image
         except ImportError:  # pragma: no cover - depends on the installed extras
@@ -61,9 +62,10 @@ class SlideSource:
         self.file_size = (int(meta["sizeY"]), int(meta["sizeX"]))  # the file's level-0 (H, W)
         self.levels = int(meta.get("levels", 1))
         self.file_mpp = (meta.get("mm_x") or 0) * 1000 or None  # microns per file pixel at level 0, if stated
-        level0 = slide_mpp or self.file_mpp
-        if slide_mpp is not None and slide_mpp <= 0:
-            raise ValueError(f"{self.path}: the pixel size must be > 0 µm, got {slide_mpp}")
+        level0 = slide_mpp or self.file_mpp or fallback_mpp
+        for given in (slide_mpp, fallback_mpp):
+            if given is not None and given <= 0:
+                raise ValueError(f"{self.path}: the pixel size must be > 0 µm, got {given}")
         self.k = 1.0  # file pixels per source pixel
         if mpp:
             if not level0:

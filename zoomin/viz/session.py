@@ -11,11 +11,13 @@ from ..sources import Source, as_source
 from ..trace import Trace
 
 
-def open_source(item) -> Source:
-    """A slide path (opened lazily through large-image), a (C, H, W)/(1, C, H, W) tensor, or a Source."""
+def open_source(item, mpp: float = 0.0, fallback_mpp: float | None = None) -> Source:
+    """A slide path (opened lazily through large-image, read at ``mpp`` µm/px when the model works in
+    physical units; ``fallback_mpp``: the file's pixel size when it does not state it), a
+    (C, H, W)/(1, C, H, W) tensor, or a Source."""
     if isinstance(item, (str, Path)):
         from ..slides import SlideSource
-        return SlideSource(item)
+        return SlideSource(item, mpp=mpp, fallback_mpp=fallback_mpp)
     if isinstance(item, torch.Tensor) and item.dim() == 3:
         item = item.unsqueeze(0)
     return as_source(item)
@@ -26,13 +28,14 @@ class Session:
     list (named by position or file name). Sources open on first use and stay open."""
 
     def __init__(self, model, images, class_names: list[str] | None = None, mode: str = "sample",
-                 negatives: bool = True, checkpoint: str | None = None):
+                 negatives: bool = True, checkpoint: str | None = None, slide_mpp: float | None = None):
         if not isinstance(images, Mapping):
             images = {(Path(i).stem if isinstance(i, (str, Path)) else str(k)): i for k, i in enumerate(images)}
         if not images:
             raise ValueError("a Session needs at least one image")
         self.model, self.images, self.class_names = model.eval(), dict(images), class_names
         self.mode, self.negatives, self.checkpoint = mode, negatives, checkpoint
+        self.slide_mpp = slide_mpp  # pixel size of slide files that do not state it (µm)
         self._sources: dict[str, Source] = {}
 
     @classmethod
@@ -44,8 +47,16 @@ class Session:
     def load(self, path: str | Path) -> None:
         """Swap in the model of another checkpoint (same images)."""
         from ..checkpoint import load_model
+        old = self._mpp
         self.model, _ = load_model(path)
         self.checkpoint = str(path)
+        if self._mpp != old:  # slides are read at the model's resolution: reopen them at the new one
+            self._sources.clear()
+
+    @property
+    def _mpp(self) -> float:
+        """The model's working resolution in µm/px (0: it reads the files' own pixels)."""
+        return getattr(getattr(self.model, "cfg", None), "mpp", 0.0) or 0.0
 
     @property
     def names(self) -> list[str]:
@@ -55,7 +66,7 @@ class Session:
         if name not in self.images:
             raise KeyError(f"no image named {name!r}; have {self.names}")
         if name not in self._sources:
-            self._sources[name] = open_source(self.images[name])
+            self._sources[name] = open_source(self.images[name], self._mpp, self.slide_mpp)
         return self._sources[name]
 
     @torch.no_grad()
