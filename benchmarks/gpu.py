@@ -20,9 +20,10 @@ Sections, each with the device name, the torch version and this command:
 A section (or one run in it) whose estimated time would take the run past ``--budget-s`` is
 skipped with a printed note. Slides are written once into ``--work`` and reused by later runs.
 
-The package's slide sources return CPU tensors and neither the model nor ``predict_slide`` moves
-them to the model's device, and ``predict_slide`` draws with a CPU generator: ``OnDevice`` below
-moves the pixels, and predict draws with a generator on the device.
+``zoomin predict`` runs on the CPU (``predict_slide`` draws with a CPU generator), so predict is
+timed here through ``average_passes`` with a generator on the device. The model moves a slide's
+pixels to its device piece by piece; ``OnDevice`` below also does it for whole views (kept from
+before that, harmless).
 """
 from __future__ import annotations
 
@@ -230,7 +231,8 @@ def predict_once(model, cfg: Config, path: Path, device, amp_dtype, passes: int,
     from zoomin.slides import SlideSource
     sync(device)
     t0 = time.perf_counter()
-    src = OnDevice(SlideSource(path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels), device)
+    src = OnDevice(SlideSource(path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels,
+                               mpp=cfg.model.mpp), device)  # at the model's µm/px, as zoomin predict reads it
     probs, _ = average_passes(model, src, passes=passes, amp_dtype=amp_dtype,
                               generator=torch.Generator(device).manual_seed(seed))
     if not torch.isfinite(probs).all():
