@@ -86,12 +86,15 @@ def peak_rss(cmd: list[str], repeats: int) -> tuple[float, float, list[float]]:
     return statistics.median(rss), statistics.median(walls), rss
 
 
+MEMORY_MODEL = ("the streamed two-stage model adds 4 bytes per stage-I location (the logits map); a one-stage "
+                "model whose view has the stage-II detail holds the attention net's activations over it (hidden "
+                "channels x 4 bytes x 2 live layers per location); a whole-image CNN holds 4 bytes x 3 channels x 2 "
+                "live copies per level-0 pixel at the model's resolution.")
+
+
 def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
-    """The paper's memory model (§2.2) in bytes, anchored at the smallest measured size: the
-    streamed two-stage model adds 4 bytes per stage-I location (the logits map);
-    a one-stage model whose view has the stage-II detail holds the attention net's activations over
-    it (hidden channels x 4 bytes x 2 live layers per location); a whole-image CNN holds 4 bytes x
-    3 channels x 2 live copies per level-0 pixel at the model's resolution."""
+    """The paper's memory model (§2.2) in GiB per size, anchored at the smallest measured size
+    (``MEMORY_MODEL`` says what each curve counts)."""
     m = cfg.model
     rows = []
     for n in sizes:
@@ -107,9 +110,10 @@ def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
 
 def plot(curve: pd.DataFrame, measured: pd.DataFrame, path: Path) -> None:
     import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend)
 
-    from zoomin.viz import save_html
-    hv.extension("bokeh", logo=False)
+    from zoomin.viz.offline import save_html  # scripts and stylesheets inline: the page draws offline
+    hv.Store.set_current_backend("bokeh")
     lines = [hv.Curve(curve, "size", col, label=f"{col.replace('_', ' ')} (model)").opts(line_dash="dashed")
              for col in ("two_stage", "one_stage", "whole_image")]
     pts = hv.Scatter(measured, "size", "peak_rss_gib", label="zoomin predict (measured)").opts(size=9)
@@ -192,8 +196,7 @@ def main(argv=None):
              table(cells, text=("slide", "stage-I view", "runs (GiB)")), ""]
     curve = model_curves(sorted(df["size"]), cfg, args.mpp, base)
     lines += ["Memory model (dashed in `slide_memory.html`), anchored at the smallest slide: "
-              + model_curves.__doc__.split("anchored at the smallest measured size: ")[1].replace("\n   ", "")
-              .replace("  ", " "), "",
+              + MEMORY_MODEL, "",
               table(pd.DataFrame({"slide": [f"{s:,}²" for s in curve["size"]],
                                   "two-stage, streamed (GiB)": curve.two_stage.map("{:.3f}".format),
                                   "measured (GiB)": df.peak_rss_gib.map("{:.3f}".format),

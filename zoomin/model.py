@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import foreground
+from . import foreground, stage1
 from .config import ModelConfig
-from . import stage1
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone

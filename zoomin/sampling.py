@@ -138,14 +138,16 @@ BLOCKED_ABOVE = 2**20  # stage-I views with more locations are sampled block by 
 BLOCK = 2**14  # locations per block
 
 
-def block_masses(log_p: torch.Tensor) -> torch.Tensor:
+def block_masses(log_p: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Probability mass of each ``BLOCK`` of consecutive locations, per row of ``log_p`` (B, L) ->
-    (B, ceil(L / BLOCK)) float64, computed a few blocks at a time (memory: not a copy of ``log_p``)."""
+    (B, ceil(L / BLOCK)) float64, computed a few blocks at a time (memory: not a copy of ``log_p``).
+    ``shift`` (B, 1): the sums of ``exp(log_p - shift)`` instead (unnormalised logits)."""
     B, L = log_p.shape
     step = 16 * BLOCK
     out = torch.zeros(B, math.ceil(L / BLOCK), dtype=torch.float64, device=log_p.device)  # before the temporaries
     for i in range(0, L, step):
-        p = F.pad(log_p[:, i:i + step].detach().exp().double(), (0, -min(step, L - i) % BLOCK))
+        part = log_p[:, i:i + step].detach()
+        p = F.pad((part if shift is None else part - shift).exp().double(), (0, -min(step, L - i) % BLOCK))
         out[:, i // BLOCK:i // BLOCK + p.shape[-1] // BLOCK] = p.view(B, -1, BLOCK).sum(-1)
     return out
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .geometry import crop, view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
-from .sources import check_budget, pixel_budget
+from .sources import check_budget, pixel_budget, to_unit
 
 
 class SlideSource:
@@ -169,7 +169,7 @@ class SlideSource:
     def view_rows(self, scale: float, r0: int, r1: int) -> torch.Tensor:
         """Rows ``r0:r1`` of ``V(x, s)`` as the file's pixels -> (1, C, r1 - r0, w), not cached: what a
         streamed stage I reads band by band (``zoomin.stage1``). Read in pieces of at most
-        ``piece`` pixels a side, decoded by a thread pool, each dropped once copied."""
+        ``piece`` pixels a side, decoded by a thread pool (``_decoded``)."""
         h, w = view_size(*self.size, scale)
         (H, W), n = self.size, self.piece
         fy, fx = H / h, W / w  # source pixels per view pixel
@@ -179,11 +179,10 @@ class SlideSource:
             a, b, c, d = g
             return self._region(*self._file_rect(c * fx, a * fy, d * fx, b * fy), (b - a, d - c), raw=True)
         out = None
-        with ThreadPoolExecutor(self.workers) as pool:
-            for (a, b, c, d), p in zip(grid, pool.map(piece, grid)):
-                if out is None:
-                    out = torch.empty(1, self.channels, r1 - r0, w, dtype=p.dtype)
-                out[0, :, a - r0:b - r0, c:d] = p
+        for (a, b, c, d), p in zip(grid, self._decoded(piece, grid)):  # each piece dropped once copied
+            if out is None:
+                out = torch.empty(1, self.channels, r1 - r0, w, dtype=p.dtype)
+            out[0, :, a - r0:b - r0, c:d] = p
         return out
 
     def prefetch(self, scale: float) -> None:
@@ -197,7 +196,6 @@ class SlideSource:
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""
-        from .stage1 import to_unit
         return to_unit(self.raw_view(scale))
 
     def read(self, batch_index: torch.Tensor, boxes: torch.Tensor, scale: float,
@@ -218,14 +216,21 @@ class SlideSource:
             bw, bh = boxes[members[0], 2].item(), boxes[members[0], 3].item()
             oh, ow = max(1, round((gy1 - gy0) * h / bh)), max(1, round((gx1 - gx0) * w / bw))
             return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow))
-        with ThreadPoolExecutor(min(self.workers, len(groups))) as pool:
-            regions = list(pool.map(fetch, groups))
-        for (members, (gx0, gy0, _, _)), region in zip(groups, regions):
+        for (members, (gx0, gy0, _, _)), region in zip(groups, self._decoded(fetch, groups)):
             b = boxes[members].double()  # (m, 4)
             fy, fx = h / b[:, 3], w / b[:, 2]
             corners = torch.stack([((b[:, 1] - gy0) * fy).round(), ((b[:, 0] - gx0) * fx).round()], -1).long()
             out[members] = crop(region[None], torch.zeros(len(members), dtype=torch.long), corners, size_hw)
         return out
+
+    def _decoded(self, fetch, items: list):
+        """``fetch(item)`` for each item, in order, lazily: one request in this thread, several decoded
+        by a pool of ``workers`` threads."""
+        if len(items) <= 1:
+            yield from map(fetch, items)
+            return
+        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
+            yield from pool.map(fetch, items)
 
     def __repr__(self) -> str:
         return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"

@@ -36,6 +36,11 @@ def pixel_budget(max_pixels: int | None = None) -> int:
         raise ValueError(f"ZOOMIN_MAX_PIXELS={env!r} is not a number of pixels") from None
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Pixels as floats in [0, 1]: uint8 (a slide's raw pixels) is divided by 255, floats pass through."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
 class MemoryBudgetError(ValueError):
     """A read larger than the pixel budget (a ``ValueError``: one line, per-slide, skippable)."""
 

@@ -14,8 +14,9 @@ net's activations for the whole view:
   evenly strided sample of at most ``FIT_LOCATIONS`` view locations (every location of a
   view up to that size, e.g. any training slide); each piece's mask is computed with it.
 
-Peak memory: one piece's activations, the logits map (4 bytes per location), the foreground mask
-(1 byte) and the view's pixels. ``chunk = 0`` is the one-piece computation.
+Peak memory: one piece's activations and the logits map (4 bytes per location), plus the view's
+pixels unless it is streamed from the source (``Bands``); the foreground mask is read off alpha.
+``chunk = 0`` is the one-piece computation.
 """
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ from functools import cached_property
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import foreground
-from .sampling import BLOCK, BLOCKED_ABOVE, block_masses
+from .sampling import BLOCKED_ABOVE, block_masses
+from .sources import to_unit
 from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, pooled_logits,
                        standardise, top_values)
 
@@ -68,11 +69,6 @@ class Stage1:
         if self.stats is None:
             return x
         return standardise(x, None, (self.stats[0][rows], self.stats[1][rows]))[0]
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """Pixels as floats in [0, 1]: uint8 is divided by 255, floats pass through."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
 STREAM_ABOVE = 2**20  # stage-I views with more locations are read from the source band by band (``Bands``)
@@ -141,16 +137,11 @@ def _logits(net, x: torch.Tensor, stats) -> torch.Tensor:
 
 
 def _normalise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-softmax of ``x`` (B, L) in place, a slice at a time (no temporary of ``x``'s size), and the
-    ``zoomin.sampling.block_masses`` of the result from the same pass -> (x, masses (B, blocks))."""
-    B, L = x.shape
+    """Log-softmax of ``x`` (B, L) in place (no temporary of ``x``'s size) and the
+    ``zoomin.sampling.block_masses`` of the result, from one pass over ``exp(x - max)`` -> (x, masses)."""
     m = x.max(-1, keepdim=True).values  # (B, 1)
-    step = 16 * BLOCK
-    masses = torch.zeros(B, math.ceil(L / BLOCK), dtype=torch.float64, device=x.device)
-    for i in range(0, L, step):
-        p = F.pad((x[:, i:i + step] - m).exp_().double(), (0, -min(step, L - i) % BLOCK))
-        masses[:, i // BLOCK:i // BLOCK + p.shape[-1] // BLOCK] = p.view(B, -1, BLOCK).sum(-1)
-    total = masses.sum(-1, keepdim=True)  # (B, 1) sum of exp(x - m)
+    masses = block_masses(x, shift=m)  # (B, blocks) sums of exp(x - m)
+    total = masses.sum(-1, keepdim=True)  # (B, 1)
     return x.sub_(m + total.log().float()), masses / total
 
 
