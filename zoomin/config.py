@@ -32,6 +32,7 @@ class ModelConfig:
     evidence_sharpness: float = 1.0  # attention logits = sharpness x evidence (model.evidence): > 1 concentrates alpha and beta on the most evident locations
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
+    augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
     mpp: float = 0.0  # physical units (zoomin.units): level 0 in µm per pixel — slides are read at this resolution whatever their own, and tile/subtile are pixels at it (0: the file's own pixels)
     magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import foreground, stage1
+from .augment import dihedral
 from .config import ModelConfig
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
@@ -134,6 +135,8 @@ class _AttentionSampler(nn.Module):
         drawn = s2.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
+        if cfg.augment and self.training:
+            patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
         f = self.features(s1.standardised(patches, rows[drawn])).float()  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
