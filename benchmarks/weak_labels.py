@@ -76,7 +76,8 @@ def reached(history: list[dict], bar: float = 0.95) -> str:
 def report(args, results: list[dict]) -> str:
     lines = [f"# Weak labels: {args.size:,}² slides, ROI {args.roi_ratio:.3%}, slide labels only", "",
              f"`python benchmarks/weak_labels.py --size {args.size} --roi-ratio {args.roi_ratio} --seeds "
-             f"{' '.join(map(str, args.seeds))}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
+             f"{' '.join(map(str, args.seeds))}{f' --tag {args.tag}' if args.tag else ''}"
+             f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
              f"appearance `{args.appearance}`, {args.distractors} lesion-like distractor cells per slide; trained by "
              f"`zoomin train` with the packaged `zoomin/configs/slides.yaml` and `annotation_weight: 0` (seed of data "
              f"and initialisation as listed): slide labels only; the outlines feed only the diagnostics.", "",

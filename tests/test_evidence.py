@@ -91,8 +91,8 @@ def train_and_rank(evidence: bool, steps: int = 40, seed: int = 0) -> float:
 
 
 def test_evidence_puts_the_roi_first_from_labels_alone():
-    """Three seeds of data and initialisation, 40 steps of 16 images each (measured: 0.94, 1.0 and
-    0.81 of the held-out positives with the ROI at rank 1; the plain model 0.0 on each)."""
+    """Three seeds of data and initialisation, 40 steps of 16 images each (measured: 1.0, 1.0 and
+    0.69 of the held-out positives with the ROI at rank 1; the plain model 0.0 on each)."""
     with_evidence = [train_and_rank(True, seed=s) for s in range(3)]
     plain = [train_and_rank(False, seed=s) for s in range(3)]
     assert sum(with_evidence) / 3 >= 0.8, with_evidence
