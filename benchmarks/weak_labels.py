@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -121,12 +122,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.tag:
         args.out = f"{args.out}_{args.tag}"
-    if args.jobs > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(args.jobs) as pool:  # each seed is its own subprocess
-            results = list(pool.map(lambda s: one_seed(args, s), args.seeds))
-    else:
-        results = [one_seed(args, s) for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each seed is its own subprocess; --jobs 1: one after another
+        results = list(pool.map(lambda s: one_seed(args, s), args.seeds))
     text = report(args, results)
     Path(args.docs).mkdir(parents=True, exist_ok=True)
     (Path(args.docs) / f"weak_labels{'_' + args.tag if args.tag else ''}.md").write_text(text)
