@@ -33,6 +33,7 @@ class ModelConfig:
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
+    proposal_floor: float = 0.0  # training only: stage I draws from q = (1 - floor) alpha + floor uniform(foreground), weighted by alpha / q (unbiased; METHOD §10); 0: from alpha
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
     mpp: float = 0.0  # physical units (zoomin.units): level 0 in µm per pixel — slides are read at this resolution whatever their own, and tile/subtile are pixels at it (0: the file's own pixels)
     magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)
@@ -51,6 +52,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.evidence_topk < 1 or self.instance_topk < 1:
             raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
+        if not 0 <= self.proposal_floor < 1:
+            raise ValueError(f"model.proposal_floor must be in [0, 1), got {self.proposal_floor}")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
 

@@ -129,7 +129,9 @@ class _AttentionSampler(nn.Module):
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it."""
         B, cfg = src.batch_size, self.cfg
         log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
-        tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses)  # (B, P) distinct tiles, counts
+        floor = cfg.proposal_floor if self.training and mode == "sample" and not complement else 0.0
+        tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses,
+                     floor=floor, fg=s1.fg if floor else None)  # (B, P) distinct tiles, counts (and log q)
         boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
         s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
         drawn = s2.subtiles.valid  # (B, P, K)
@@ -143,7 +145,7 @@ class _AttentionSampler(nn.Module):
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
         if cfg.attention_score_grad != 1.0:  # same value; the score gradient into alpha and beta rescaled
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
-        z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode)  # (B, D)
+        z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode, log_q=tiles.log_q)  # (B, D)
         heads = {}
         if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
             inst = feats.new_full((*drawn.shape, self.evidence_channels), -float("inf"))  # (B, P, K, E)
@@ -152,7 +154,7 @@ class _AttentionSampler(nn.Module):
                          evidence2_logits=s2.evidence_logits,
                          instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
         return Trace(logits=self.classify(z), tile_index=tiles.index, view_hw=s1.view_hw,
-                     tile_counts=tiles.count, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
+                     tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
                      image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,
                      head_weight=self.classifier.linear.weight.detach().clone(), **heads)

@@ -15,6 +15,12 @@ constant) and whose gradient is a score:
   exact ``grad sum_j beta_j f_j`` for every prefix, hence unbiased. Using the inclusive sum, or
   letting the gradient flow through ``R_m`` instead, is biased (tests/test_estimators.py shows both).
 
+A third reweighting is optional (METHOD §10, "importance-weighted proposal"): stage I may draw from
+``q = (1 - eps) alpha + eps u`` (``u`` uniform over the foreground), so a floor of draws explores
+locations alpha has not found yet; each draw is then weighted by ``alpha_c / stopgrad(q_c)``
+(value ``alpha/q <= 1/(1 - eps)``, gradient ``(alpha/q) grad log alpha``), which keeps eq 3
+unbiased in value and gradients (tests/test_proposal.py).
+
 Entry points: ``draw`` (both stages, ``mode`` "sample" or "topk"), ``two_stage_estimate`` (eq 3
 composed with eq 9, or the top-k truncation; one stage is its ``K = 1`` case) and
 ``two_stage_weights`` (the value of each drawn feature's weight in that estimate, for display).
@@ -41,6 +47,7 @@ class Draws:
 
     index: torch.Tensor  # (..., P) int64 flat view locations; 0 in padding slots
     count: torch.Tensor  # (..., P) int64 draws that hit that location; 0 in padding
+    log_q: torch.Tensor | None = None  # (B, P) log proposal probability of each location (``floor`` > 0); None: drawn from p
 
     @property
     def valid(self) -> torch.Tensor:  # (..., P) bool
@@ -53,7 +60,8 @@ def _check_mode(mode: str) -> None:
 
 
 def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generator | None = None,
-         replacement: bool = True, masses: torch.Tensor | None = None) -> Draws:
+         replacement: bool = True, masses: torch.Tensor | None = None, floor: float = 0.0,
+         fg: torch.Tensor | None = None) -> Draws:
     """The one public sampler, for both stages (METHOD §3-4).
 
     * ``replacement=True`` (stage I, eq 3): ``n`` (int) i.i.d. draws per row of ``log_p`` (B, L),
@@ -65,14 +73,18 @@ def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generato
       after them. ``mode="topk"``: the ``min(n, S)`` most probable, in decreasing order.
 
     ``masses``: ``block_masses(log_p)`` when the caller keeps it (passes that redraw from one alpha).
+    ``floor`` (stage I, ``mode="sample"``): draw from the proposal ``q = (1 - floor) p + floor u``,
+    ``u`` uniform over the foreground ``fg`` (B, L) bool (None: every location); the result's
+    ``log_q`` is what ``two_stage_estimate`` needs to weight the draws by ``p / q`` (METHOD §10).
     """
     _check_mode(mode)
     if replacement:
-        if mode == "sample" and log_p.shape[-1] > BLOCKED_ABOVE:  # a gigapixel view: never a second map of its size
-            return group_draws(blocked_draws(log_p, n, generator, masses), log_p.shape[-1])
-        if mode == "sample":
-            return sample_with_replacement(log_p.exp(), n, generator)
-        return top_locations(log_p, n)
+        if mode == "topk":
+            return top_locations(log_p, n)
+        draws = iid_draws(log_p, n, generator, masses)  # (B, n)
+        if not floor:
+            return group_draws(draws, log_p.shape[-1])
+        return proposal_draws(log_p, draws, floor, fg, generator)
     S = log_p.shape[-1]
     n = torch.as_tensor(n, device=log_p.device).expand(log_p.shape[:-1])  # (...)
     k = max(1, min(int(n.max()) if n.numel() else 1, S))
@@ -110,16 +122,68 @@ def group_draws(draws: torch.Tensor, num_locations: int) -> Draws:
     return Draws(index, count)
 
 
+def iid_draws(log_p: torch.Tensor, n: int, generator: torch.Generator | None = None,
+              masses: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` i.i.d. locations per row of ``log_p`` (B, L) -> (B, n), ungrouped: block by block on a
+    gigapixel view (never a second map of its size), else from the probabilities."""
+    if log_p.shape[-1] > BLOCKED_ABOVE:
+        return blocked_draws(log_p, n, generator, masses)
+    return _draws_from_probs(log_p.detach().exp(), n, generator)
+
+
 def sample_with_replacement(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> Draws:
     """Stage I (METHOD §3-4): ``n`` i.i.d. locations per row of ``probs`` (B, L), grouped."""
+    return group_draws(_draws_from_probs(probs, n, generator), probs.shape[-1])
+
+
+def _draws_from_probs(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` i.i.d. draws per row of ``probs`` (B, L) -> (B, n)."""
     probs = probs.detach().float()
     if not torch.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("attention probabilities must be finite and non-negative to sample from")
     if probs.shape[-1] <= MULTINOMIAL_MAX:
-        draws = torch.multinomial(probs, n, replacement=True, generator=generator)  # (B, n)
-    else:
-        draws = inverse_cdf_draws(probs, n, generator)
-    return group_draws(draws, probs.shape[-1])
+        return torch.multinomial(probs, n, replacement=True, generator=generator)  # (B, n)
+    return inverse_cdf_draws(probs, n, generator)
+
+
+def proposal_draws(log_p: torch.Tensor, draws: torch.Tensor, floor: float, fg: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Draws:
+    """Stage I from the proposal ``q = (1 - floor) p + floor u`` (METHOD §10): each of the draws
+    ``draws`` (B, n) from ``p`` is replaced, with probability ``floor``, by a location drawn
+    uniformly from the foreground ``fg`` (B, L) bool (None, or an image with none: every location).
+    -> grouped ``Draws`` with ``log_q`` (B, P) at the drawn locations (0 in padding)."""
+    if not 0 < floor < 1:
+        raise ValueError(f"the proposal's uniform floor must be in (0, 1), got {floor}")
+    B, L = log_p.shape
+    if fg is not None:
+        fg = fg | ~fg.any(-1, keepdim=True)  # (B, L) an image with no foreground: every location
+    explore = torch.rand(draws.shape, generator=generator, device=draws.device) < floor  # (B, n)
+    grouped = group_draws(torch.where(explore, uniform_draws(fg, B, L, draws.shape[1], generator, draws.device), draws), L)
+    n_fg = torch.full((B,), float(L), device=draws.device) if fg is None else fg.sum(-1).double()  # (B,)
+    in_fg = torch.ones_like(grouped.valid) if fg is None else fg.gather(1, grouped.index)  # (B, P)
+    log_u = torch.where(in_fg, -n_fg.log()[:, None], -math.inf).float()  # (B, P) log u at the drawn locations
+    log_q = torch.logaddexp(math.log1p(-floor) + log_p.detach().gather(1, grouped.index).float(),
+                            math.log(floor) + log_u)  # (B, P)
+    grouped.log_q = log_q.masked_fill(~grouped.valid, 0.0)
+    return grouped
+
+
+def uniform_draws(fg: torch.Tensor | None, B: int, L: int, n: int, generator: torch.Generator | None = None,
+                  device=None) -> torch.Tensor:
+    """``n`` locations per image drawn uniformly from the foreground ``fg`` (B, L) bool (None: from
+    all ``L``; every row must have one) -> (B, n): by ``torch.multinomial`` on the mask, or on a
+    view with more locations than it allows by rejection (rounds over the whole batch at once)."""
+    if fg is None:
+        return torch.randint(L, (B, n), generator=generator, device=device)
+    if L <= MULTINOMIAL_MAX:
+        return torch.multinomial(fg.float(), n, replacement=True, generator=generator)
+    out = torch.randint(L, (B, n), generator=generator, device=device)
+    ok = fg.gather(1, out)  # (B, n)
+    while not ok.all():
+        cand = torch.randint(L, (B, n), generator=generator, device=device)
+        take = ~ok & fg.gather(1, cand)
+        out, ok = torch.where(take, cand, out), ok | take
+    return out
 
 
 MULTINOMIAL_MAX = 2**24  # torch.multinomial's limit on the number of categories
@@ -200,8 +264,11 @@ def _unit_with_score(log_p: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_p - log_p.detach())
 
 
-def expected_with_replacement(log_alpha: torch.Tensor, tile_sums: torch.Tensor, n: int) -> torch.Tensor:
+def expected_with_replacement(log_alpha: torch.Tensor, tile_sums: torch.Tensor, n: int,
+                              log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Eq 3: ``(1/N) sum_{i<N} f(T(x, c_i))`` with ``c_i ~ alpha`` i.i.d., unbiased in value and gradient.
+    With ``c_i ~ q`` (``log_q`` (B, P) of the drawn locations, METHOD §10) each draw is weighted by
+    ``alpha / stopgrad(q)``: value ``alpha / q``, gradient ``(alpha / q) grad log alpha`` — unbiased too.
 
     Draws of one location are grouped (``Draws``), so the caller passes per distinct location
     the sum of what its draws contribute: ``count * f_c`` for one stage, or the sum of the
@@ -209,7 +276,7 @@ def expected_with_replacement(log_alpha: torch.Tensor, tile_sums: torch.Tensor, 
 
     log_alpha: (B, P) log attention of the drawn locations; tile_sums: (B, P, K) -> (B, K).
     """
-    weight = _unit_with_score(log_alpha)  # (B, P)
+    weight = _unit_with_score(log_alpha) if log_q is None else torch.exp(log_alpha - log_q.detach())  # (B, P)
     return (weight.unsqueeze(-1) * tile_sums).sum(1) / n
 
 
@@ -268,7 +335,7 @@ def expected_topk(log_weights: torch.Tensor, feats: torch.Tensor) -> torch.Tenso
 
 def two_stage_estimate(log_alpha: torch.Tensor, log_beta: torch.Tensor, feats: torch.Tensor, count: torch.Tensor,
                        drawn: torch.Tensor, n: int, num_subtiles: int, mode: str = "sample",
-                       within=None) -> torch.Tensor:
+                       within=None, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Eq 5's inner sum ``sum_c alpha_c sum_c' beta_cc' f_cc'`` from the drawn (tile, sub-tile) pairs.
 
     ``mode="sample"``: eq 9 inside each tile (``within``, default ``expected_without_replacement``;
@@ -279,26 +346,29 @@ def two_stage_estimate(log_alpha: torch.Tensor, log_beta: torch.Tensor, feats: t
     log_alpha: (B, P) log alpha of the drawn tiles; log_beta: (B, P, K) log beta of the drawn
     sub-tiles in draw order; feats: (B, P, K, D) (0 where not drawn); count: (B, P) stage-I draws
     per tile (0: padding); drawn: (B, P, K) bool, the drawn slots (``draw(...).valid``); n: the
-    stage-I draws N; num_subtiles: S, the locations of a tile's stage-II view -> (B, D).
+    stage-I draws N; num_subtiles: S, the locations of a tile's stage-II view; log_q: (B, P) the
+    stage-I proposal at the drawn tiles when they were not drawn from alpha (``draw(floor=...)``) -> (B, D).
     """
     _check_mode(mode)
     if mode == "sample":
         within = within or expected_without_replacement  # looked up per call, so tests can patch it
         tile_sums = within(log_beta, feats, count, num_subtiles) * (count > 0).unsqueeze(-1)  # (B, P, D) eq 9
-        return expected_with_replacement(log_alpha, tile_sums, n)  # (B, D) eq 3
+        return expected_with_replacement(log_alpha, tile_sums, n, log_q)  # (B, D) eq 3
     kept = log_beta.masked_fill(~drawn, -math.inf)  # (B, P, K)
     return expected_topk(log_alpha, expected_topk(kept, feats))
 
 
 def two_stage_weights(log_alpha: torch.Tensor, log_beta: torch.Tensor, count: torch.Tensor, drawn: torch.Tensor,
-                      num_subtiles: int, mode: str = "sample") -> torch.Tensor:
+                      num_subtiles: int, mode: str = "sample", log_q: torch.Tensor | None = None) -> torch.Tensor:
     """The value of each drawn feature's coefficient in ``two_stage_estimate`` (``z = sum w f``,
-    summing to 1 per image), for display: ``subtile_weights / N`` (eqs 3 + 9) or the renormalised
-    ``alpha beta`` (top-k). Shapes as ``two_stage_estimate`` -> (B, P, K), detached, 0 where not drawn."""
+    summing to 1 per image, or to 1 in expectation when drawn from a proposal ``log_q``), for display:
+    ``subtile_weights / N`` (eqs 3 + 9, times ``alpha / q``) or the renormalised ``alpha beta``
+    (top-k). Shapes as ``two_stage_estimate`` -> (B, P, K), detached, 0 where not drawn."""
     _check_mode(mode)
     if mode == "sample":
         n = count.sum(-1)[..., None, None]  # (B, 1, 1): each image's counts add up to its N draws
-        return subtile_weights(log_beta, count, num_subtiles) / n
+        w = subtile_weights(log_beta, count, num_subtiles) / n
+        return w if log_q is None else w * torch.exp(log_alpha.detach() - log_q.detach()).unsqueeze(-1)
     kept = log_beta.detach().masked_fill(~drawn, -math.inf)  # (B, P, K)
     return log_alpha.detach().softmax(-1).unsqueeze(-1) * kept.softmax(-1)
 

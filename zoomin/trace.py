@@ -49,6 +49,7 @@ class Trace:
     evidence_logits: Optional[torch.Tensor] = None  # (B, classes) stage-I evidence pooled by a smooth max (METHOD §10)
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
+    tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
 
     @property
     def probs(self) -> torch.Tensor:
@@ -73,14 +74,14 @@ class Trace:
 
     @cached_property
     def weights(self) -> torch.Tensor:
-        """(B, P, K) the value of each sample's weight in ``z`` (sums to 1 per image; 0 where not
-        drawn), detached: ``z = sum weights * features``."""
+        """(B, P, K) the value of each sample's weight in ``z`` (sums to 1 per image, in expectation when
+        drawn from a proposal ``tile_log_q``; 0 where not drawn), detached: ``z = sum weights * features``."""
         la = self.log_alpha.detach().gather(1, self.tile_index)  # (B, P) of the drawn tiles
         if self.log_beta is None:  # one stage: K = S = 1, beta = 1
             lb, S = torch.zeros(self.subtile_index.shape, device=la.device), 1
         else:
             lb, S = self.log_beta.detach().gather(-1, self.subtile_index), self.log_beta.shape[-1]  # (B, P, K)
-        return two_stage_weights(la, lb, self.tile_counts, self.subtile_valid, S, self.mode)
+        return two_stage_weights(la, lb, self.tile_counts, self.subtile_valid, S, self.mode, self.tile_log_q)
 
     @cached_property
     def contributions(self) -> Optional[torch.Tensor]:
