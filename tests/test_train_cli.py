@@ -155,3 +155,21 @@ def test_batch_norm_recalibration_replaces_stale_statistics():
     recalibrate_batch_norm(model, loader, torch.device("cpu"), batches=2)
     assert all(m.running_mean.abs().max() < 50 for m in bn)
     assert all(m.momentum == 0.1 for m in bn) and all(int(m.num_batches_tracked) == 2 for m in bn)
+
+
+def test_set_overrides_fields_and_reports_bad_items(tmp_path, capsys):
+    cfg = Config.from_dict(TINY).override(["model.n_samples=7", "train.lr=5e-3", "model.foreground=none",
+                                           "train.cosine=false"])
+    assert (cfg.model.n_samples, cfg.train.lr, cfg.model.foreground, cfg.train.cosine) == (7, 0.005, "none", False)
+    assert Config.from_dict(TINY).override([]).model.n_samples == TINY["model"]["n_samples"]
+    path = write(tmp_path, TINY)
+    for item, message in [("model.n_smaples=3", "n_smaples"), ("n_samples=3", "expected SECTION.KEY=VALUE"),
+                          ("model.n_samples=0", "n_samples must be >= 1"), ("train.lr=[1", "not valid YAML"),
+                          ("train.lr=fast", "takes a number")]:
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "x"), "--set", item]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err and "--set" in err, err
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "y"), "--set", "train.epochs=1",
+                 "--set", "model.n_samples=3"]) == 0
+    saved = load_checkpoint(tmp_path / "y" / "checkpoint.pt")["config"]
+    assert saved["model"]["n_samples"] == 3 and saved["train"]["epochs"] == 1

@@ -38,6 +38,7 @@ def _callbacks(specs: list[str]) -> list:
 def _fit(cfg, args) -> int:
     """Train with the command's --epochs/--resume/--quiet/--callback and print the headline metrics."""
     from .train import Trainer
+    cfg = cfg.override(args.overrides)
     if args.epochs:
         cfg.train.epochs = args.epochs
     from .distributed import is_main
@@ -53,7 +54,7 @@ def _fit(cfg, args) -> int:
 
 
 def cmd_demo(args) -> int:
-    cfg = _packaged_config("demo.yaml")
+    cfg = _packaged_config("demo.yaml").override(args.overrides)
     print(f"zoomin demo: Megapixel MNIST {cfg.data.canvas}x{cfg.data.canvas}, {cfg.model.kind}, "
           f"N={cfg.model.n_samples}, {args.epochs or cfg.train.epochs} epochs -> {Path(args.out)}", flush=True)
     return _fit(cfg, args)
@@ -100,6 +101,8 @@ def cmd_manifest(args) -> int:
 
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override one config field, e.g. --set model.n_samples=16 --set train.lr=0.005; repeatable")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch still)")
     p.add_argument("--callback", action="append", default=[], metavar="MODULE:NAME",

@@ -151,6 +151,29 @@ class Config:
                 raise ValueError(f"{source}: {e}") from None
         return cls(**parts)
 
+    def override(self, items: list[str], source: str = "--set") -> "Config":
+        """A copy with ``SECTION.KEY=VALUE`` items applied (VALUE read as YAML: ``0.25``, ``true``,
+        ``otsu_dark``), checked like a config file; a bad item is a one-line error naming it."""
+        import yaml
+        d = self.to_dict()
+        for item in items:
+            key, eq, value = item.partition("=")
+            section, dot, name = key.partition(".")
+            if not eq or not dot or section not in d:
+                raise ValueError(f"{source} {item}: expected SECTION.KEY=VALUE, SECTION one of model, data, train")
+            try:
+                new = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"{source} {item}: the value is not valid YAML") from None
+            old = d[section].get(name)
+            if isinstance(new, str) and isinstance(old, float):  # YAML 1.1 reads 5e-3 as a string
+                try:
+                    new = float(new)
+                except ValueError:
+                    raise ValueError(f"{source} {item}: {section}.{name} takes a number") from None
+            d[section][name] = new
+        return Config.from_dict(d, source=f"{source} {' '.join(items)}") if items else self
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Config":
         import yaml
