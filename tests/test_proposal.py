@@ -70,6 +70,19 @@ def test_proposal_is_unbiased(L, S, n, floor, sharp, background):
     assert float(ratio[tiles.valid].max()) <= 1 / (1 - floor) + 1e-5  # alpha / q bounded by the mixing
 
 
+def test_proposal_is_unbiased_on_a_gigapixel_sized_view(monkeypatch):
+    """The same check through the paths a view too large for one map takes: alpha drawn block by
+    block, the floor's uniform draws by rejection."""
+    import zoomin.sampling as sampling
+    monkeypatch.setattr(sampling, "BLOCKED_ABOVE", 2)
+    monkeypatch.setattr(sampling, "BLOCK", 4)
+    monkeypatch.setattr(sampling, "MULTINOMIAL_MAX", 2)
+    a, b, f, w, fg = problem(7, 3, 3, seed=5, sharp=2.0, background=(2, 6))
+    v, g, tiles = monte_carlo(a, b, f, w, fg, 4, 0.3, seed=2)
+    assert max_error((v, g), exact(a, b, f, w, fg)) < TOL
+    assert not {2, 6} & set(tiles.index[tiles.valid].tolist())
+
+
 def test_dropping_the_weights_is_biased():
     """The same draws from q without the ``alpha / q`` weights estimate a different sum."""
     a, b, f, w, fg = problem(5, 4, 3, seed=3, sharp=5.0)
