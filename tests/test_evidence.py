@@ -8,7 +8,8 @@ from zoomin.config import ModelConfig
 from zoomin.evidence import (attention_logits, evidence_channels, evidence_class_logits, mil_pool, roi_attention,
                              standardise)
 from zoomin.losses import evidence_loss, instance_loss, total_loss
-from zoomin.model import build_model
+from zoomin.model import ZoomInNet, build_model
+from zoomin.sources import ArraySource
 
 
 def test_mil_pool_is_the_mean_of_the_k_largest_valid_values():
@@ -114,3 +115,26 @@ def test_evidence_losses_need_the_heads():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert evidence_loss(tr, y).item() == pytest.approx(parts["evidence"], rel=1e-6)
     assert instance_loss(tr, y).item() == pytest.approx(parts["instance"], rel=1e-6)
+
+
+def test_the_outlier_prior_ranks_the_odd_place_first_before_any_training():
+    """``model.evidence_prior``: with the fixed outlier score added, an untrained stage I already puts
+    a small blob that differs from the tissue (darker in one image, another hue in the other) first
+    in alpha; without it, the untrained net does not."""
+    from zoomin.evidence import outlier_score
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 + 0.05 * torch.rand(2, 3, 96, 96, generator=g)
+    x[0, :, 60:64, 20:24] = 0.2  # darker
+    x[1, 0, 30:34, 70:74] = 0.8  # a stain shift: one channel only
+    roi = torch.zeros(2, 96, 96, dtype=torch.bool)
+    roi[0, 60:64, 20:24] = roi[1, 30:34, 70:74] = True
+    score = outlier_score(standardise(x, None)[0], 5)  # (2, 1, 96, 96)
+    assert score.shape == (2, 1, 96, 96)
+    for prior, expect in ((3.0, True), (0.0, False)):
+        torch.manual_seed(1)
+        cfg = ModelConfig(in_channels=3, num_classes=2, scale1=1.0, tile=8, scale2=0.5, subtile=4, n_samples=4,
+                          evidence=True, evidence_sharpness=4.0, evidence_prior=prior, feature_norm="none")
+        with torch.no_grad():
+            s1 = ZoomInNet(cfg).attend(ArraySource(x))
+        first = s1.log_alpha.argmax(-1)  # (2,)
+        assert bool(roi.flatten(1).gather(1, first[:, None]).all()) == expect

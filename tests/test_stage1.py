@@ -147,3 +147,17 @@ def test_in_place_normalisation_gives_log_softmax_and_block_masses():
     out, masses = _normalise_(x.clone())
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.allclose(masses, block_masses(ref), rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [7, 16])
+def test_streamed_equals_one_piece_with_the_outlier_prior(chunk):
+    """The prior's window needs a halo too (depth 2: the net's own halo is smaller than it)."""
+    def run(c):
+        torch.manual_seed(0)
+        model = ZoomInNet(ModelConfig(**{**CFG, "attention_depth": 2, "stage1_chunk": c, "evidence_prior": 1.0}))
+        assert model.attention1.halo == 2
+        with torch.no_grad():
+            return model.attend(ArraySource(tissue()))
+    one, many = run(0), run(chunk)
+    assert torch.allclose(one.log_alpha.exp(), many.log_alpha.exp(), atol=1e-7)
+    assert torch.allclose(one.evidence_logits, many.evidence_logits, atol=1e-5)

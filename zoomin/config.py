@@ -31,6 +31,7 @@ class ModelConfig:
     evidence: bool = False  # MIL evidence heads (METHOD §10): a and b give a per-location evidence map that is the attention logits, pooled into auxiliary predictions; f gets an instance head; views standardised over the foreground
     evidence_sharpness: float = 1.0  # attention logits = sharpness x evidence (model.evidence): > 1 concentrates alpha and beta on the most evident locations
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
+    evidence_prior: float = 0.0  # weight of a fixed outlier score added to the stage-I evidence (zoomin.evidence.outlier_score; needs evidence): the slide's most unusual places come first from step one
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
     proposal_floor: float = 0.0  # training only: stage I draws from q = (1 - floor) alpha + floor uniform(foreground), weighted by alpha / q (unbiased; METHOD §10); 0: from alpha

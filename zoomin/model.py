@@ -76,7 +76,8 @@ class _AttentionSampler(nn.Module):
         self.patch_hw = (patch, patch)  # the level-0 patch fed to f
         self.evidence_channels = evidence_channels(cfg.num_classes) if cfg.evidence else 1  # E
         self.sharpness = cfg.evidence_sharpness if cfg.evidence else 1.0  # attention logits per unit of evidence
-        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels)
+        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels,
+                                       prior=cfg.evidence_prior if cfg.evidence else 0.0)
         self.features = build_backbone(cfg.backbone, in_channels=cfg.in_channels, out_dim=cfg.feature_dim,
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
