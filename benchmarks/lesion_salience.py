@@ -8,8 +8,9 @@ For every positive slide with outlines in each folder's manifest, the stage-I vi
 as the model's attention nets see it, and two fixed scores rank every tissue location:
 
 * ``dark``: minus the channel mean, averaged over a w x w window of view pixels;
-* ``outlier``: the Mahalanobis distance of the window-averaged colour from the slide's tissue
-  colour (any appearance that differs from the slide's tissue: dark nuclei, a stain shift).
+* ``outlier``: ``zoomin.evidence.outlier_score``, what ``model.evidence_prior`` adds to the
+  stage-I evidence: the norm over channels of the window-averaged standardised view (any
+  appearance that differs from the slide's tissue: dark nuclei, a stain shift).
 
 The lesion's best rank (``zoomin.evidence.roi_attention``; 1 = the top location is in a lesion)
 says how far a lesion stands out of its slide's own tissue at stage I, the ceiling a
@@ -33,12 +34,10 @@ WINDOWS = (1, 3, 5)
 
 
 def scores(x: torch.Tensor, fg: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
-    """x: (C, h, w) standardised view; fg: (h*w,) bool -> {score name: (h*w,)}."""
-    xs = F.avg_pool2d(x[None], window, 1, window // 2, count_include_pad=False)[0].flatten(1)  # (C, L)
-    tissue = xs[:, fg]
-    centred = xs - tissue.mean(1, keepdim=True)
-    cov = torch.cov(tissue) + 1e-3 * torch.eye(xs.shape[0])
-    return {"dark": -xs.mean(0), "outlier": (centred * torch.linalg.solve(cov, centred)).sum(0)}
+    """x: (C, h, w) standardised view; fg: (h, w) bool -> {score name: (h*w,)}."""
+    from zoomin.evidence import outlier_score
+    xs = F.avg_pool2d(x[None], window, 1, window // 2, count_include_pad=False)[0]  # (C, h, w)
+    return {"dark": -xs.mean(0).flatten(), "outlier": outlier_score(x[None], window, fg[None]).flatten()}
 
 
 def folder_rows(folder: Path, stage1_mpp: float) -> list[dict]:
@@ -66,7 +65,7 @@ def folder_rows(folder: Path, stage1_mpp: float) -> list[dict]:
         fg_locs.append(int(fg.sum()))
         lesion_px.append(int(roi.sum()))
         for w in WINDOWS:
-            for name, s in scores(x, fg[0], w).items():
+            for name, s in scores(x, fg[0].view(x.shape[1:]), w).items():
                 s = s.masked_fill(~fg[0], -float("inf"))
                 ranks.setdefault((name, w), []).append(int(roi_attention(s[None], roi)[1]))
     rows = []
@@ -93,7 +92,7 @@ def main(argv=None):
     rows = [r for f in a.folders for r in folder_rows(Path(f), a.stage1_mpp)]
     cmd = "python benchmarks/lesion_salience.py " + " ".join(a.folders) + f" --stage1-mpp {a.stage1_mpp:g}"
     text = "\n".join([f"# Lesion salience in the stage-I view ({a.stage1_mpp:g} µm/px)", "", f"`{cmd}`", "",
-                      __doc__.split("\n\n", 2)[1], "", table(pd.DataFrame(rows)), ""])
+                      __doc__.split("\n\n", 2)[2].strip(), "", table(pd.DataFrame(rows)), ""])
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "lesion_salience.md").write_text(text)
     print(text)

@@ -8,7 +8,9 @@ the held-out curves and ``docs/weak_labels.md``.
     python benchmarks/weak_labels.py --size 16384 --roi-ratio 0.0001 --tag 16k   # ROI 0.01%
 
 ``--jobs J`` trains J seeds at once, each with one CPU thread (``train.threads: 1``), so the
-minutes reported per seed are those of a machine shared by J runs.
+minutes reported per seed are those of a machine shared by J runs. ``--set model.KEY=VALUE``
+measures a non-default setting (the report says so); ``--slides-from runs/weak_labels_16k`` trains
+on the slides an earlier run wrote instead of writing them again.
 
 The outlines are written beside the slides and used only as a diagnostic (attention mass on the
 lesions, their rank in alpha, on the held-out slides): the one change to the packaged config is
@@ -38,14 +40,14 @@ def run(cmd: list[str], threads: int = 0) -> float:
 
 def one_seed(args, seed: int) -> dict:
     out, zoomin = Path(args.out) / f"seed{seed}", [sys.executable, "-m", "zoomin"]
-    manifest = out / "slides" / "manifest.csv"
+    manifest = Path(args.slides_from or args.out) / f"seed{seed}" / "slides" / "manifest.csv"
     write_s = 0.0
     if not manifest.exists():
-        write_s = run(zoomin + ["synth-slides", "--n", str(args.n), "--size", str(args.size), "--out", str(out / "slides"),
+        write_s = run(zoomin + ["synth-slides", "--n", str(args.n), "--size", str(args.size), "--out", str(manifest.parent),
                                 "--seed", str(seed), "--roi-ratio", str(args.roi_ratio), "--appearance", args.appearance,
                                 "--distractors", str(args.distractors), "--quiet"])
     from zoomin.cli import _packaged_config
-    cfg = _packaged_config("slides.yaml").to_dict()
+    cfg = _packaged_config("slides.yaml").override(args.overrides).to_dict()
     cfg["train"]["seed"] = seed
     cfg["train"]["annotation_weight"] = 0.0  # outlines: diagnostics only (see the module docstring)
     if args.jobs > 1:
@@ -53,6 +55,7 @@ def one_seed(args, seed: int) -> dict:
     cfg["data"].update(task="manifest", manifest=str(manifest.resolve()))
     if args.epochs:
         cfg["train"]["epochs"] = args.epochs
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     train_s = run(zoomin + ["train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet"],
                   threads=1 if args.jobs > 1 else 0)
@@ -78,9 +81,13 @@ def report(args, results: list[dict]) -> str:
     lines = [f"# Weak labels: {args.size:,}² slides, ROI {args.roi_ratio:.3%}, slide labels only", "",
              f"`python benchmarks/weak_labels.py --size {args.size} --roi-ratio {args.roi_ratio} --seeds "
              f"{' '.join(map(str, args.seeds))}{f' --tag {args.tag}' if args.tag else ''}"
-             f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
+             f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}"
+             f"{''.join(f' --set {o}' for o in args.overrides)}"
+             f"{f' --slides-from {args.slides_from}' if args.slides_from else ''}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
              f"appearance `{args.appearance}`, {args.distractors} lesion-like distractor cells per slide; trained by "
-             f"`zoomin train` with the packaged `zoomin/configs/slides.yaml` and `annotation_weight: 0` (seed of data "
+             f"`zoomin train` with the packaged `zoomin/configs/slides.yaml`"
+             f"{' changed by ' + ', '.join(f'`{o}`' for o in args.overrides) + ' (not the default)' if args.overrides else ''}"
+             f" and `annotation_weight: 0` (seed of data "
              f"and initialisation as listed): slide labels only; the outlines feed only the diagnostics.", "",
              *([f"{args.jobs} seeds trained at once, one CPU thread each: the times are those of a shared machine.", ""]
                if args.jobs > 1 else []),
@@ -119,6 +126,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=0, help="override the config's epochs (0: as shipped)")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one CPU thread each")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                   help="change a field of slides.yaml for this run (as zoomin train --set); said in the report")
+    p.add_argument("--slides-from", default="", help="reuse the slides of an earlier --out (its seedN/slides)")
     args = p.parse_args(argv)
     if args.tag:
         args.out = f"{args.out}_{args.tag}"

@@ -95,15 +95,22 @@ def attention_logits(evidence: torch.Tensor, sharpness: float = 1.0) -> torch.Te
     return sharpness * (evidence[:, 0] if evidence.shape[1] == 1 else evidence.logsumexp(1))
 
 
-def outlier_score(view: torch.Tensor, window: int = 5) -> torch.Tensor:
+def outlier_score(view: torch.Tensor, window: int = 5, fg: torch.Tensor | None = None) -> torch.Tensor:
     """A fixed prior for the stage-I evidence (METHOD §10, the cold start; ``model.evidence_prior``):
     how far each location's neighbourhood stands out of its image's tissue — the norm over channels
     of the standardised view averaged over a ``window x window`` neighbourhood (no parameters, any
     appearance: darker, paler or another hue). Added to the learnt evidence, it puts the slide's
     most unusual places first in alpha and in the top-k pooling from the first step, so the MIL
     loss learns which of them are lesions instead of waiting for a random net to rank one high.
-    view: (B, C, h, w) standardised -> (B, 1, h, w)."""
-    smooth = torch.nn.functional.avg_pool2d(view.float(), window, 1, window // 2, count_include_pad=False)
+    The average is over the neighbourhood's foreground only (``fg``), so the edge of the tissue
+    does not stand out for the glass beside it. view: (B, C, h, w) standardised; fg: (B, h, w)
+    bool or None -> (B, 1, h, w)."""
+    pool = lambda t: torch.nn.functional.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)  # noqa: E731
+    if fg is None:
+        smooth = pool(view.float())
+    else:
+        w = fg.unsqueeze(1).float()  # (B, 1, h, w)
+        smooth = pool(view.float() * w) / pool(w).clamp(min=1e-6)
     return smooth.pow(2).sum(1, keepdim=True).sqrt()
 
 

@@ -76,8 +76,7 @@ class _AttentionSampler(nn.Module):
         self.patch_hw = (patch, patch)  # the level-0 patch fed to f
         self.evidence_channels = evidence_channels(cfg.num_classes) if cfg.evidence else 1  # E
         self.sharpness = cfg.evidence_sharpness if cfg.evidence else 1.0  # attention logits per unit of evidence
-        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels,
-                                       prior=cfg.evidence_prior if cfg.evidence else 0.0)
+        self.attention1 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth, out_channels=self.evidence_channels)
         self.features = build_backbone(cfg.backbone, in_channels=cfg.in_channels, out_dim=cfg.feature_dim,
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
@@ -97,7 +96,8 @@ class _AttentionSampler(nn.Module):
         else:
             view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w)
         return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
-                             self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device)
+                             self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
+                             prior=self.cfg.evidence_prior if self.cfg.evidence else 0.0)
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""

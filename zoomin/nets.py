@@ -8,8 +8,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .evidence import outlier_score
-
 
 class AttentionNet(nn.Module):
     """``a`` / ``b``: a fully convolutional net giving ``out_channels`` maps per view location: the
@@ -19,8 +17,7 @@ class AttentionNet(nn.Module):
     with the view, and no location's output is an average over an area (no pooling).
     """
 
-    def __init__(self, in_channels: int, hidden: int = 8, depth: int = 3, kernel: int = 3, out_channels: int = 1,
-                 prior: float = 0.0, prior_window: int = 5):
+    def __init__(self, in_channels: int, hidden: int = 8, depth: int = 3, kernel: int = 3, out_channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
@@ -30,14 +27,10 @@ class AttentionNet(nn.Module):
         layers.append(nn.Conv2d(ch, out_channels, kernel, padding=kernel // 2))
         self.body = nn.Sequential(*layers)
         self.out_channels = out_channels
-        self.prior, self.prior_window = prior, prior_window  # weight and window of zoomin.evidence.outlier_score
-        self.halo = max(depth * (kernel // 2), prior_window // 2 if prior else 0)  # what a streamed piece needs around it
+        self.halo = depth * (kernel // 2)  # receptive-field radius: what a streamed piece needs around it
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
-        out = self.body(view)  # (B, out_channels, h, w)
-        if self.prior:
-            out = out + self.prior * outlier_score(view, self.prior_window)  # (B, 1, h, w) broadcast
-        return out
+        return self.body(view)  # (B, out_channels, h, w)
 
 
 def _norm(kind: str, width: int) -> nn.Module:

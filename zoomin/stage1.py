@@ -31,8 +31,8 @@ from torch.utils.checkpoint import checkpoint
 from . import foreground
 from .sampling import BLOCKED_ABOVE, block_masses
 from .sources import to_unit
-from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, pooled_logits,
-                       standardise, top_values)
+from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, outlier_score,
+                       pooled_logits, standardise, top_values)
 
 
 @dataclass
@@ -145,20 +145,27 @@ def _normalise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.sub_(m + total.log().float()), masses / total
 
 
+PRIOR_WINDOW = 5  # view pixels a side of the outlier prior's neighbourhood (zoomin.evidence.outlier_score)
+
+
 def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 1.0, evidence: bool = False,
-           topk: int = 8, chunk: int = 0, device: torch.device | None = None) -> Stage1:
+           topk: int = 8, chunk: int = 0, device: torch.device | None = None, prior: float = 0.0) -> Stage1:
     """Stage I, eq 1, on ``view`` (B, C, h, w) with attention net ``net`` (``zoomin.nets.AttentionNet``):
     log alpha over the foreground; with ``evidence``, ``net``'s output is the evidence map, pooled
     by a top-``topk`` mean over the foreground (``zoomin.evidence``, METHOD §10) and standardised
-    inputs. Streamed in ``chunk x chunk`` pieces (0: one piece); the result equals one piece. The
-    view stays where it is (a slide's on the CPU); each piece moves to ``device`` (the net's)."""
+    inputs; ``prior`` > 0 adds that times ``outlier_score`` of the standardised view to the evidence
+    (METHOD §10, the cold start). Streamed in ``chunk x chunk`` pieces (0: one piece); the result
+    equals one piece. The view stays where it is (a slide's on the CPU); each piece moves to
+    ``device`` (the net's)."""
+    prior = prior if evidence else 0.0
     B, C, h, w = view.shape
     device = device or view.device
     threshold, has_fg, stats = fit(view, kind, evidence)
     threshold, has_fg, stats = (None if threshold is None else threshold.to(device),
                                 None if has_fg is None else has_fg.to(device),
                                 None if stats is None else tuple(t.to(device) for t in stats))
-    rows, cols, halo, grad = _spans(h, chunk), _spans(w, chunk), net.halo, torch.is_grad_enabled()
+    rows, cols, grad = _spans(h, chunk), _spans(w, chunk), torch.is_grad_enabled()
+    halo = max(net.halo, PRIOR_WINDOW // 2 if prior else 0)  # what a piece needs around it
     one_piece = len(rows) * len(cols) == 1
     att = torch.full((B, h, w), foreground.MASKED, device=device)  # (B, h, w) skipped pieces: background
     fg = None if threshold is None or not (evidence and grad) else torch.zeros(B, h, w, dtype=torch.bool, device=device)
@@ -180,6 +187,9 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
                 continue
         out = _logits(net, x, stats) if one_piece or not grad else checkpoint(_logits, net, x, stats, use_reentrant=False)
         out = out[own].float()  # (B, E, ph, pw) the piece's own locations
+        if prior:  # a fixed score, no gradient: added after the (checkpointed) net
+            fgp = None if threshold is None else foreground.raw_mask(x, threshold, kind).view(B, *x.shape[-2:]) | ~has_fg.view(B, 1, 1)
+            out = out + prior * outlier_score(standardise(x, None, stats)[0], PRIOR_WINDOW, fgp)[own]  # (B, 1, ph, pw) broadcast
         a = attention_logits(out, sharpness)  # (B, ph, pw)
         att[:, r0:r1, c0:c1] = a if f is None else a + (~f).to(a.dtype) * foreground.MASKED
         if ev_map is not None:
