@@ -131,11 +131,6 @@ def fit(view: torch.Tensor, kind: str, with_stats: bool):
     return threshold, has_fg, stats
 
 
-def _logits(net, x: torch.Tensor, stats) -> torch.Tensor:
-    """``a`` on one piece (standardised first when ``stats``) -> (B, E, h, w)."""
-    return net(x if stats is None else standardise(x, None, stats)[0])
-
-
 def _normalise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-softmax of ``x`` (B, L) in place (no temporary of ``x``'s size) and the
     ``zoomin.sampling.block_masses`` of the result, from one pass over ``exp(x - max)`` -> (x, masses)."""
@@ -178,18 +173,19 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
             band = _rows(view, a0, a1)  # (B, C, ph + halos, w) the pieces' rows, read once per row of pieces
         x = to_unit(band[..., b0:b1].to(device))  # (B, C, ph + halos, pw + halos)
         own = (slice(None), slice(None), slice(r0 - a0, r1 - a0), slice(c0 - b0, c1 - b0))
-        f = None  # (B, ph, pw) foreground of the piece's own locations
+        f = fgp = None  # (B, ph, pw) foreground of the piece's own locations; (B, ph + halos, pw + halos) with its halo
         if threshold is not None:
-            f = foreground.raw_mask(x[own], threshold, kind).view(B, r1 - r0, c1 - c0) | ~has_fg.view(B, 1, 1)
+            fgp = foreground.raw_mask(x, threshold, kind).view(B, *x.shape[-2:]) | ~has_fg.view(B, 1, 1)
+            f = fgp[own[1:]]
             if fg is not None:  # the evidence loss pools over it (training)
                 fg[:, r0:r1, c0:c1] = f
             if not f.any():
                 continue
-        out = _logits(net, x, stats) if one_piece or not grad else checkpoint(_logits, net, x, stats, use_reentrant=False)
+        x = x if stats is None else standardise(x, None, stats)[0]  # once, for the net and the prior
+        out = net(x) if one_piece or not grad else checkpoint(net, x, use_reentrant=False)
         out = out[own].float()  # (B, E, ph, pw) the piece's own locations
         if prior:  # a fixed score, no gradient: added after the (checkpointed) net
-            fgp = None if threshold is None else foreground.raw_mask(x, threshold, kind).view(B, *x.shape[-2:]) | ~has_fg.view(B, 1, 1)
-            out = out + prior * outlier_score(standardise(x, None, stats)[0], PRIOR_WINDOW, fgp)[own]  # (B, 1, ph, pw) broadcast
+            out = out + prior * outlier_score(x, PRIOR_WINDOW, fgp)[own]  # (B, 1, ph, pw) broadcast
         a = attention_logits(out, sharpness)  # (B, ph, pw)
         att[:, r0:r1, c0:c1] = a if f is None else a + (~f).to(a.dtype) * foreground.MASKED
         if ev_map is not None:
