@@ -10,7 +10,8 @@ the held-out curves and ``docs/weak_labels.md``.
 ``--jobs J`` trains J seeds at once, each with one CPU thread (``train.threads: 1``), so the
 minutes reported per seed are those of a machine shared by J runs. ``--set model.KEY=VALUE``
 measures a non-default setting (the report says so); ``--slides-from runs/weak_labels_16k`` trains
-on the slides an earlier run wrote instead of writing them again.
+on the slides an earlier run wrote instead of writing them again; ``--keep-finished`` reads back a
+seed that an earlier run trained to the end with the same config (more seeds added to a report).
 
 The outlines are written beside the slides and used only as a diagnostic (attention mass on the
 lesions, their rank in alpha, on the held-out slides): the one change to the packaged config is
@@ -56,11 +57,35 @@ def one_seed(args, seed: int) -> dict:
     if args.epochs:
         cfg["train"]["epochs"] = args.epochs
     out.mkdir(parents=True, exist_ok=True)
+    finished = kept(args, out, cfg)
+    if finished is not None:
+        return {"seed": seed, "write_s": 0.0, **finished}
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     train_s = run(zoomin + ["train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet"],
                   threads=1 if args.jobs > 1 else 0)
     m = json.loads((out / "run" / "metrics.json").read_text())
+    (out / "result.json").write_text(json.dumps({"train_s": train_s}))
     return {"seed": seed, "write_s": write_s, "train_s": train_s, "metrics": m}
+
+
+def kept(args, out: Path, cfg: dict) -> dict | None:
+    """With ``--keep-finished``: the result of a seed an earlier run trained to the end with this
+    very config (its ``config.yaml`` equal, ``metrics.json`` at the config's epochs), else None.
+    Its training time is the one it wrote (``result.json``), or, for a run from before that file,
+    the sum of its epochs' times (testing not counted; the report says so)."""
+    metrics, saved = out / "run" / "metrics.json", out / "config.yaml"
+    if not (args.keep_finished and metrics.exists() and saved.exists()):
+        return None
+    from zoomin.config import Config
+    if Config.from_dict(yaml.safe_load(saved.read_text())).to_dict() != cfg:  # fields added since: defaults
+        return None
+    m = json.loads(metrics.read_text())
+    if m["epochs"] != cfg["train"]["epochs"]:
+        return None
+    result = out / "result.json"
+    if result.exists():
+        return {"train_s": json.loads(result.read_text())["train_s"], "metrics": m}
+    return {"train_s": sum(h["seconds"] for h in m["history"]), "epochs_only": True, "metrics": m}
 
 
 def reached(history: list[dict], bar: float = 0.95) -> str:
@@ -83,7 +108,8 @@ def report(args, results: list[dict]) -> str:
              f"{' '.join(map(str, args.seeds))}{f' --tag {args.tag}' if args.tag else ''}"
              f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}"
              f"{''.join(f' --set {o}' for o in args.overrides)}"
-             f"{f' --slides-from {args.slides_from}' if args.slides_from else ''}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
+             f"{f' --slides-from {args.slides_from}' if args.slides_from else ''}"
+             f"{' --keep-finished' if args.keep_finished else ''}`: {args.n} synthetic slides per seed (75% train, 25% held out), lesion "
              f"appearance `{args.appearance}`, {args.distractors} lesion-like distractor cells per slide; trained by "
              f"`zoomin train` with the packaged `zoomin/configs/slides.yaml`"
              f"{' changed by ' + ', '.join(f'`{o}`' for o in args.overrides) + ' (not the default)' if args.overrides else ''}"
@@ -99,7 +125,7 @@ def report(args, results: list[dict]) -> str:
         f = lambda k, fmt: format(last[k], fmt) if last.get(k) is not None else "–"  # noqa: E731
         lines.append(f"| {r['seed']} | **{m['test_auc']:.3f}** | {m['test_accuracy']:.3f} | {f('test_evidence_auc', '.3f')} "
                      f"| {f('test_roi_mass', '.3f')} | {f('test_roi_first', '.0%')} | {reached(m['history'])} "
-                     f"| {r['train_s'] / 60:.1f} min "
+                     f"| {r['train_s'] / 60:.1f} min{' (epochs only)' if r.get('epochs_only') else ''} "
                      f"| {m['seconds_per_epoch']:.1f} |")
     lines += ["", "Held-out AUC after each tested epoch (minutes of training in brackets):", ""]
     for r in results:
@@ -129,6 +155,8 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
                    help="change a field of slides.yaml for this run (as zoomin train --set); said in the report")
     p.add_argument("--slides-from", default="", help="reuse the slides of an earlier --out (its seedN/slides)")
+    p.add_argument("--keep-finished", action="store_true",
+                   help="a seed already trained to the end with the same config is read back, not retrained")
     args = p.parse_args(argv)
     if args.tag:
         args.out = f"{args.out}_{args.tag}"
