@@ -9,7 +9,7 @@ pytest.importorskip("tifffile")
 from zoomin.config import ModelConfig  # noqa: E402
 from zoomin.model import ZoomInNet  # noqa: E402
 from zoomin.slides import SlideSource, write_pyramidal_tiff  # noqa: E402
-from zoomin.sources import ArraySource  # noqa: E402
+from zoomin.sources import ArraySource, to_unit  # noqa: E402
 
 
 def synthetic(H=768, W=1024, seed=0):
@@ -97,6 +97,14 @@ def test_aperio_svs_style_file_opens_through_openslide(tmp_path):
     boxes = torch.tensor([[100, 60, 64, 64]])
     got = src.read(torch.zeros(1, dtype=torch.long), boxes, 1.0, (64, 64))
     assert (got - as_array(img).read(torch.zeros(1, dtype=torch.long), boxes, 1.0, (64, 64))).abs().mean() < 0.03
+    # the stage-I view as raw pixels: OpenSlide gives RGBA, cut to RGB (not contiguous), and the
+    # model reads a slide's view this way (NumPy 2 refused the no-copy request; found on a GPU run)
+    view = src.raw_view(0.25)
+    assert view.dtype == torch.uint8 and view.shape == (1, 3, 128, 160)
+    assert (to_unit(view) - as_array(img).view(0.25)).abs().mean() < 0.03
+    trace = ZoomInNet(ModelConfig(in_channels=3, scale1=0.25, tile=64, scale2=0.5, subtile=16, n_samples=3,
+                                  num_classes=2, foreground="otsu_dark"))(src)
+    assert torch.isfinite(trace.logits).all()
 
 
 @pytest.mark.parametrize("H,W", [(1, 1), (20, 30)])

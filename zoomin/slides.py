@@ -89,7 +89,9 @@ class SlideSource:
         arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
         self.pixels_read += arr.shape[0] * arr.shape[1]
         if raw and arr.dtype == np.uint8 and arr.shape[-1] == self.channels:
-            return torch.from_numpy(np.array(arr, copy=not arr.flags.writeable, order='C')).permute(2, 0, 1)
+            # copy only when needed: a read-only buffer, or RGBA cut to RGB (OpenSlide) is not contiguous
+            out = np.ascontiguousarray(arr) if arr.flags.writeable else np.array(arr, order="C")
+            return torch.from_numpy(out).permute(2, 0, 1)
         t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float()
         if np.issubdtype(arr.dtype, np.integer):
             t = t / float(np.iinfo(arr.dtype).max)
