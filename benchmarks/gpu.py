@@ -349,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes per predicted slide")
     p.add_argument("--mnist-steps", type=int, help="Megapixel MNIST training steps (default 30; quick 3)")
     p.add_argument("--workers", type=int, help="Megapixel MNIST DataLoader workers (default 4 on CUDA, else 0)")
+    p.add_argument("--sections", default="slides,mnist",
+                   help="which sections: slides (training and predict; needs the slides extra), mnist")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -374,8 +376,13 @@ def main(argv=None) -> int:
            "CUDA peak: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` before each run "
            "(tensors only, not the CUDA context). bf16: `torch.autocast` with `torch.bfloat16`; the trainer "
            "autocasts on CUDA only, so on a CPU `train.amp: true` trains in fp32 (autocast `off`)."]
-    doc += slide_sections(args, work, device, budget, header(device, command))
-    doc += mnist_section(args, work, device, budget, header(device, command))
+    sections = set(args.sections.split(","))
+    if sections - {"slides", "mnist"}:
+        raise SystemExit(f"benchmarks/gpu.py: --sections takes slides and/or mnist, got {args.sections!r}")
+    if "slides" in sections:
+        doc += slide_sections(args, work, device, budget, header(device, command))
+    if "mnist" in sections:
+        doc += mnist_section(args, work, device, budget, header(device, command))
     doc += ["", f"Total: {budget.elapsed():.0f} s."]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

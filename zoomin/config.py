@@ -22,7 +22,8 @@ class ModelConfig:
     feature_width: int = 32  # channels of f's conv blocks
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
-    backbone: str = "small_cnn"  # registered feature extractor f (zoomin.nets.register_backbone)
+    backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
+    backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
     attention_depth: int = 3  # conv layers of a and b
     dropout: float = 0.0  # dropout before g's linear layer

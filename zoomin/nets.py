@@ -1,6 +1,6 @@
 """The four networks of the method: attention ``a`` (stage I) and ``b`` (stage II), feature
 extractor ``f`` and classifier ``g`` (METHOD §3-4). Small CNNs in the spirit of ATS's defaults;
-``f`` is pluggable through a registry of backbones."""
+``f`` is pluggable through a registry of backbones, and any timm model (``zoomin.backbones``)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -82,6 +82,11 @@ def register_backbone(name: str):
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
+    """``f`` for ``ModelConfig.backbone``: a registered name, or ``timm:NAME`` for any timm model
+    (``zoomin.backbones``; timm's own layers, so ``width``, ``depth`` and ``norm`` do not apply)."""
+    from .backbones import is_timm, timm_backbone
+    if is_timm(name):
+        return timm_backbone(name.split(":", 1)[1], kwargs["in_channels"], kwargs["out_dim"])
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
     return BACKBONES[name](**kwargs)

@@ -119,6 +119,15 @@ class Trainer:
         set_rng_state(ck)
         return True
 
+    def _initial_backbone(self) -> None:
+        """Starting weights of ``f`` (``model.backbone_weights``), when training from scratch."""
+        m = self.cfg.model
+        if m.backbone_weights and self.epoch == 0:
+            from .backbones import load_backbone_weights
+            path = load_backbone_weights(self.model.features, m.backbone, m.backbone_weights, m.in_channels, m.feature_dim)
+            if self.log and self.writer:
+                print(f"f ({m.backbone}) starts from {path}", flush=True)
+
     # -- loop --------------------------------------------------------------------------------
     def loaders(self) -> tuple[DataLoader, DataLoader]:
         """This epoch's training loader (this rank's shard of a permutation that is a function of
@@ -198,8 +207,8 @@ class Trainer:
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
         """Train to ``cfg.train.epochs`` (or stop once ``stop_after`` epochs are done, as an
         interruption would); returns (and writes) the metrics."""
-        if resume:
-            self.resume()
+        if not (resume and self.resume()):
+            self._initial_backbone()
         last = self.cfg.train.epochs if stop_after is None else min(stop_after, self.cfg.train.epochs)
         while self.epoch < last:
             self._seed_rank()
