@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             row[f"{phase}: MB"] = f"{statistics.median(r['step_mb'] for r in runs):.0f}"
         rows.append({**row, "note": row.pop("note", "")})
         print(row, flush=True)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} thread{'s' if args.threads > 1 else ''})"
     cmd = "python benchmarks/backbones.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = "\n".join([
         "# Backbones of f: the shipped slide model with its small CNN and with timm models", "",
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         f"{', bf16 autocast' if args.amp else ''}. The shipped `slides.yaml` model (N = {shipped['n_samples']} "
         f"sub-tiles of {shipped['subtile']}² at {shipped['mpp']:g} µm/px) on a {args.size:,}² image, `model.backbone` "
         f"changed; one training step (forward, backward, AdamW step) and one inference pass, each in a fresh "
-        f"process; MB: the step's peak memory above what the process held before it "
+        f"process; MB: the step's peak memory above what the process held before it, in MiB (2^20 bytes) "
         f"({'CUDA max_memory_allocated' if args.device == 'cuda' else 'resident memory'}); medians of "
         f"{args.repeats} runs.", "",
         table(pd.DataFrame(rows), text=("backbone", "note")), "",

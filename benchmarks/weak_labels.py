@@ -32,6 +32,9 @@ from pathlib import Path
 import yaml
 
 
+DEFAULTS = {"appearance": "nuclei,colour", "n": 80, "distractors": 6}  # the arguments' defaults
+
+
 def run(cmd: list[str], threads: int = 0) -> float:
     t0 = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
@@ -104,7 +107,11 @@ def reached(history: list[dict], bar: float = 0.95) -> str:
 
 def report(args, results: list[dict]) -> str:
     lines = [f"# Weak labels: {args.size:,}² slides, ROI {args.roi_ratio:.3%}, slide labels only", "",
-             f"`python benchmarks/weak_labels.py --size {args.size} --roi-ratio {args.roi_ratio} --seeds "
+             f"`python benchmarks/weak_labels.py --size {args.size} --roi-ratio {args.roi_ratio}"
+             f"{f' --appearance {args.appearance}' if args.appearance != DEFAULTS['appearance'] else ''}"
+             f"{f' --n {args.n}' if args.n != DEFAULTS['n'] else ''}"
+             f"{f' --distractors {args.distractors}' if args.distractors != DEFAULTS['distractors'] else ''}"
+             f"{f' --epochs {args.epochs}' if args.epochs else ''} --seeds "
              f"{' '.join(map(str, args.seeds))}{f' --tag {args.tag}' if args.tag else ''}"
              f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}"
              f"{''.join(f' --set {o}' for o in args.overrides)}"
@@ -144,11 +151,11 @@ def main(argv=None):
     p.add_argument("--out", default="runs/weak_labels")
     p.add_argument("--docs", default="docs")
     p.add_argument("--tag", default="", help="suffix of the report: docs/weak_labels[_TAG].md")
-    p.add_argument("--n", type=int, default=80)
+    p.add_argument("--n", type=int, default=DEFAULTS["n"])
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--roi-ratio", type=float, default=0.0005)
-    p.add_argument("--appearance", default="nuclei,colour")
-    p.add_argument("--distractors", type=int, default=6)
+    p.add_argument("--appearance", default=DEFAULTS["appearance"])
+    p.add_argument("--distractors", type=int, default=DEFAULTS["distractors"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=0, help="override the config's epochs (0: as shipped)")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one CPU thread each")

@@ -57,9 +57,23 @@ def test_small_cnn_starts_from_the_file_only_when_training_from_scratch(tmp_path
     path.unlink()  # a trained model needs its checkpoint only: predicting and resuming never read the file
     model, cfg = load_model(tmp_path / "run" / CHECKPOINT)
     assert cfg.model.backbone_weights == str(path) and same(model.features.state_dict(), first)
-    resumed = Trainer(config(backbone_weights=str(path)).override(["train.epochs=2"]), tmp_path / "run",
-                      progress=False, log=False)
+    resumed = Trainer(config(backbone_weights="").override(["train.epochs=2"]), tmp_path / "run",
+                      progress=False, log=False)  # the starting weights may be gone from the config too
     assert resumed.fit(resume=True)["epochs"] == 2
+    # a zoomin checkpoint is a weights file too: its f is taken
+    fresh = build_model(config().model)
+    load_backbone_weights(fresh.features, "small_cnn", str(tmp_path / "run" / CHECKPOINT), 1, 8)
+    assert same(fresh.features.state_dict(), resumed.model.features.state_dict())
+
+
+def test_small_cnn_weights_from_safetensors(tmp_path):
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    torch.manual_seed(2)
+    saved = SmallCNN(1, out_dim=8, width=8).state_dict()
+    save_file(saved, str(tmp_path / "f.safetensors"))
+    model = build_model(config().model)
+    load_backbone_weights(model.features, "small_cnn", str(tmp_path / "f.safetensors"), 1, 8)
+    assert same(model.features.state_dict(), saved)
 
 
 def test_bad_weights_are_one_line_errors_naming_the_file(tmp_path):
@@ -68,9 +82,17 @@ def test_bad_weights_are_one_line_errors_naming_the_file(tmp_path):
         load_backbone_weights(model.features, "small_cnn", str(tmp_path / "missing.pt"), 1, 8)
     wrong = tmp_path / "wrong.pt"
     torch.save(SmallCNN(1, out_dim=8, width=16).state_dict(), wrong)  # another width
-    with pytest.raises(ValueError, match=r"wrong.pt: not weights for backbone 'small_cnn'") as e:
+    with pytest.raises(ValueError, match=r"wrong.pt: not weights for backbone 'small_cnn' \(.*size mismatch") as e:
         load_backbone_weights(model.features, "small_cnn", str(wrong), 1, 8)
     assert "\n" not in str(e.value)
+    partial = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in model.features.state_dict().items() if not k.startswith("head.")}, partial)
+    with pytest.raises(ValueError, match=r"partial.pt: .*2 entries do not match f's, e.g. 'head.bias'"):
+        load_backbone_weights(model.features, "small_cnn", str(partial), 1, 8)
+    empty = tmp_path / "empty.pt"
+    torch.save({"epoch": 3}, empty)
+    with pytest.raises(ValueError, match=r"empty.pt: .*no state dict of tensors in it"):
+        load_backbone_weights(model.features, "small_cnn", str(empty), 1, 8)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt: not weights"):
@@ -83,6 +105,8 @@ def test_timm_backbone_without_timm_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
     with pytest.raises(ImportError, match=r"needs the timm package \(pip install 'zoomin\[timm\]'\)"):
         build_model(config(backbone="timm:resnet18").model)
+    with pytest.raises(ValueError, match="not a hub or directory reference"):  # timm would fetch its config
+        build_model(config(backbone="timm:hf-hub:timm/resnet18.a1_in1k").model)
 
 
 def test_timm_resnet18_backbone_trains_a_step(tmp_path):
@@ -121,6 +145,12 @@ def test_timm_state_dict_loads_through_backbone_weights(tmp_path, suffix):
     assert got["fc.weight"].shape == (8, 512)  # the 1,000-class head is dropped for f's K outputs
     metrics = trainer.fit()  # and it trains
     assert metrics["epochs"] == 1 and torch.isfinite(torch.tensor(metrics["history"][0]["ce"]))
+    # weights whose head already has f's K outputs (a saved f) keep it
+    own = tmp_path / "f.pt"
+    torch.save(trainer.model.features.state_dict(), own)
+    fresh = build_model(config(backbone="timm:resnet18").model)
+    load_backbone_weights(fresh.features, "timm:resnet18", str(own), 1, 8)
+    assert same(fresh.features.state_dict(), trainer.model.features.state_dict())
 
 
 def test_timm_cache_is_read_never_downloaded(tmp_path, monkeypatch):

@@ -5,11 +5,12 @@ weights from a local file or from timm's own cache. zoomin never downloads.
   ``timm.create_model(NAME, pretrained=False, in_chans=C, num_classes=K)``: (M, C, h2, w2) patches
   -> (M, K) features, timm's pooling and a new linear head. Needs the optional ``timm`` extra.
 * ``model.backbone_weights``: ``""`` (random initialisation), a file (``.pth``/``.pt``/``.bin`` or
-  ``.safetensors``: a state dict, or a checkpoint holding one), or ``timm-cache`` (the weights of the
-  model's pretrained tag, if timm already has them on this machine: the Hugging Face cache or
-  torch hub's). For a timm model the weights go through timm's own loader, which drops a classifier
-  of another size and adapts the first convolution to ``in_channels``; for a registered backbone
-  (``small_cnn``) the file is a state dict of ``f``, loaded strictly.
+  ``.safetensors``: a state dict, a checkpoint holding one, or a zoomin checkpoint, whose ``f`` is
+  taken), or ``timm-cache`` (the weights of the model's pretrained tag, if timm already has them on
+  this machine: the Hugging Face cache or torch hub's). Every entry of ``f`` must come from the
+  file; for a timm model the first convolution is adapted to ``in_channels`` as timm does and a
+  classifier of another size is left out (``f``'s head of ``feature_dim`` outputs stays as
+  initialised).
 
 Weights are loaded when training starts from scratch (``Trainer.fit``), never when a checkpoint
 is read: a trained model's ``f`` is in its checkpoint, so the weights file is not needed to predict.
@@ -42,11 +43,15 @@ def _timm():
 
 def timm_backbone(name: str, in_channels: int, out_dim: int) -> nn.Module:
     """``f`` as the timm model ``name`` (without the ``timm:`` prefix), randomly initialised:
-    (M, C, h2, w2) -> (M, out_dim)."""
+    (M, C, h2, w2) -> (M, out_dim). Hub names (``hf-hub:...``, ``local-dir:...``) are refused:
+    timm would fetch their config from the network at every build."""
+    if ":" in name:
+        raise ValueError(f"backbone {PREFIX}{name}: give a timm model name (timm.list_models), not a hub or "
+                         "directory reference (zoomin never downloads; the weights go in model.backbone_weights)")
     timm = _timm()
     try:
         net = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=out_dim)
-    except RuntimeError as e:  # timm's "Unknown model (...)"
+    except (RuntimeError, ValueError) as e:  # timm's "Unknown model (...)"
         raise ValueError(f"backbone {PREFIX}{name}: {str(e).splitlines()[0]}") from None
     net.out_dim = out_dim
     return net
@@ -72,9 +77,55 @@ def _cached_file(net: nn.Module, name: str) -> Path:
                             f"(zoomin never downloads): give model.backbone_weights a weights file")
 
 
+def _names(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of ``f`` in a weights file: ``.safetensors``, or a torch file holding a state
+    dict or a checkpoint with one under ``state_dict`` or ``model``; from a zoomin checkpoint (or any
+    whole-model state dict) the ``features.`` entries, and ``module.`` prefixes (DDP) removed."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError("no state dict of tensors in it")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("features.") for k in state):
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    return state
+
+
+def _fit_timm(features: nn.Module, state: dict, in_channels: int) -> set[str]:
+    """Adapt a timm model's weights the way timm does for pretrained ones: the first convolution to
+    ``in_channels`` (timm's ``adapt_input_conv``: summed for one channel, repeated and scaled for
+    more), and a classifier of another shape left out (``f``'s head keeps its initialisation).
+    Returns the keys left out."""
+    from timm.models import adapt_input_conv
+    cfg, own, left_out = getattr(features, "pretrained_cfg", None) or {}, features.state_dict(), set()
+    for conv in _names(cfg.get("first_conv")):
+        k = f"{conv}.weight"
+        if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
+            try:
+                state[k] = adapt_input_conv(in_channels, state[k], base_chans=state[k].shape[1])
+            except TypeError:  # timm before base_chans: the weights are taken as RGB
+                state[k] = adapt_input_conv(in_channels, state[k])
+    for head in _names(cfg.get("classifier")):
+        for k in (f"{head}.weight", f"{head}.bias"):
+            if k in state and k in own and state[k].shape != own[k].shape:
+                del state[k]
+                left_out.add(k)
+    return left_out
+
+
 def load_backbone_weights(features: nn.Module, backbone: str, weights: str, in_channels: int, out_dim: int) -> Path:
     """Load ``weights`` (a file or ``timm-cache``) into ``features`` (the model's ``f``, built for
-    ``backbone``); returns the file read. A missing or unreadable file, or weights of another
+    ``backbone``); returns the file read. Every entry of ``f`` must come from the file, except a
+    timm classifier of another size. A missing or unreadable file, or weights of another
     architecture, is a one-line error naming the file."""
     if weights == CACHE:
         if not is_timm(backbone):
@@ -85,15 +136,13 @@ def load_backbone_weights(features: nn.Module, backbone: str, weights: str, in_c
         if not path.is_file():
             raise FileNotFoundError(f"{path}: backbone weights file not found")
     try:
-        if is_timm(backbone):
-            from timm.models import load_pretrained
-            cfg = {**(getattr(features, "pretrained_cfg", None) or {}), "file": str(path), "source": ""}
-            cfg.pop("state_dict", None)
-            load_pretrained(features, pretrained_cfg=cfg, num_classes=out_dim, in_chans=in_channels)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            features.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        state = read_state(path)
+        left_out = _fit_timm(features, state, in_channels) if is_timm(backbone) else set()
+        missing, unexpected = features.load_state_dict(state, strict=False)  # shapes are still checked
+        bad = sorted(set(missing) - left_out) + sorted(unexpected)
+        if bad:
+            raise ValueError(f"{len(bad)} entries do not match f's, e.g. {bad[0]!r}")
     except Exception as e:  # a foreign or truncated file, another architecture: one line naming the file
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        msg = " ".join(str(e).split())[:300] or type(e).__name__
         raise ValueError(f"{path}: not weights for backbone {backbone!r} ({msg})") from None
     return path
