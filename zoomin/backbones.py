@@ -53,7 +53,6 @@ def timm_backbone(name: str, in_channels: int, out_dim: int) -> nn.Module:
         net = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=out_dim)
     except (RuntimeError, ValueError) as e:  # timm's "Unknown model (...)"
         raise ValueError(f"backbone {PREFIX}{name}: {str(e).splitlines()[0]}") from None
-    net.out_dim = out_dim
     return net
 
 

@@ -84,9 +84,9 @@ def register_backbone(name: str):
 def build_backbone(name: str, **kwargs) -> nn.Module:
     """``f`` for ``ModelConfig.backbone``: a registered name, or ``timm:NAME`` for any timm model
     (``zoomin.backbones``; timm's own layers, so ``width``, ``depth`` and ``norm`` do not apply)."""
-    from .backbones import is_timm, timm_backbone
+    from .backbones import PREFIX, is_timm, timm_backbone
     if is_timm(name):
-        return timm_backbone(name.split(":", 1)[1], kwargs["in_channels"], kwargs["out_dim"])
+        return timm_backbone(name[len(PREFIX):], kwargs["in_channels"], kwargs["out_dim"])
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
     return BACKBONES[name](**kwargs)
