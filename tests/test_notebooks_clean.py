@@ -18,3 +18,13 @@ def test_outputs_are_stripped(path):
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_scratch_folders_go_with_the_kernel(path):
+    """A folder a notebook writes into is a TemporaryDirectory, removed when the kernel stops:
+    each run of notebook 02 writes a 1.4 GB slide, and mkdtemp folders piled up in /tmp until
+    CI's disk was full."""
+    nb = json.loads(path.read_text())
+    source = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "mkdtemp" not in source, f"{path.name}: use tempfile.TemporaryDirectory, not mkdtemp"

@@ -77,12 +77,12 @@ def test_measured_roi_ratio_is_the_requested_one(ratio, appearance):
         assert spec.roi_ratio == pytest.approx(ratio, rel=1e-9)
 
 
-def inside_outside(appearance: str, seed: int = 0, size: int = 2048):
+def inside_outside(tmp_path, appearance: str, seed: int = 0, size: int = 2048):
     """Level-0 pixels (float RGB) of a written slide inside its lesion outlines and in the tissue
     around them (an annulus out to 4 lesion radii, away from the outlines)."""
     import tifffile
     spec = make_spec(size, True, np.random.default_rng(seed), appearance=appearance, roi_ratio=0.002)
-    path = write_slide(f"/tmp/zoomin_test_{appearance}_{seed}.tif", spec, tile=256)
+    path = write_slide(tmp_path / f"{appearance}_{seed}.tif", spec, tile=256)
     img = tifffile.imread(path, key=0).astype(np.float32)
     path.unlink()
     mask = MaskSource(lesion_geojson(spec), (size, size)).read(
@@ -102,16 +102,16 @@ def coherence(grey: np.ndarray) -> np.ndarray:
     return np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy + 1e-6)
 
 
-def test_nuclei_lesions_are_darker_and_crowded():
-    spec, img, inside, far = inside_outside("nuclei")
+def test_nuclei_lesions_are_darker_and_crowded(tmp_path):
+    spec, img, inside, far = inside_outside(tmp_path, "nuclei")
     grey = img.mean(-1)
     assert grey[far].mean() - grey[inside].mean() > 25  # mean darkness
     dark = grey < 110  # nuclear pixels
     assert dark[inside].mean() > 3 * dark[far].mean()  # crowded
 
 
-def test_colour_lesions_shift_the_stain_not_the_texture():
-    spec, img, inside, far = inside_outside("colour")
+def test_colour_lesions_shift_the_stain_not_the_texture(tmp_path):
+    spec, img, inside, far = inside_outside(tmp_path, "colour")
     assert np.linalg.norm(img[inside].mean(0) - img[far].mean(0)) > 12  # mean colour moves
     od = -np.log(np.maximum(img, 1) / 255).sum(-1)  # optical density: stain amount
     mean = ndimage.uniform_filter(od, 7)
@@ -119,15 +119,15 @@ def test_colour_lesions_shift_the_stain_not_the_texture():
     assert 0.85 < np.median(spread[inside]) / np.median(spread[far]) < 1.2  # same texture, more or other stain
 
 
-def test_texture_lesions_change_the_texture_not_the_colour():
-    spec, img, inside, far = inside_outside("texture")
+def test_texture_lesions_change_the_texture_not_the_colour(tmp_path):
+    spec, img, inside, far = inside_outside(tmp_path, "texture")
     assert np.abs(img[inside].mean(0) - img[far].mean(0)).max() < 8  # normal colour
     c = coherence(img.mean(-1))
     assert np.median(c[inside]) > np.median(c[far]) + 0.2  # fibres: one orientation
 
 
-def test_giant_cells_are_3_to_4_times_a_nucleus():
-    spec, img, inside, far = inside_outside("giant_cells")
+def test_giant_cells_are_3_to_4_times_a_nucleus(tmp_path):
+    spec, img, inside, far = inside_outside(tmp_path, "giant_cells")
     dark = img.mean(-1) < 90
     lab, n = ndimage.label(dark)
     sizes = ndimage.sum(np.ones_like(dark), lab, np.arange(1, n + 1))  # (n,) blob areas
