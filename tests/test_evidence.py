@@ -140,3 +140,47 @@ def test_the_outlier_prior_ranks_the_odd_place_first_before_any_training():
             s1 = ZoomInNet(cfg).attend(ArraySource(x))
         first = s1.log_alpha.argmax(-1)  # (2,)
         assert bool(roi.flatten(1).gather(1, first[:, None]).all()) == expect
+
+
+def mean_pool_model(num_classes: int, **kw):
+    cfg = ModelConfig(in_channels=1, num_classes=num_classes, scale1=0.25, tile=16, scale2=0.5, subtile=8,
+                      n_samples=6, instance_pool="mean", **kw)
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_mean_instance_loss_is_the_z_estimator_applied_to_each_draws_loss(num_classes):
+    """instance_pool "mean": each drawn sub-tile labelled with its image's label, its cross-entropy
+    weighted by its weight in z — so it is unbiased for E_{alpha, beta}[CE] exactly as z is for
+    sum alpha beta f (the estimator tests), and needs no evidence heads."""
+    torch.manual_seed(0)
+    tr = mean_pool_model(num_classes)(torch.rand(3, 1, 64, 64), generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([1, 0, 1])
+    assert tr.evidence_logits is None and tr.instance_logits is None
+    drawn = tr.subtile_valid
+    E = evidence_channels(num_classes)
+    assert tr.instance_draw_logits.shape == (*drawn.shape, E)
+    assert (tr.instance_draw_logits[~drawn] == 0).all()
+    expected = 0.0
+    for b in range(3):
+        for p, k in drawn[b].nonzero().tolist():
+            logits = evidence_class_logits(tr.instance_draw_logits[b, p, k])
+            expected += float(tr.weights[b, p, k] * -logits.log_softmax(-1)[y[b]])
+    assert instance_loss(tr, y).item() == pytest.approx(float(expected) / 3, rel=1e-5)
+    assert tr.weights.sum((1, 2)).tolist() == pytest.approx([1.0] * 3, rel=1e-5)  # a weighted mean per image
+    _, parts = total_loss(tr, y, instance_weight=1.0)
+    assert set(parts) == {"ce", "instance"}
+
+
+def test_mean_instance_loss_trains_f_and_its_head_not_the_attention():
+    torch.manual_seed(0)
+    model = mean_pool_model(10)
+    instance_loss(model(torch.rand(2, 1, 64, 64)), torch.tensor([3, 7])).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(("features.", "instance_head.")))
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if n.startswith(("attention1.", "attention2.")))
+
+
+def test_instance_pool_is_checked():
+    with pytest.raises(ValueError, match="instance_pool"):
+        ModelConfig(instance_pool="median")

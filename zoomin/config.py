@@ -37,6 +37,7 @@ class ModelConfig:
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
     proposal_floor: float = 0.0  # training only: stage I draws from q = (1 - floor) alpha + floor uniform(foreground), weighted by alpha / q (unbiased; METHOD §10); 0: from alpha
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
+    instance_pool: str = "max"  # the instance loss on the drawn sub-tiles: "max" (CE of the instance head pooled by a smooth max over the draws; with evidence) or "mean" (each draw labelled with its image's label, the per-draw CE weighted as in z: for labels most objects carry, e.g. Megapixel MNIST's majority digit; needs no evidence)
     mpp: float = 0.0  # physical units (zoomin.units): level 0 in µm per pixel — slides are read at this resolution whatever their own, and tile/subtile are pixels at it (0: the file's own pixels)
     magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)
     stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1 = mpp / stage1_mpp; needs mpp)
@@ -54,6 +55,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.evidence_topk < 1 or self.instance_topk < 1:
             raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
+        if self.instance_pool not in ("max", "mean"):
+            raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:
             raise ValueError(f"model.proposal_floor must be in [0, 1), got {self.proposal_floor}")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
@@ -111,7 +114,7 @@ class TrainConfig:
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
     evidence_weight: float = 0.0  # weight of the MIL losses on the pooled stage-I and stage-II evidence (needs model.evidence; METHOD §10)
-    instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles pooled by a smooth max (needs model.evidence)
+    instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (model.instance_pool; "max" needs model.evidence)
     annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu

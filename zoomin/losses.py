@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .evidence import evidence_class_logits
 from .trace import Trace
 
 
@@ -48,9 +49,23 @@ def evidence_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
 
 
 def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
-    """The instance head on each drawn sub-tile, pooled by a smooth maximum over the draws, against
-    the image label (METHOD §10): one hit trains ``f`` at full weight, not at its 1/N share of ``z``."""
-    return F.cross_entropy(trace.instance_logits, y)
+    """The instance head on each drawn sub-tile against the image label (METHOD §10), in one of two
+    forms (``model.instance_pool``):
+
+    - "max": the head pooled by a smooth maximum over the draws, then cross-entropy: one hit trains
+      ``f`` at full weight, not at its 1/N share of ``z`` (an ROI that a few sub-tiles show);
+    - "mean": every draw labelled with its image's label, its cross-entropy weighted by its weight
+      in ``z`` (``trace.weights``): the same estimator as eqs 3 + 9 applied to the loss, so an
+      unbiased estimate of ``E_{alpha, beta}[CE(h(f(patch)), y)]``. For labels that most of the
+      objects carry (Megapixel MNIST's majority digit), where a smooth maximum per class would also
+      fire on the minority. The weights are detached: it trains ``f`` and the head, not the attention.
+    """
+    if trace.instance_draw_logits is None:
+        return F.cross_entropy(trace.instance_logits, y)
+    logits = evidence_class_logits(trace.instance_draw_logits)  # (B, P, K, classes)
+    ce = F.cross_entropy(logits.flatten(0, 2), y[:, None, None].expand(logits.shape[:3]).flatten(),
+                         reduction="none").view(logits.shape[:3])  # (B, P, K)
+    return (trace.weights * ce).sum((1, 2)).mean()
 
 
 def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contrastive_weight: float = 0.0,
@@ -64,7 +79,8 @@ def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contr
              ("contrastive", contrastive_weight, trace.negatives is not None,
               lambda tr, yy: contrastive_loss(tr, yy, reference_class)),
              ("evidence", evidence_weight, trace.evidence_logits is not None, evidence_loss),
-             ("instance", instance_weight, trace.instance_logits is not None, instance_loss)]
+             ("instance", instance_weight, trace.instance_logits is not None or trace.instance_draw_logits is not None,
+              instance_loss)]
     for name, weight, present, fn in terms:
         if weight and present:
             value = fn(trace, y)

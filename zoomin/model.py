@@ -81,7 +81,8 @@ class _AttentionSampler(nn.Module):
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
-        self.instance_head = nn.Linear(cfg.feature_dim, self.evidence_channels) if cfg.evidence else None
+        with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (METHOD §10)
+        self.instance_head = nn.Linear(cfg.feature_dim, evidence_channels(cfg.num_classes)) if with_head else None
 
     def attend(self, src: Source) -> Stage1:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of
@@ -148,12 +149,16 @@ class _AttentionSampler(nn.Module):
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
         z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode, log_q=tiles.log_q)  # (B, D)
         heads = {}
-        if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location, every draw
-            inst = feats.new_full((*drawn.shape, self.evidence_channels), -float("inf"))  # (B, P, K, E)
+        if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location
+            heads = dict(evidence_logits=s1.evidence_logits, evidence2_logits=s2.evidence_logits)
+        if self.instance_head is not None and not complement:  # and every draw
+            inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
             inst[drawn] = self.instance_head(f).float()  # float under autocast too
-            heads = dict(evidence_logits=s1.evidence_logits,
-                         evidence2_logits=s2.evidence_logits,
-                         instance_logits=pooled_logits(inst.flatten(1, 2).transpose(1, 2), None, cfg.instance_topk))
+            if cfg.instance_pool == "mean":
+                heads["instance_draw_logits"] = inst
+            else:
+                inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
+                heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
         return Trace(logits=self.classify(z), tile_index=tiles.index, view_hw=s1.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
