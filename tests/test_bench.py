@@ -5,7 +5,9 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +211,28 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     cells = _md_rows(text)
     assert cells[0][0] == "passes" and [c[0] for c in cells[1:]] == ["3", "topk"]
     assert all(c[3].startswith("+0.000") and c[-1] == "1.000" for c in cells[1:]) and "--passes 3 --topk" in text
+
+
+def test_demo_draws_sorts_every_draw_by_the_digit_it_sits_in(tmp_path):
+    mod = _benchmark("demo_draws")
+    run = tmp_path / "run"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 6}\n"
+                   "data: {canvas: 300, train_size: 4, test_size: 6, n_noise: 3}\ntrain: {epochs: 1, batch_size: 4}\n")
+    assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    r = mod.measure(run, images=6, passes=2)
+    assert r["share"].sum() == pytest.approx(1.0) and (r["share"] >= 0).all()
+    assert 0 <= r["named"] <= 1 and 0 <= r["one_pass"] <= 1
+    assert sum(r[k]["n"] for k in ("wrong", "right") if r[k]) == 6
+    for k in ("wrong", "right"):
+        if r[k]:  # per image the kinds add up to the whole weight (1 per pass, averaged over passes)
+            assert r[k]["label"] + r[k]["distractor"] + r[k]["elsewhere"] == pytest.approx(1.0, abs=1e-4)
+    # a draw centred in a digit's box is that digit's, one centred outside every box is nobody's
+    rec = SimpleNamespace(corners=np.array([[0, 0], [100, 100], [200, 0], [0, 200], [200, 200]]))
+    boxes = torch.tensor([[[[0, 0, 10, 10], [100, 100, 10, 10], [60, 60, 10, 10]]]], dtype=torch.float)  # x, y, w, h
+    trace = SimpleNamespace(subtile_valid=torch.ones(1, 1, 3, dtype=torch.bool), subtile_boxes=boxes,
+                            weights=torch.full((1, 1, 3), 1 / 3))
+    w, which = mod.digit_of_draws(trace, 0, rec)
+    assert which.tolist() == [0, 1, -1] and w.sum().item() == pytest.approx(1.0)
+    text = mod.report([r], "cmd")
+    assert "| run | one pass |" in text
