@@ -33,6 +33,15 @@ def _csv(path: Path) -> list[dict]:
     return list(csv.DictReader(open(path)))
 
 
+def _tiny_run(tmp_path: Path, model: str, data: str) -> Path:
+    """One epoch of a tiny two-stage Megapixel MNIST run (300² canvases) -> its run folder."""
+    run, cfg = tmp_path / "run", tmp_path / "tiny.yaml"
+    cfg.write_text(f"model: {{kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, {model}}}\n"
+                   f"data: {{canvas: 300, {data}}}\ntrain: {{epochs: 1, batch_size: 4}}\n")
+    assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    return run
+
+
 def test_command_line_flags_map_to_the_config(tmp_path):
     bench = _benchmark("bench")
     args = ["--out", str(tmp_path), "--parts", "arrays,accuracy", "--sizes", "300,600", "--models", "zoom_in",
@@ -177,11 +186,7 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     mod = _benchmark("paired")
     from zoomin.data.megapixel_mnist import MegapixelMNIST
     from zoomin.evaluate import predict_proba
-    run = tmp_path / "run"
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 3}\n"
-                   "data: {canvas: 300, train_size: 8, test_size: 12}\ntrain: {epochs: 1, batch_size: 4}\n")
-    assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    run = _tiny_run(tmp_path, "n_samples: 3", "train_size: 8, test_size: 12")
     same = mod.correctness(run, [1, 3], 0, 5, seed=7)
     again = mod.correctness(run, [1, 3], 0, 5, seed=7)
     assert [len(v) for v in same.values()] == [12, 12]
@@ -215,11 +220,7 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
 
 def test_demo_draws_sorts_every_draw_by_the_digit_it_sits_in(tmp_path):
     mod = _benchmark("demo_draws")
-    run = tmp_path / "run"
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, n_samples: 6}\n"
-                   "data: {canvas: 300, train_size: 4, test_size: 6, n_noise: 3}\ntrain: {epochs: 1, batch_size: 4}\n")
-    assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
+    run = _tiny_run(tmp_path, "n_samples: 6", "train_size: 4, test_size: 6, n_noise: 3")
     r = mod.measure(run, images=6, passes=2)
     assert r["share"].sum() == pytest.approx(1.0) and (r["share"] >= 0).all()
     assert 0 <= r["named"] <= 1 and 0 <= r["one_pass"] <= 1
