@@ -165,7 +165,7 @@ def test_mean_instance_loss_is_the_z_estimator_applied_to_each_draws_loss(num_cl
     for b in range(3):
         for p, k in drawn[b].nonzero().tolist():
             logits = evidence_class_logits(tr.instance_draw_logits[b, p, k])
-            expected += float(tr.weights[b, p, k] * -logits.log_softmax(-1)[y[b]])
+            expected += float(tr.weights[b, p, k] * -logits.log_softmax(-1)[y[b]].detach())
     assert instance_loss(tr, y).item() == pytest.approx(float(expected) / 3, rel=1e-5)
     assert tr.weights.sum((1, 2)).tolist() == pytest.approx([1.0] * 3, rel=1e-5)  # a weighted mean per image
     _, parts = total_loss(tr, y, instance_weight=1.0)
