@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+SCRATCH = pytest.StashKey[Path]()  # the session's scratch folder
+
 
 def pytest_configure(config):
     # pytest's own tmp_path folders stay where they were (it keeps the last three runs' for debugging)
@@ -37,5 +39,3 @@ def pytest_collection_modifyitems(items):
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.notebook)
 
-
-SCRATCH = pytest.StashKey[Path]()

@@ -60,7 +60,7 @@ def measure(run: Path, images: int, passes: int) -> dict:
             probs[b0:b0 + 50] += tr.probs
             if p == 0:
                 one_pass += int((tr.logits.argmax(-1) == y[b0:b0 + 50]).sum())
-            logits = lin(tr.features)  # (B, P, K, classes): g on each draw alone
+            logits = lin(tr.features) if p == 0 else None  # (B, P, K, classes): g on each draw alone
             for b in range(tr.logits.shape[0]):
                 rec = records[b0 + b]
                 w, which = digit_of_draws(tr, b, rec)

@@ -62,7 +62,7 @@ def test_small_cnn_starts_from_the_file_only_when_training_from_scratch(tmp_path
     assert resumed.fit(resume=True)["epochs"] == 2
     # a zoomin checkpoint is a weights file too: its f is taken
     fresh = build_model(config().model)
-    load_backbone_weights(fresh.features, "small_cnn", str(tmp_path / "run" / CHECKPOINT), 1, 8)
+    load_backbone_weights(fresh.features, "small_cnn", str(tmp_path / "run" / CHECKPOINT), 1)
     assert same(fresh.features.state_dict(), resumed.model.features.state_dict())
 
 
@@ -72,33 +72,33 @@ def test_small_cnn_weights_from_safetensors(tmp_path):
     saved = SmallCNN(1, out_dim=8, width=8).state_dict()
     save_file(saved, str(tmp_path / "f.safetensors"))
     model = build_model(config().model)
-    load_backbone_weights(model.features, "small_cnn", str(tmp_path / "f.safetensors"), 1, 8)
+    load_backbone_weights(model.features, "small_cnn", str(tmp_path / "f.safetensors"), 1)
     assert same(model.features.state_dict(), saved)
 
 
 def test_bad_weights_are_one_line_errors_naming_the_file(tmp_path):
     model = build_model(config().model)
     with pytest.raises(FileNotFoundError, match="missing.pt: backbone weights file not found"):
-        load_backbone_weights(model.features, "small_cnn", str(tmp_path / "missing.pt"), 1, 8)
+        load_backbone_weights(model.features, "small_cnn", str(tmp_path / "missing.pt"), 1)
     wrong = tmp_path / "wrong.pt"
     torch.save(SmallCNN(1, out_dim=8, width=16).state_dict(), wrong)  # another width
     with pytest.raises(ValueError, match=r"wrong.pt: not weights for backbone 'small_cnn' \(.*size mismatch") as e:
-        load_backbone_weights(model.features, "small_cnn", str(wrong), 1, 8)
+        load_backbone_weights(model.features, "small_cnn", str(wrong), 1)
     assert "\n" not in str(e.value)
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in model.features.state_dict().items() if not k.startswith("head.")}, partial)
     with pytest.raises(ValueError, match=r"partial.pt: .*2 entries do not match f's, e.g. 'head.bias'"):
-        load_backbone_weights(model.features, "small_cnn", str(partial), 1, 8)
+        load_backbone_weights(model.features, "small_cnn", str(partial), 1)
     empty = tmp_path / "empty.pt"
     torch.save({"epoch": 3}, empty)
     with pytest.raises(ValueError, match=r"empty.pt: .*no state dict of tensors in it"):
-        load_backbone_weights(model.features, "small_cnn", str(empty), 1, 8)
+        load_backbone_weights(model.features, "small_cnn", str(empty), 1)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt: not weights"):
-        load_backbone_weights(model.features, "small_cnn", str(junk), 1, 8)
+        load_backbone_weights(model.features, "small_cnn", str(junk), 1)
     with pytest.raises(ValueError, match="timm-cache is for timm backbones"):
-        load_backbone_weights(model.features, "small_cnn", "timm-cache", 1, 8)
+        load_backbone_weights(model.features, "small_cnn", "timm-cache", 1)
 
 
 def test_timm_backbone_without_timm_is_one_line(monkeypatch):
@@ -149,7 +149,7 @@ def test_timm_state_dict_loads_through_backbone_weights(tmp_path, suffix):
     own = tmp_path / "f.pt"
     torch.save(trainer.model.features.state_dict(), own)
     fresh = build_model(config(backbone="timm:resnet18").model)
-    load_backbone_weights(fresh.features, "timm:resnet18", str(own), 1, 8)
+    load_backbone_weights(fresh.features, "timm:resnet18", str(own), 1)
     assert same(fresh.features.state_dict(), trainer.model.features.state_dict())
 
 
@@ -160,7 +160,7 @@ def test_timm_cache_is_read_never_downloaded(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     model = build_model(config(backbone="timm:resnet18").model)
     with pytest.raises(FileNotFoundError, match="no pretrained weights in timm's cache.*never downloads"):
-        load_backbone_weights(model.features, "timm:resnet18", "timm-cache", 1, 8)
+        load_backbone_weights(model.features, "timm:resnet18", "timm-cache", 1)
     url = model.features.pretrained_cfg.get("url")
     if not url:
         pytest.skip("this timm's resnet18 names no torch-hub file")
@@ -169,5 +169,5 @@ def test_timm_cache_is_read_never_downloaded(tmp_path, monkeypatch):
     torch.manual_seed(4)
     weights = build_model(config(backbone="timm:resnet18").model).features.state_dict()
     torch.save(weights, cached)
-    assert load_backbone_weights(model.features, "timm:resnet18", "timm-cache", 1, 8) == cached
+    assert load_backbone_weights(model.features, "timm:resnet18", "timm-cache", 1) == cached
     assert torch.equal(model.features.state_dict()["layer2.0.conv1.weight"], weights["layer2.0.conv1.weight"])

@@ -121,7 +121,7 @@ def _fit_timm(features: nn.Module, state: dict, in_channels: int) -> set[str]:
     return left_out
 
 
-def load_backbone_weights(features: nn.Module, backbone: str, weights: str, in_channels: int, out_dim: int) -> Path:
+def load_backbone_weights(features: nn.Module, backbone: str, weights: str, in_channels: int) -> Path:
     """Load ``weights`` (a file or ``timm-cache``) into ``features`` (the model's ``f``, built for
     ``backbone``); returns the file read. Every entry of ``f`` must come from the file, except a
     timm classifier of another size. A missing or unreadable file, or weights of another

@@ -125,7 +125,7 @@ class Trainer:
         m = self.cfg.model
         if m.backbone_weights and self.epoch == 0:
             from .backbones import load_backbone_weights
-            path = load_backbone_weights(self.model.features, m.backbone, m.backbone_weights, m.in_channels, m.feature_dim)
+            path = load_backbone_weights(self.model.features, m.backbone, m.backbone_weights, m.in_channels)
             if self.log and self.writer:
                 print(f"f ({m.backbone}) starts from {path}", flush=True)
 
