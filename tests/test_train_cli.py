@@ -1,3 +1,4 @@
+import math
 import json
 import subprocess
 import sys
@@ -173,3 +174,23 @@ def test_set_overrides_fields_and_reports_bad_items(tmp_path, capsys):
                  "--set", "model.n_samples=3"]) == 0
     saved = load_checkpoint(tmp_path / "y" / "checkpoint.pt")["config"]
     assert saved["model"]["n_samples"] == 3 and saved["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("amp_cpu, supported", [(False, True), (True, True), (True, False)])
+def test_amp_cpu_trains_f_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch, amp_cpu, supported):
+    if supported and not zoomin.train.cpu_bf16_supported():
+        pytest.skip("oneDNN runs no bfloat16 on this CPU")
+    monkeypatch.setattr(zoomin.train, "cpu_bf16_supported", lambda: supported)
+    cfg = Config.from_dict({**TINY, "train": {**TINY["train"], "epochs": 1, "amp_cpu": amp_cpu}})
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, log=False)
+    seen = []
+    trainer.model.features.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    m = trainer.fit()
+    assert seen[0] == (torch.bfloat16 if amp_cpu and supported else torch.float32)  # the first training step's f
+    assert seen[-1] == seen[0]  # testing runs under the same autocast
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert math.isfinite(m["history"][0]["ce"]) and m["history"][0]["ce"] > 0
+    model, _ = load_model(tmp_path / "run" / "checkpoint.pt")
+    assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())

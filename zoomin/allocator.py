@@ -10,8 +10,12 @@ piece; larger ones (the maps) are mapped on their own and given back when freed;
 top is trimmed above ``TRIM_BYTES``; one arena. Measured on the 2-core reference machine with
 ``zoomin predict`` on a 100,000² slide: see ``docs/slide_memory.md``.
 
-``zoomin train`` / ``predict`` / ``demo`` call it; ``ZOOMIN_MALLOC=default`` keeps glibc's
-defaults. Elsewhere (musl, macOS, Windows) it does nothing.
+``zoomin predict`` and ``zoomin train`` on slides (``data.task: manifest``) call it;
+``ZOOMIN_MALLOC=default`` keeps glibc's defaults. Training on in-memory canvases (``zoomin demo``,
+Megapixel MNIST) does not: there every step frees and reallocates activations and batches of 10-25 MB,
+which the fixed 8 MB threshold maps and faults in afresh each time (the demo's epoch took 10 s
+instead of 7, with 10x the system time), where glibc's adaptive threshold reuses them. Elsewhere
+(musl, macOS, Windows) it does nothing.
 """
 from __future__ import annotations
 

@@ -42,6 +42,9 @@ def _fit(cfg, args) -> int:
     if args.epochs:
         cfg.train.epochs = args.epochs
     from .distributed import is_main
+    if cfg.data.task == "manifest":  # slides: streamed stage I (in-memory canvases train faster with glibc's own)
+        from .allocator import steady
+        steady()
     trainer = Trainer(cfg, args.out, progress=not args.quiet and is_main(), callbacks=_callbacks(args.callback))
     metrics = trainer.fit(resume=args.resume)
     keys = ("test_accuracy", "test_auc", "epochs", "seconds_per_epoch", "device", "processes")
@@ -186,7 +189,7 @@ def one_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     from .distributed import close
     args = parser().parse_args(argv)
-    if args.func in (cmd_train, cmd_predict, cmd_demo):
+    if args.func is cmd_predict:
         from .allocator import steady
         steady()
     try:

@@ -36,6 +36,15 @@ METRICS = "metrics.json"
 __all__ = ["Trainer", "select_device", "METRICS"]
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU (AVX-512 or better; fastest with AMX / AVX-512 BF16).
+    Where it does not, ``train.amp_cpu`` is ignored and the run stays in float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data;
     ``callbacks``: objects with ``on_step`` / ``on_fit_end`` (module doc)."""
@@ -67,6 +76,8 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         cuda_amp = t.amp and self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda_amp else None
+        if t.amp_cpu and self.device.type == "cpu" and cpu_bf16_supported():
+            self.amp_dtype = torch.bfloat16  # training and testing; the weights stay float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
 
