@@ -18,7 +18,6 @@ def test_steady_takes_and_can_be_turned_off(monkeypatch):
     assert allocator.steady() is False
 
 
-
 def test_the_cli_fixes_the_heap_for_slides_only(tmp_path, monkeypatch, capsys):
     """predict and slide training (streamed stage I) take the fixed settings; training on in-memory
     canvases keeps glibc's adaptive ones (its 10-25 MB activations are reused instead of re-mapped)."""

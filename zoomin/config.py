@@ -117,7 +117,7 @@ class TrainConfig:
     instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (model.instance_pool; "max" needs model.evidence)
     annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
-    amp_cpu: bool = False  # bf16 autocast on CPU: 1.45x faster steps where the CPU has AMX / AVX-512 BF16, slower where it must emulate bf16
+    amp_cpu: bool = False  # bf16 autocast on CPU where oneDNN has bf16 (train.cpu_bf16_supported): 1.45x faster demo steps with AMX / AVX-512 BF16; not measured where bf16 is emulated
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
     num_workers: int = 0  # DataLoader worker processes that rasterise images
     eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
