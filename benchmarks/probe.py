@@ -39,7 +39,7 @@ class Probe:
     channels: int = 1  # image channels
     batch: int = 1  # images per step (the input itself is made before the measured call)
     device: str = "cpu"  # "cpu" or "cuda"
-    amp: bool = False  # bf16 autocast (CUDA)
+    amp: bool = False  # bf16 autocast (CUDA, or CPU where oneDNN has bf16)
     threads: int = 2  # torch CPU threads
     warmup: int = 1  # unmeasured calls first (allocator, lazy init)
     seed: int = 0
