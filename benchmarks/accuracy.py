@@ -14,11 +14,12 @@ from importlib import resources
 from itertools import repeat
 from pathlib import Path
 
+import torch
 from paired import compare, correctness
 from probe import Probe, measure
 
 from zoomin.config import Config
-from zoomin.train import cpu_bf16_supported
+from zoomin.train import autocast_dtype
 
 
 @dataclasses.dataclass
@@ -109,7 +110,7 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
     rows, curves, correct = [], [], {}
     for (kind, n, cfg), metrics, corr in zip(runs, results, tested):
         model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}
-        amp = cfg.train.amp_cpu and cpu_bf16_supported() if plan.device == "cpu" else cfg.train.amp  # as the run trained
+        amp = autocast_dtype(cfg.train, torch.device(plan.device)) is not None  # as the run trained
         probe = measure(Probe(model=kind, size=plan.canvas, phase="train", model_config=model_fields,
                               batch=cfg.train.batch_size, device=plan.device, threads=plan.threads, amp=amp))
         rows.append(dict(model=kind, N=n, epochs=metrics["epochs"], train_size=plan.train_size, batch=cfg.train.batch_size,

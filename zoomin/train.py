@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed
 from .checkpoint import CHECKPOINT, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .config import Config
+from .config import Config, TrainConfig
 from .data.factory import make_datasets
 from .distributed import select_device
 from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
@@ -43,6 +43,16 @@ def cpu_bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def autocast_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast precision a run trains in on ``device`` (None: float32): ``t.amp`` on CUDA
+    (bf16 where supported, else fp16), ``t.amp_cpu`` on a CPU where oneDNN has bf16."""
+    if t.amp and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if t.amp_cpu and device.type == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 class Trainer:
@@ -74,10 +84,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_set) / t.batch_size)
         self.total_steps = max(1, steps_per_epoch * t.epochs)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
-        cuda_amp = t.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda_amp else None
-        if t.amp_cpu and self.device.type == "cpu" and cpu_bf16_supported():
-            self.amp_dtype = torch.bfloat16  # training and testing; the weights stay float32
+        self.amp_dtype = autocast_dtype(t, self.device)  # training and testing; the weights stay float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
 
