@@ -10,6 +10,13 @@ of the three label-class digits were seen, and the share of draws that landed on
 ``topk`` (deterministic: the N most attended tiles, for two stages one sub-tile in each, so both
 kinds read N patches).
 
+It then asks whether the *reading* or the *weighing* limits: every digit of a test image is cut
+out in a patch centred on it (jitter up to ``--jitter`` pixels) and read by ``f`` and ``g``; the
+table gives the share of digits read as their class, and the image accuracy when the five digit
+patches are combined with equal weights as the model combines its draws (``g`` of the mean
+feature, i.e. the mean of the patches' logits), as a mean of the patches' class probabilities,
+or by a majority vote.
+
     python benchmarks/megapixel_limits.py runs/acc20/zoom_in runs/acc20/one_stage --out docs/megapixel_limits.md
 """
 from __future__ import annotations
@@ -23,7 +30,10 @@ import torch
 from paired import load_run
 from report import table
 
-from zoomin.data.megapixel_mnist import DIGIT, rasterise
+from zoomin.data.megapixel_mnist import DIGIT, load_mnist_digits, rasterise
+from zoomin.geometry import centred_boxes
+from zoomin.nets import feature_output
+from zoomin.sources import as_source
 
 
 def coverage(boxes: torch.Tensor, valid: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
@@ -70,7 +80,56 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int, mode
                 draw_hit_rate=hits / max(draws, 1), distinct_patches=draws / len(ok))
 
 
-def markdown(results: list[dict], cover: float) -> str:
+def digit_centres(recs, jitter: int, rng: np.random.Generator):
+    """Every digit of every record: image row (M,), patch centre (M, 2) within ``jitter`` px of the
+    digit's centre, the digit's class (M,)."""
+    _, labels = load_mnist_digits()
+    corners = np.concatenate([r.corners for r in recs])  # (M, 2)
+    rows = np.repeat(np.arange(len(recs)), [len(r.digits) for r in recs])
+    centres = corners + DIGIT // 2 + rng.integers(-jitter, jitter + 1, size=corners.shape)
+    classes = labels[np.concatenate([r.digits for r in recs])]
+    return torch.as_tensor(rows), torch.as_tensor(centres), torch.as_tensor(classes)
+
+
+def combined(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each image's digit patches combined with equal weights. logits: (B, D, classes); y: (B,) ->
+    right or wrong (B,) for ``mean_logits`` (``g`` of the mean feature, as the model combines
+    draws), ``mean_probs`` and ``majority`` (the most frequent argmax; a tie is wrong)."""
+    votes = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).sum(1)  # (B, classes)
+    top2 = votes.topk(2, dim=-1).values  # (B, 2)
+    return dict(mean_logits=logits.mean(1).argmax(-1) == y, mean_probs=logits.softmax(-1).mean(1).argmax(-1) == y,
+                majority=(votes.argmax(-1) == y) & (top2[:, 0] > top2[:, 1]))
+
+
+@torch.no_grad()
+def reading(run: Path, test_size: int, batch: int, jitter: int, seed: int) -> dict:
+    """``f`` and ``g`` on patches centred on the digits, and the five digits' patches combined."""
+    model, cfg, data = load_run(run, test_size)
+    rng, n_target, n_digits = np.random.default_rng(seed), cfg.data.n_target, cfg.data.n_digits
+    read, label_digit, mean_logits, mean_probs, majority = [], [], [], [], []  # per batch
+    for start in range(0, len(data), batch):
+        recs = [data.record(i) for i in range(start, min(start + batch, len(data)))]
+        src = as_source(torch.stack([torch.from_numpy(rasterise(r, cfg.data.canvas)) for r in recs]).unsqueeze(1))
+        s1 = model.attend(src)  # the images' stage-I statistics (standardisation with evidence heads)
+        rows, centres, classes = digit_centres(recs, jitter, rng)
+        patches = src.read(rows, centred_boxes(centres, model.patch_hw), 1.0, model.patch_hw)  # (M, C, h2, w2)
+        f = feature_output(model.features(s1.standardised(patches, rows)).float(), cfg.model.feature_output)
+        logits = model.classify(f)  # (M, classes): each digit's vote as g reads it
+        read.append(logits.argmax(-1) == classes)
+        label_digit.append(torch.arange(len(classes)) % n_digits < n_target)  # label-class digits come first
+        right = combined(logits.view(len(recs), n_digits, -1), torch.tensor([r.label for r in recs]))
+        mean_logits.append(right["mean_logits"])
+        mean_probs.append(right["mean_probs"])
+        majority.append(right["majority"])
+    ok, lab = torch.cat(read), torch.cat(label_digit)
+    return dict(run=str(run), model=cfg.model.kind, label_digits_read=float(ok[lab].float().mean()),
+                other_digits_read=float(ok[~lab].float().mean()),
+                mean_logits=float(torch.cat(mean_logits).float().mean()),
+                mean_probs=float(torch.cat(mean_probs).float().mean()),
+                majority=float(torch.cat(majority).float().mean()))
+
+
+def markdown(results: list[dict], cover: float, reads: list[dict] = (), jitter: int = 0) -> str:
     n = max(len(r["by_seen"]) for r in results) - 1
     runs = list(dict.fromkeys(r["run"] for r in results))
     modes = list(dict.fromkeys(r["mode"] for r in results))
@@ -91,6 +150,17 @@ def markdown(results: list[dict], cover: float) -> str:
              table(summary, text=("run", "model", "mode")), "",
              "Accuracy by the number of label-class digits seen (images in brackets):", "",
              table(by_seen, text=("run", "mode"))]
+    if reads:
+        frame = pd.DataFrame([{"run": f"`{r['run']}`", "model": r["model"],
+                               "label digits read": f"{r['label_digits_read']:.3f}",
+                               "other digits read": f"{r['other_digits_read']:.3f}",
+                               "image: g(mean feature)": f"{r['mean_logits']:.3f}",
+                               "image: mean probability": f"{r['mean_probs']:.3f}",
+                               "image: majority vote": f"{r['majority']:.3f}"} for r in reads])
+        lines += ["", f"Reading against weighing: every digit read alone from a patch centred on it (± {jitter} px), "
+                  "and the image's five digit patches combined with equal weights — as the model combines its "
+                  "draws (`g` of the mean feature = the mean of the patches' logits), as a mean of their class "
+                  "probabilities, or by majority vote:", "", table(frame, text=("run", "model"))]
     return "\n".join(lines) + "\n"
 
 
@@ -104,10 +174,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", nargs="+", choices=("sample", "topk"), default=["sample"], help="inference modes")
+    p.add_argument("--jitter", type=int, default=6, help="digit-centred patches: largest offset from the centre (px)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     results = [analyse(r, a.test_size, a.batch, a.cover, a.seed, m) for r in a.runs for m in a.modes]
-    a.out.write_text(markdown(results, a.cover))
+    reads = [reading(r, a.test_size, a.batch, a.jitter, a.seed) for r in a.runs]
+    a.out.write_text(markdown(results, a.cover, reads, a.jitter))
     print(a.out.read_text())
 
 

@@ -4,6 +4,7 @@ import csv
 import importlib
 import json
 import sys
+from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -155,6 +156,25 @@ def test_megapixel_limits_coverage_measures_the_share_of_each_digit_a_patch_cove
     cov = mod.coverage(boxes, torch.tensor([[True, True, False]]), digits)  # (1, 2, 3)
     assert cov[0, 0].tolist() == [1.0, 0.5, 0.0]  # inside; half the columns; not its patch
     assert cov[0, 1].tolist() == [0.0, 0.0, 0.0]  # the patch over it is padding (not drawn)
+
+
+def test_megapixel_limits_reading_cuts_digit_centred_patches_and_weighs_them_three_ways():
+    mod = _benchmark("megapixel_limits")
+    from zoomin.data.megapixel_mnist import DIGIT, load_mnist_digits
+    Rec = namedtuple("Rec", "digits corners")
+    recs = [Rec(np.array([0, 1]), np.array([[100, 200], [300, 40]])), Rec(np.array([2]), np.array([[5, 6]]))]
+    rows, centres, classes = mod.digit_centres(recs, 3, np.random.default_rng(0))
+    assert rows.tolist() == [0, 0, 1] and classes.tolist() == load_mnist_digits()[1][[0, 1, 2]].tolist()
+    off = centres - torch.tensor([[100, 200], [300, 40], [5, 6]]) - DIGIT // 2
+    assert (off.abs() <= 3).all()
+    # one image, 5 digits, 3 classes; label 0 read on three patches with small margins, two confident
+    # patches of class 1: the mean of the logits says 1, the mean of probabilities and the vote say 0
+    logits = torch.tensor([[[1.0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 9, 0], [0, 9, 0]]])
+    right = mod.combined(logits, torch.tensor([0]))
+    assert right["mean_logits"].tolist() == [False] and right["majority"].tolist() == [True]
+    assert right["mean_probs"].tolist() == [False]  # 3 x 0.58 against 2 x 1.0: probabilities do not tally either
+    tie = mod.combined(torch.eye(3)[[0, 1, 2]].unsqueeze(0) * 5, torch.tensor([0]))  # one vote each: no majority
+    assert tie["majority"].tolist() == [False]
 
 
 def test_paired_test_statistics():

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from zoomin.config import ModelConfig
 from zoomin.model import AttentionSamplingNet, ZoomInNet, build_model
@@ -149,6 +150,27 @@ def test_trace_weights_reproduce_the_aggregated_feature(cfg, mode):
     model = build_model(ModelConfig(**{**cfg, "n_samples": 20}))
     tr = model(images(H=60, W=70), mode=mode)
     assert torch.allclose((tr.weights.unsqueeze(-1) * tr.features).sum((1, 2)), tr.z, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sample", "topk"])
+@pytest.mark.parametrize("cfg", [TWO, ONE])
+def test_feature_output_bounds_every_patch_in_z(cfg, mode):
+    """``feature_output``: l2 gives unit-length patch features, so z (a weighted average of them) has
+    norm <= 1; linear leaves them as they are."""
+    x = images(H=60, W=70)
+    traces = {}
+    for kind in ("linear", "l2"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**{**cfg, "n_samples": 20, "feature_output": kind}))
+        traces[kind] = tr = model(x, mode=mode, generator=torch.Generator().manual_seed(1))
+    valid = traces["l2"].subtile_valid
+    assert torch.allclose(traces["l2"].features[valid].norm(dim=-1), torch.ones(int(valid.sum())), atol=1e-5)
+    assert (traces["l2"].z.norm(dim=-1) <= 1 + 1e-5).all()
+    assert torch.allclose(traces["l2"].features[valid], nn.functional.normalize(traces["linear"].features[valid], dim=-1),
+                          atol=1e-5)  # the same patches, the same f: only its last step differs
+    assert not torch.allclose(traces["linear"].features[valid].norm(dim=-1), torch.ones(int(valid.sum())), atol=1e-2)
+    with pytest.raises(ValueError, match="feature_output"):
+        ModelConfig(**{**cfg, "feature_output": "softmax"})
 
 
 @pytest.mark.parametrize("cfg", [TWO, ONE])

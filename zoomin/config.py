@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
+FEATURE_OUTPUTS = ("linear", "l2")
+
+
 @dataclass
 class ModelConfig:
     kind: str = "zoom_in"  # "zoom_in" (two stages, §2.2) or "one_stage" (ATS baseline, §2.1)
@@ -22,6 +25,7 @@ class ModelConfig:
     feature_width: int = 32  # channels of f's conv blocks
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
+    feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
     backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -55,6 +59,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.evidence_topk < 1 or self.instance_topk < 1:
             raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
+        if self.feature_output not in FEATURE_OUTPUTS:
+            raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:

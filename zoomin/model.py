@@ -27,7 +27,7 @@ from .augment import dihedral
 from .config import ModelConfig
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
-from .nets import AttentionNet, Classifier, build_backbone
+from .nets import AttentionNet, Classifier, build_backbone, feature_output
 from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
 from .sources import Source, as_source
 from .stage1 import Stage1
@@ -141,7 +141,7 @@ class _AttentionSampler(nn.Module):
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
         if cfg.augment and self.training:
             patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
-        f = self.features(s1.standardised(patches, rows[drawn])).float()  # (M, D)
+        f = feature_output(self.features(s1.standardised(patches, rows[drawn])).float(), cfg.feature_output)  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn

@@ -92,6 +92,18 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return BACKBONES[name](**kwargs)
 
 
+def feature_output(f: torch.Tensor, kind: str) -> torch.Tensor:
+    """The last step of ``f`` (``ModelConfig.feature_output``), before eq 3 / eq 5 average the features.
+    (M, K) -> (M, K).
+
+    ``linear``: as the backbone gives them. ``l2``: unit length, as ATS normalises its features
+    (Katharopoulos & Fleuret 2019: sampling from the attention is then the minimum-variance
+    choice), so no single patch outweighs the others in ``z`` and ``g`` (linear) weighs the patches
+    more like votes than like a sum of unbounded scores (benchmarks/megapixel_limits.py).
+    """
+    return nn.functional.normalize(f, dim=-1) if kind == "l2" else f
+
+
 class Classifier(nn.Module):
     """``g``: aggregated feature (B, K) -> class logits (B, num_classes)."""
 
