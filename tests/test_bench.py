@@ -175,6 +175,19 @@ def test_megapixel_limits_reading_cuts_digit_centred_patches_and_weighs_them_thr
     assert right["mean_probs"].tolist() == [False]  # 3 x 0.58 against 2 x 1.0: probabilities do not tally either
     tie = mod.combined(torch.eye(3)[[0, 1, 2]].unsqueeze(0) * 5, torch.tensor([0]))  # one vote each: no majority
     assert tie["majority"].tolist() == [False]
+    images = load_mnist_digits()[0]
+    alone = mod.centred_digits(np.array([3, 4]), 50, 2, np.random.default_rng(0))  # (2, 1, 50, 50)
+    for patch, d in zip(alone[:, 0], (3, 4)):
+        assert abs(float(patch.sum()) - images[d].sum() / 255.0) < 1e-3  # the whole digit, nothing else
+        rows, cols = patch.nonzero(as_tuple=True)
+        assert rows.float().mean().sub(24.5).abs() < 10 and cols.float().mean().sub(24.5).abs() < 10
+
+
+@pytest.mark.slow
+def test_megapixel_limits_supervised_reader_learns_the_test_pools_digits():
+    r = _benchmark("megapixel_limits").supervised_reader("linear", epochs=2, jitter=6, seed=0, test_size=40)
+    assert r["digits_read"] > 0.5 and r["output"] == "linear"  # chance: 0.1 (0.735 when measured)
+    assert all(0 <= r[k] <= 1 for k in ("mean_logits", "mean_probs", "majority"))
 
 
 def test_paired_test_statistics():
