@@ -113,8 +113,7 @@ def reading(run: Path, test_size: int, batch: int, jitter: int, seed: int) -> di
         s1 = model.attend(src)  # the images' stage-I statistics (standardisation with evidence heads)
         rows, centres, classes = digit_centres(recs, jitter, rng)
         patches = src.read(rows, centred_boxes(centres, model.patch_hw), 1.0, model.patch_hw)  # (M, C, h2, w2)
-        f = feature_output(model.features(s1.standardised(patches, rows)).float(), cfg.model.feature_output)
-        logits = model.classify(f)  # (M, classes): each digit's vote as g reads it
+        logits = model.classify(model.embed(patches, s1, rows))  # (M, classes): each digit's vote as g reads it
         read.append(logits.argmax(-1) == classes)
         label_digit.append(torch.arange(len(classes)) % n_digits < n_target)  # label-class digits come first
         right = combined(logits.view(len(recs), n_digits, -1), torch.tensor([r.label for r in recs]))
@@ -148,7 +147,7 @@ def supervised_reader(output: str, epochs: int, jitter: int, seed: int, test_siz
     five digits combined as in ``reading``: how far the combination, not the reading, is the limit,
     for ``f``'s last step ``output`` (``linear`` or ``l2``)."""
     from zoomin.config import DataConfig
-    from zoomin.data.megapixel_mnist import digit_pool, make_record
+    from zoomin.data.megapixel_mnist import MegapixelMNIST, digit_pool
     from zoomin.nets import SmallCNN
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -164,8 +163,9 @@ def supervised_reader(output: str, epochs: int, jitter: int, seed: int, test_siz
             loss.backward()
             opt.step()
     f.eval()
-    cfg = DataConfig()
-    recs = [make_record(np.random.default_rng([cfg.seed, 1, 0, i]), cfg, "test") for i in range(test_size)]  # the test set's records
+    cfg = DataConfig(test_size=test_size)
+    test = MegapixelMNIST(cfg, "test")
+    recs = [test.record(i) for i in range(test_size)]  # the test set's records
     digits = np.concatenate([r.digits for r in recs])
     with torch.no_grad():
         logits = g(feature_output(f(centred_digits(digits, side, jitter, rng)), output))  # (M, 10)

@@ -104,6 +104,11 @@ class _AttentionSampler(nn.Module):
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
         return stage1_scale_for(self.cfg, size)
 
+    def embed(self, patches: torch.Tensor, s1: Stage1, rows: torch.Tensor) -> torch.Tensor:
+        """``f`` on full-resolution patches (M, C, h2, w2) of images ``rows`` (M,): standardised with
+        their image's stage I, the backbone, then ``cfg.feature_output`` -> (M, D) float."""
+        return feature_output(self.features(s1.standardised(patches, rows)).float(), self.cfg.feature_output)
+
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
         return self.classifier(z)
@@ -141,7 +146,7 @@ class _AttentionSampler(nn.Module):
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
         if cfg.augment and self.training:
             patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
-        f = feature_output(self.features(s1.standardised(patches, rows[drawn])).float(), cfg.feature_output)  # (M, D)
+        f = self.embed(patches, s1, rows[drawn])  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
