@@ -8,6 +8,7 @@ from typing import Any
 
 
 FEATURE_OUTPUTS = ("linear", "l2")
+POOLINGS = ("features", "probabilities")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ModelConfig:
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
     feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
+    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])) or "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.pool_probabilities)
     backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -61,6 +63,8 @@ class ModelConfig:
             raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
         if self.feature_output not in FEATURE_OUTPUTS:
             raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:

@@ -43,6 +43,16 @@ def stage1_scale_for(cfg: ModelConfig, size: tuple[int, int]) -> float:
     return cfg.scale1
 
 
+def probability_logits(expected: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``model.pooling: probabilities``: class logits ``log E_{alpha, beta}[softmax(g(f(x)))]`` (B, classes)
+    from ``expected`` (B, classes), eq 3 / eq 9 applied to each patch's class probabilities instead
+    of its features (an unbiased estimate of the mixture; the cross-entropy then takes its log).
+    Each patch is a vote of at most 1 whatever its logit scale, so one confidently read distractor
+    cannot outweigh several hesitantly read label objects, as it can when ``g`` (linear) sees the
+    mean feature and the logits are the mean of the patches' logits (benchmarks/megapixel_limits.py)."""
+    return expected.clamp_min(eps).log()
+
+
 @dataclass
 class Stage2:
     """The patches fed to ``f`` for the drawn tiles. One stage: the tile itself (K = 1, no beta)."""
@@ -133,7 +143,8 @@ class _AttentionSampler(nn.Module):
                   generator: torch.Generator | None = None, complement: bool = False) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
         METHOD §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
-        estimate ``z`` (eqs 3 + 9, or top-k) and classify it."""
+        estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
+        classify each patch and estimate the expected class probabilities instead)."""
         B, cfg = src.batch_size, self.cfg
         log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
         floor = cfg.proposal_floor if self.training and mode == "sample" and not complement else 0.0
@@ -164,7 +175,14 @@ class _AttentionSampler(nn.Module):
             else:
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
                 heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
-        return Trace(logits=self.classify(z), tile_index=tiles.index, view_hw=s1.view_hw,
+        logits, draw_probs = self.classify(z), None
+        if cfg.pooling == "probabilities":  # the same estimator over each patch's class probabilities
+            draw_probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
+            draw_probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
+            expected = two_stage_estimate(la, lb, draw_probs, tiles.count, drawn, n, s2.num_subtiles, mode,
+                                          log_q=tiles.log_q)  # (B, classes)
+            logits = probability_logits(expected)
+        return Trace(logits=logits, draw_probs=draw_probs, tile_index=tiles.index, view_hw=s1.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
                      image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,

@@ -27,7 +27,7 @@ class Trace:
     is ``SHARED``.
     """
 
-    logits: torch.Tensor  # (B, classes) g(z)
+    logits: torch.Tensor  # (B, classes) g(z); model.pooling probabilities: log of the estimated E[softmax(g(f))]
     tile_index: torch.Tensor  # (B, P) flat stage-I location of each distinct tile
     tile_counts: torch.Tensor  # (B, P) stage-I draws per tile; 0 marks padding
     tile_boxes: torch.Tensor  # (B, P, 4) level-0 tile boxes (one stage: the patches themselves)
@@ -50,6 +50,7 @@ class Trace:
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
     instance_draw_logits: Optional[torch.Tensor] = None  # (B, P, K, E) instance head on each drawn sub-tile, unpooled (model.instance_pool: mean; 0 where not drawn)
+    draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
 
     @property
@@ -87,7 +88,11 @@ class Trace:
     @cached_property
     def contributions(self) -> Optional[torch.Tensor]:
         """(B, P, K, classes) each sample's additive share of the logits, detached: ``g`` is linear
-        and ``z = sum w f``, so ``logits = bias + sum contributions`` (in eval mode)."""
+        and ``z = sum w f``, so ``logits = bias + sum contributions`` (in eval mode). With
+        ``model.pooling: probabilities`` each sample's share of the expected class probabilities
+        instead: ``logits = log sum contributions``."""
+        if self.draw_probs is not None:
+            return self.weights.unsqueeze(-1) * self.draw_probs.detach()  # (B, P, K, classes)
         if self.head_weight is None:
             return None
         return self.weights.unsqueeze(-1) * (self.features.detach() @ self.head_weight.T)  # (B, P, K, classes)

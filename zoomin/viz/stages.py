@@ -105,15 +105,16 @@ def negatives(s: ExplorerState):
 
 
 def contribution(s: ExplorerState):
-    """Sub-tiles coloured by their share of the predicted class's logit (red +, blue -)."""
+    """Sub-tiles coloured by their share of the predicted class's logit (red +, blue -), or of its
+    probability (``model.pooling: probabilities``)."""
     tr, b = s.trace, s.b
     cls = int(tr.probs[b].argmax())
     valid = tr.subtile_valid[b]
     sb, share = tr.subtile_boxes[b][valid], tr.contributions[b, ..., cls][valid]
     lim = float(share.abs().max()) or 1.0
-    rects = views.boxes(sb, share, "logit share", "black", "RdBu_r").opts(clim=(-lim, lim), fill_alpha=0.7,
-                                                                         colorbar=True)
-    return _overview(s) * rects * views.markers(sb, share, "logit share", cmap="RdBu_r").opts(clim=(-lim, lim))
+    label = "logit share" if tr.draw_probs is None else "probability share"  # model.pooling
+    rects = views.boxes(sb, share, label, "black", "RdBu_r").opts(clim=(-lim, lim), fill_alpha=0.7, colorbar=True)
+    return _overview(s) * rects * views.markers(sb, share, label, cmap="RdBu_r").opts(clim=(-lim, lim))
 
 
 RENDERERS: dict[str, Callable[[ExplorerState], Any]] = {

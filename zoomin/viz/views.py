@@ -196,15 +196,18 @@ def prediction(trace: Trace, class_names: list[str] | None = None, b: int = 0) -
 
 def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 0) -> hv.Bars:
     """Each sample's share of the logit of class ``cls`` (default: the predicted class), largest
-    magnitudes first. Shares plus the bias add up to the logit exactly (``g`` is linear)."""
+    magnitudes first. Shares plus the bias add up to the logit exactly (``g`` is linear); with
+    ``model.pooling: probabilities`` the shares add up to the class's probability before it is
+    normalised (``Trace.contributions``)."""
     cls = int(trace.probs[b].argmax()) if cls is None else cls
     share = trace.contributions[b, ..., cls].detach().float()  # (P, K)
     valid = trace.subtile_valid[b]
     order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(top, int(valid.sum()))]
     K = share.shape[-1]
     data = [(f"t{int(i) // K}/s{int(i) % K}", float(share.flatten()[i])) for i in order]
-    return hv.Bars(data, "sample", "logit share").opts(
-        title=f"contributions to class {cls}", xrotation=45, tools=["hover"], color="logit share", cmap="RdBu_r",
+    label = "logit share" if trace.draw_probs is None else "probability share"
+    return hv.Bars(data, "sample", label).opts(
+        title=f"contributions to class {cls}", xrotation=45, tools=["hover"], color=label, cmap="RdBu_r",
         symmetric=True)
 
 
