@@ -9,7 +9,8 @@ with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benc
 
 ``--single`` adds the expected one-pass accuracy (each image's share of the passes right, paired
 normal test) as a row "single"; ``--topk`` the deterministic prediction (the N most attended
-patches) as a row "topk".
+patches) as a row "topk". ``--test-pooling probabilities`` reads both runs' weights out as a
+mixture of their patches' class probabilities (``model.test_pooling``) instead of their own setting.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from paired import compare, correctness
 from report import pvalue, table
 
 
-def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int) -> str:
+def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int,
+             test_pooling: str = "") -> str:
     passes = " ".join(str(p) for p in rows if isinstance(p, int)) + "".join(f" --{k}" for k in rows if isinstance(k, str))
+    passes += f" --test-pooling {test_pooling}" if test_pooling else ""
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
@@ -50,15 +53,17 @@ def main() -> None:
     p.add_argument("--single", action="store_true", help="also compare the mean one-pass accuracies")
     p.add_argument("--topk", action="store_true", help="also compare the deterministic (top-k) predictions")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--test-pooling", default="", choices=["", "features", "probabilities"],
+                   help="read both runs out this way instead of their own model.test_pooling")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()
     if min(a.passes) < 1:
         p.error("--passes must be >= 1")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
-    ca = correctness(a.run_a, passes, a.test_size, a.batch, a.seed, a.topk, a.single)
-    cb = correctness(a.run_b, passes, a.test_size, a.batch, a.seed, a.topk, a.single)
-    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed)
+    ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.test_pooling)
+              for run in (a.run_a, a.run_b))
+    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed, a.test_pooling)
     if a.out:
         a.out.write_text(text)
     print(text)

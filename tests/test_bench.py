@@ -244,6 +244,10 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     trace = model(x[:1], mode="topk")
     assert int(trace.subtile_valid.sum()) == cfg.model.n_samples  # N full-resolution patches, as in training
     assert bool(trace.logits.argmax(-1)[0] == y[0]) == bool(mod.correctness(run, [1], 0, 12, topk=True)["topk"][0])
+    mixture, _, _ = mod.load_run(run, test_pooling="probabilities")  # the same weights, read out otherwise
+    assert model(x[:2]).draw_probs is None and mixture(x[:2]).draw_probs is not None
+    with pytest.raises(ValueError, match="test_pooling"):
+        mod.load_run(run, test_pooling="vote")
     script = _benchmark("paired_test")  # the command-line wrapper's table
     text = script.markdown(run, run, {3: r, "topk": mod.compare(top7["topk"], top8["topk"])}, 12, 7)
     cells = _md_rows(text)

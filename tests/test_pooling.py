@@ -112,3 +112,22 @@ def test_contributions_add_up_to_the_class_probabilities(kind, mode):
         assert torch.allclose(tr.logits.exp().sum(-1), torch.ones(2), atol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         ModelConfig(**{**cfg, "pooling": "votes"})
+
+
+def test_test_pooling_reads_the_same_weights_out_as_a_mixture():
+    """``model.test_pooling``: training keeps ``pooling`` (g of the mean feature); the eval-mode
+    forward of the same weights averages each patch's ``softmax(g(f))`` instead, on the same draws."""
+    cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
+               attention_hidden=4, num_classes=3, feature_norm="none")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**cfg, test_pooling="probabilities"))
+    x = torch.rand(2, 1, 30, 40)
+    train = model.train()(x, generator=torch.Generator().manual_seed(1))
+    assert train.draw_probs is None and torch.allclose(train.logits, model.classify(train.z))
+    test = model.eval()(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(test.subtile_boxes, train.subtile_boxes)  # the same draws, read out differently
+    own = model.classify(test.features).softmax(-1) * test.subtile_valid.unsqueeze(-1)  # (B, P, K, classes)
+    assert torch.allclose(test.draw_probs, own, atol=1e-6)
+    assert torch.allclose(test.logits.exp(), (test.weights.unsqueeze(-1) * own).sum((1, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="test_pooling"):
+        ModelConfig(**cfg, test_pooling="vote")

@@ -27,7 +27,8 @@ class ModelConfig:
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
     feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
-    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])) or "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.pool_probabilities)
+    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])) or "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.probability_logits)
+    test_pooling: str = ""  # what the eval-mode forward averages (testing, predict): "" (as pooling), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g)
     backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -65,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.test_pooling not in ("", *POOLINGS):
+            raise ValueError(f"model.test_pooling must be '' or one of {POOLINGS}, got {self.test_pooling!r}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:

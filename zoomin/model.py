@@ -119,6 +119,12 @@ class _AttentionSampler(nn.Module):
         their image's stage I, the backbone, then ``cfg.feature_output`` -> (M, D) float."""
         return feature_output(self.features(s1.standardised(patches, rows)).float(), self.cfg.feature_output)
 
+    @property
+    def pooling(self) -> str:
+        """What the estimators average: ``cfg.pooling`` while training, ``cfg.test_pooling`` (when
+        set) in eval mode."""
+        return self.cfg.pooling if self.training else (self.cfg.test_pooling or self.cfg.pooling)
+
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
         return self.classifier(z)
@@ -176,7 +182,7 @@ class _AttentionSampler(nn.Module):
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
                 heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
         logits, draw_probs = self.classify(z), None
-        if cfg.pooling == "probabilities":  # the same estimator over each patch's class probabilities
+        if self.pooling == "probabilities":  # the same estimator over each patch's class probabilities
             draw_probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
             draw_probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
             expected = two_stage_estimate(la, lb, draw_probs, tiles.count, drawn, n, s2.num_subtiles, mode,
