@@ -131,3 +131,30 @@ def test_test_pooling_reads_the_same_weights_out_as_a_mixture():
     assert torch.allclose(test.logits.exp(), (test.weights.unsqueeze(-1) * own).sum((1, 2)), atol=1e-5)
     with pytest.raises(ValueError, match="test_pooling"):
         ModelConfig(**cfg, test_pooling="vote")
+
+
+def test_both_trains_g_of_z_and_the_mixture_and_tests_on_the_mixture():
+    """``model.pooling: both``: in training ``logits = g(z)`` and the trace carries the mixture for
+    ``losses.mixture_loss`` (``train.mixture_weight``); in eval mode the mixture is the prediction."""
+    from zoomin.config import Config
+    from zoomin.losses import total_loss
+    cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
+               attention_hidden=4, num_classes=3, feature_norm="none", pooling="both")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**cfg))
+    x, y = torch.rand(2, 1, 30, 40), torch.tensor([0, 2])
+    train = model.train()(x, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(train.logits, model.classify(train.z)) and train.draw_probs is None
+    own = (train.weights.unsqueeze(-1) * model.classify(train.features).softmax(-1)).sum((1, 2))
+    assert torch.allclose(train.mixture_logits.exp(), own, atol=1e-5)
+    loss, parts = total_loss(train, y, entropy_weight=0.0, mixture_weight=0.5)
+    mix = torch.nn.functional.cross_entropy(train.mixture_logits, y)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(train.logits, y) + 0.5 * mix)
+    assert parts["mixture"] == pytest.approx(float(mix.detach()))
+    loss.backward()  # both paths reach f and g
+    assert model.classifier.linear.weight.grad.abs().sum() > 0
+    test = model.eval()(x, generator=torch.Generator().manual_seed(1))
+    assert test.mixture_logits is None and test.draw_probs is not None
+    assert torch.allclose(test.logits.exp(), test.contributions.sum((1, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="mixture_weight"):
+        Config.from_dict({"model": {"pooling": "features"}, "train": {"mixture_weight": 1.0}})

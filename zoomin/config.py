@@ -8,7 +8,7 @@ from typing import Any
 
 
 FEATURE_OUTPUTS = ("linear", "l2")
-POOLINGS = ("features", "probabilities")
+POOLINGS = ("features", "probabilities", "both")
 
 
 @dataclass
@@ -27,8 +27,8 @@ class ModelConfig:
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
     feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
-    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])) or "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.probability_logits)
-    test_pooling: str = ""  # what the eval-mode forward averages (testing, predict): "" (as pooling), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g)
+    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])), "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.probability_logits) or "both" (trained on g(E[f]) plus train.mixture_weight x the mixture's cross-entropy; tested on the mixture)
+    test_pooling: str = ""  # what the eval-mode forward reads out (testing, predict): "" (as trained: pooling, the mixture for "both"), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g)
     backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -66,8 +66,8 @@ class ModelConfig:
             raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.test_pooling not in ("", *POOLINGS):
-            raise ValueError(f"model.test_pooling must be '' or one of {POOLINGS}, got {self.test_pooling!r}")
+        if self.test_pooling not in ("", "features", "probabilities"):
+            raise ValueError(f"model.test_pooling must be '', 'features' or 'probabilities', got {self.test_pooling!r}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:
@@ -127,6 +127,7 @@ class TrainConfig:
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
     evidence_weight: float = 0.0  # weight of the MIL losses on the pooled stage-I and stage-II evidence (needs model.evidence; METHOD §10)
+    mixture_weight: float = 0.0  # weight of the cross-entropy of the mixture log E[softmax(g(f))] (needs model.pooling: both; zoomin.losses.mixture_loss)
     instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (model.instance_pool; "max" needs model.evidence)
     annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
@@ -168,6 +169,8 @@ class Config:
                 parts[name] = klass(**sec)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{source}: {e}") from None
+        if parts["train"].mixture_weight and parts["model"].pooling != "both":
+            raise ValueError(f"{source}: train.mixture_weight needs model.pooling: both (got {parts['model'].pooling!r})")
         return cls(**parts)
 
     def override(self, items: list[str], source: str = "--set") -> "Config":

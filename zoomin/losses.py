@@ -68,9 +68,16 @@ def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
     return (trace.weights * ce).sum((1, 2)).mean()
 
 
+def mixture_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
+    """``model.pooling: both``: cross-entropy of the mixture ``log E_{alpha, beta}[softmax(g(f))]``
+    (``model.probability_logits``) beside that of ``g(z)``, so that ``g`` read on one patch is
+    the calibrated vote the test-time mixture averages, while ``g(z)`` keeps its fast start."""
+    return F.cross_entropy(trace.mixture_logits, y)
+
+
 def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contrastive_weight: float = 0.0,
                reference_class: int = 0, evidence_weight: float = 0.0,
-               instance_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+               instance_weight: float = 0.0, mixture_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The training objective and its parts (as floats, for logging). A term is added when its
     weight is non-zero and the trace has what it needs (negatives; evidence heads)."""
     ce = classification_loss(trace, y)
@@ -80,7 +87,8 @@ def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contr
               lambda tr, yy: contrastive_loss(tr, yy, reference_class)),
              ("evidence", evidence_weight, trace.evidence_logits is not None, evidence_loss),
              ("instance", instance_weight, trace.instance_logits is not None or trace.instance_draw_logits is not None,
-              instance_loss)]
+              instance_loss),
+             ("mixture", mixture_weight, trace.mixture_logits is not None, mixture_loss)]
     for name, weight, present, fn in terms:
         if weight and present:
             value = fn(trace, y)

@@ -121,9 +121,11 @@ class _AttentionSampler(nn.Module):
 
     @property
     def pooling(self) -> str:
-        """What the estimators average: ``cfg.pooling`` while training, ``cfg.test_pooling`` (when
-        set) in eval mode."""
-        return self.cfg.pooling if self.training else (self.cfg.test_pooling or self.cfg.pooling)
+        """What the estimators average: ``cfg.pooling`` while training; in eval mode
+        ``cfg.test_pooling`` when set, else as trained (the mixture for ``both``)."""
+        if self.training:
+            return self.cfg.pooling
+        return self.cfg.test_pooling or ("probabilities" if self.cfg.pooling == "both" else self.cfg.pooling)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
@@ -181,14 +183,17 @@ class _AttentionSampler(nn.Module):
             else:
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
                 heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
-        logits, draw_probs = self.classify(z), None
-        if self.pooling == "probabilities":  # the same estimator over each patch's class probabilities
-            draw_probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
-            draw_probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
-            expected = two_stage_estimate(la, lb, draw_probs, tiles.count, drawn, n, s2.num_subtiles, mode,
+        logits, draw_probs, mixture = self.classify(z), None, None
+        if self.pooling != "features":  # the same estimator over each patch's class probabilities
+            probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
+            probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
+            expected = two_stage_estimate(la, lb, probs, tiles.count, drawn, n, s2.num_subtiles, mode,
                                           log_q=tiles.log_q)  # (B, classes)
-            logits = probability_logits(expected)
-        return Trace(logits=logits, draw_probs=draw_probs, tile_index=tiles.index, view_hw=s1.view_hw,
+            if self.pooling == "both":  # training: g(z) stays the prediction, the mixture a second loss
+                mixture = probability_logits(expected)
+            else:
+                logits, draw_probs = probability_logits(expected), probs
+        return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=s1.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
                      image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,

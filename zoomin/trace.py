@@ -50,6 +50,7 @@ class Trace:
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
     instance_draw_logits: Optional[torch.Tensor] = None  # (B, P, K, E) instance head on each drawn sub-tile, unpooled (model.instance_pool: mean; 0 where not drawn)
+    mixture_logits: Optional[torch.Tensor] = None  # (B, classes) log E[softmax(g(f))] beside g(z) (model.pooling: both, training)
     draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
 

@@ -188,7 +188,8 @@ class Trainer:
                 traces = forward_batch(model, x, negatives=t.contrastive_weight > 0)
                 ys = [y] if len(traces) == 1 else list(y.split(1))
                 results = [total_loss(tr, yy, t.entropy_weight, t.contrastive_weight, t.reference_class,
-                                      t.evidence_weight, t.instance_weight) for tr, yy in zip(traces, ys)]
+                                      t.evidence_weight, t.instance_weight, t.mixture_weight)
+                           for tr, yy in zip(traces, ys)]
                 if t.annotation_weight:
                     srcs = [None] if isinstance(x, torch.Tensor) else x
                     results = [self._annotate(r, tr, s) for r, tr, s in zip(results, traces, srcs)]
