@@ -56,11 +56,13 @@ def train_run(cfg_dict: dict, out: str, log: bool) -> dict:
     return Trainer(Config.from_dict(cfg_dict), out, progress=False, log=log).fit(resume=True)
 
 
-def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, threads: int) -> dict:
-    """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``)."""
+def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, threads: int,
+              test_pooling: str = "") -> dict:
+    """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``),
+    read out as the packaged config says (``model.test_pooling``; a readout, not a change of model)."""
     import torch
     torch.set_num_threads(threads)
-    return correctness(out, list(passes), test_size, seed=seed, topk=True, single=True)
+    return correctness(out, list(passes), test_size, seed=seed, topk=True, single=True, test_pooling=test_pooling)
 
 
 def column(key: int | str) -> str:
@@ -98,15 +100,16 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
     test_args = (repeat(plan.passes), repeat(plan.test_size), repeat(plan.seed))
+    readouts = [c.model.test_pooling for _, _, c in runs]
     if plan.jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(plan.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(train_run, [c.to_dict() for _, _, c in runs], outs, [False] * len(runs)))
-            tested = list(pool.map(score_run, outs, *test_args, repeat(runs[0][2].train.threads)))
+            tested = list(pool.map(score_run, outs, *test_args, repeat(runs[0][2].train.threads), readouts))
     else:
         results = [train_run(c.to_dict(), o, True) for (_, _, c), o in zip(runs, outs)]
-        tested = list(map(score_run, outs, *test_args, repeat(plan.threads)))
+        tested = list(map(score_run, outs, *test_args, repeat(plan.threads), readouts))
     rows, curves, correct = [], [], {}
     for (kind, n, cfg), metrics, corr in zip(runs, results, tested):
         model_fields = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("kind", "in_channels")}

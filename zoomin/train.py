@@ -126,7 +126,7 @@ class Trainer:
         if saved is not None:  # weights of the same shapes can belong to another model (a scale, N, ...)
             now = self.cfg.to_dict()["model"]
             diff = [f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in now
-                    if saved.get(k, now[k]) != now[k] and k != "backbone_weights"]  # starting weights: not the model
+                    if saved.get(k, now[k]) != now[k] and k not in ("backbone_weights", "test_pooling")]  # starting weights, readout: not the model
             if diff:
                 raise ValueError(f"{path}: trained with another model config ({'; '.join(diff)}); "
                                  "resume with the same model section or use another --out")
