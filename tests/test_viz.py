@@ -181,6 +181,23 @@ def test_one_stage_trace_is_explorable():
     assert ex.stage("II: zoom").get(0).dimension_values(2, flat=False).shape == (12, 12)
 
 
+def test_a_mixture_readout_shows_probability_shares():
+    """``model.test_pooling: probabilities``: the prediction stage and the bars show each sample's
+    share of the predicted class's probability, and the shares add up to it."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TWO, test_pooling="probabilities")).eval()
+    x = image()
+    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1)).detach()
+    ex = Explorer(tr, x)
+    cls = int(tr.probs[0].argmax())
+    share = tr.contributions[0, ..., cls][tr.subtile_valid[0]].numpy()
+    pred = ex.stage("prediction").get(1)
+    assert np.allclose(np.sort(pred.dimension_values("probability share")), np.sort(share))
+    bars = views.contributions(tr)
+    assert np.isclose(bars.dimension_values("probability share").sum(), share.sum())
+    assert np.isclose(share.sum(), float(tr.logits[0, cls].exp()), atol=1e-5)
+
+
 def test_save_writes_one_offline_html(traced, tmp_path):
     tr, x, _ = traced
     path = Explorer(tr, x, title="offline").save(tmp_path / "trace.html")
