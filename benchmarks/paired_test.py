@@ -22,6 +22,8 @@ import torch
 from paired import compare, correctness
 from report import pvalue, table
 
+from zoomin.config import TEST_POOLINGS
+
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int,
              test_pooling: str = "") -> str:
@@ -53,7 +55,7 @@ def main() -> None:
     p.add_argument("--single", action="store_true", help="also compare the mean one-pass accuracies")
     p.add_argument("--topk", action="store_true", help="also compare the deterministic (top-k) predictions")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--test-pooling", default="", choices=["", "features", "probabilities"],
+    p.add_argument("--test-pooling", default="", choices=TEST_POOLINGS,
                    help="read both runs out this way instead of their own model.test_pooling")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()

@@ -9,6 +9,7 @@ from typing import Any
 
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
+TEST_POOLINGS = ("", "features", "probabilities")  # "": as trained
 
 
 @dataclass
@@ -66,8 +67,8 @@ class ModelConfig:
             raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.test_pooling not in ("", "features", "probabilities"):
-            raise ValueError(f"model.test_pooling must be '', 'features' or 'probabilities', got {self.test_pooling!r}")
+        if self.test_pooling not in TEST_POOLINGS:
+            raise ValueError(f"model.test_pooling must be one of {TEST_POOLINGS}, got {self.test_pooling!r}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:

@@ -86,6 +86,11 @@ class Trace:
             lb, S = self.log_beta.detach().gather(-1, self.subtile_index), self.log_beta.shape[-1]  # (B, P, K)
         return two_stage_weights(la, lb, self.tile_counts, self.subtile_valid, S, self.mode, self.tile_log_q)
 
+    @property
+    def contribution_name(self) -> str:
+        """What ``contributions`` are shares of, as the explorer labels them."""
+        return "logit share" if self.draw_probs is None else "probability share"
+
     @cached_property
     def contributions(self) -> Optional[torch.Tensor]:
         """(B, P, K, classes) each sample's additive share of the logits, detached: ``g`` is linear

@@ -112,7 +112,7 @@ def contribution(s: ExplorerState):
     valid = tr.subtile_valid[b]
     sb, share = tr.subtile_boxes[b][valid], tr.contributions[b, ..., cls][valid]
     lim = float(share.abs().max()) or 1.0
-    label = "logit share" if tr.draw_probs is None else "probability share"  # model.pooling
+    label = tr.contribution_name
     rects = views.boxes(sb, share, label, "black", "RdBu_r").opts(clim=(-lim, lim), fill_alpha=0.7, colorbar=True)
     return _overview(s) * rects * views.markers(sb, share, label, cmap="RdBu_r").opts(clim=(-lim, lim))
 

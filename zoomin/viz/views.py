@@ -205,7 +205,7 @@ def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 
     order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(top, int(valid.sum()))]
     K = share.shape[-1]
     data = [(f"t{int(i) // K}/s{int(i) % K}", float(share.flatten()[i])) for i in order]
-    label = "logit share" if trace.draw_probs is None else "probability share"
+    label = trace.contribution_name
     return hv.Bars(data, "sample", label).opts(
         title=f"contributions to class {cls}", xrotation=45, tools=["hover"], color=label, cmap="RdBu_r",
         symmetric=True)
