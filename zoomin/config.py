@@ -10,6 +10,7 @@ from typing import Any
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
 TEST_POOLINGS = ("", "features", "probabilities")  # "": as trained
+NOT_THE_MODEL = ("backbone_weights", "test_pooling")  # model fields a resume may change: starting weights, readout
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed
 from .checkpoint import CHECKPOINT, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .config import Config, TrainConfig
+from .config import NOT_THE_MODEL, Config, TrainConfig
 from .data.factory import make_datasets
 from .distributed import select_device
 from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
@@ -126,7 +126,7 @@ class Trainer:
         if saved is not None:  # weights of the same shapes can belong to another model (a scale, N, ...)
             now = self.cfg.to_dict()["model"]
             diff = [f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in now
-                    if saved.get(k, now[k]) != now[k] and k not in ("backbone_weights", "test_pooling")]  # starting weights, readout: not the model
+                    if saved.get(k, now[k]) != now[k] and k not in NOT_THE_MODEL]
             if diff:
                 raise ValueError(f"{path}: trained with another model config ({'; '.join(diff)}); "
                                  "resume with the same model section or use another --out")
