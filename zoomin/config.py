@@ -44,6 +44,7 @@ class ModelConfig:
     evidence_prior: float = 0.0  # weight of a fixed outlier score added to the stage-I evidence (zoomin.evidence.outlier_score; needs evidence): the slide's most unusual places come first from step one
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
+    augment_affine: float = 0.0  # training only: each patch fed to f under a small random affine map of this strength (1: up to 15 degrees, 10% scale, 0.1 shear; zoomin.augment.affine), for objects whose orientation matters
     proposal_floor: float = 0.0  # training only: stage I draws from q = (1 - floor) alpha + floor uniform(foreground), weighted by alpha / q (unbiased; METHOD §10); 0: from alpha
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
     instance_pool: str = "max"  # the instance loss on the drawn sub-tiles: "max" (CE of the instance head pooled by a smooth max over the draws; with evidence) or "mean" (each draw labelled with its image's label, the per-draw CE weighted as in z: for labels most objects carry, e.g. Megapixel MNIST's majority digit; needs no evidence)
@@ -57,6 +58,8 @@ class ModelConfig:
         if self.kind not in ("zoom_in", "one_stage"):
             raise ValueError(f"model.kind must be 'zoom_in' or 'one_stage', got {self.kind!r}")
         self._physical_units()
+        if self.augment_affine < 0:
+            raise ValueError(f"model.augment_affine must be >= 0, got {self.augment_affine}")
         if self.n_samples < 1:
             raise ValueError(f"model.n_samples must be >= 1, got {self.n_samples}")
         for name in ("scale1", "scale2"):

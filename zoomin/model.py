@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import foreground, stage1
-from .augment import dihedral
+from .augment import affine, dihedral
 from .config import ModelConfig
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
@@ -165,6 +165,8 @@ class _AttentionSampler(nn.Module):
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
         if cfg.augment and self.training:
             patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
+        if cfg.augment_affine and self.training:
+            patches = affine(patches, cfg.augment_affine, generator)  # (M, C, h2, w2) a little rotated, scaled, sheared
         f = self.embed(patches, s1, rows[drawn])  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
