@@ -50,8 +50,14 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
                 ci_low=float(lo), ci_high=float(hi), only_a=only_a, only_b=only_b, p_value=p)
 
 
-def load_run(run: str | Path, test_size: int = 0, test_pooling: str = ""):
+SEEN_SEED_OFFSET = 1000  # data seed offset of the seen-digits images: new records, none of them trained on
+
+
+def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_digits: bool = False):
     """A run's checkpoint ready to score and its Megapixel MNIST test set -> (model, cfg, data).
+    ``seen_digits``: instead of the test set, as many images drawn from the *training* digit pool
+    under data seed ``seed + SEEN_SEED_OFFSET``: the digits the run trained on, in new places and
+    combinations (what the reader has memorised against what generalises).
     In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
     stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training.
     ``test_pooling`` (when set) replaces the run's ``model.test_pooling``: how the same weights
@@ -64,22 +70,26 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = ""):
         ModelConfig(test_pooling=test_pooling)  # the same check as a config's
         model.cfg.test_pooling = test_pooling
     cfg.data.test_size = test_size or cfg.data.test_size
+    if seen_digits:
+        from dataclasses import replace
+        seen = replace(cfg.data, seed=cfg.data.seed + SEEN_SEED_OFFSET, train_size=cfg.data.test_size, fresh_train=False)
+        return model, cfg, MegapixelMNIST(seen, "train")
     return model, cfg, MegapixelMNIST(cfg.data, "test")
 
 
 @torch.no_grad()
 def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
                 seed: int = 0, topk: bool = False, single: bool = False,
-                test_pooling: str = "") -> dict[int | str, torch.Tensor]:
+                test_pooling: str = "", seen_digits: bool = False) -> dict[int | str, torch.Tensor]:
     """Per-image correctness of a run's checkpoint on its Megapixel MNIST test set, for each P in
     ``passes`` -> {P: (n,) bool}: the prediction of ``predict_proba`` with P passes, the first P
     of the same max(passes) sampled passes for every P; with ``single`` also {"single": (n,)
     float}, the share of those passes each image got right on its own; with ``topk`` also
-    {"topk": (n,) bool}, the deterministic prediction at N patches (module doc). ``test_pooling``:
-    see ``load_run``."""
+    {"topk": (n,) bool}, the deterministic prediction at N patches (module doc). ``test_pooling``,
+    ``seen_digits``: see ``load_run``."""
     if not passes or min(passes) < 1:
         raise ValueError(f"passes must be >= 1, got {list(passes)}")
-    model, _, data = load_run(run, test_size, test_pooling)
+    model, _, data = load_run(run, test_size, test_pooling, seen_digits)
     gen = torch.Generator().manual_seed(seed)
     out: dict[int | str, list] = {p: [] for p in passes}
     out |= {key: [] for key, on in (("single", single), ("topk", topk)) if on}

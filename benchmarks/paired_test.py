@@ -11,6 +11,8 @@ with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benc
 normal test) as a row "single"; ``--topk`` the deterministic prediction (the N most attended
 patches) as a row "topk". ``--test-pooling probabilities`` reads both runs' weights out as a
 mixture of their patches' class probabilities (``model.test_pooling``) instead of their own setting.
+``--seen-digits`` scores images made of the runs' *training* digits in new places instead of the
+test images (``paired.load_run``): the gap to the test set is what the reader memorised.
 """
 from __future__ import annotations
 
@@ -26,16 +28,18 @@ from zoomin.config import TEST_POOLINGS
 
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int,
-             test_pooling: str = "") -> str:
+             test_pooling: str = "", seen_digits: bool = False) -> str:
     passes = " ".join(str(p) for p in rows if isinstance(p, int)) + "".join(f" --{k}" for k in rows if isinstance(k, str))
     passes += f" --test-pooling {test_pooling}" if test_pooling else ""
+    passes += " --seen-digits" if seen_digits else ""
+    what = "images of the training digits in new places" if seen_digits else "test images"
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
                           for p, r in rows.items()])
-    lines = ["# Paired comparison on the same test images", "",
+    lines = [f"# Paired comparison on the same {what}", "",
              f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {passes} --seed {seed}`", "",
-             f"A = `{run_a}`, B = `{run_b}`; {images} test images, each predicted by the mean class "
+             f"A = `{run_a}`, B = `{run_b}`; {images} {what}, each predicted by the mean class "
              "probability of *passes* sampled passes. Difference A − B with a 95% interval (normal "
              "approximation on per-image differences); exact two-sided McNemar test on the images "
              "only one model gets right. Passes `single`: each image's share of single passes right (paired "
@@ -57,15 +61,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--test-pooling", default="", choices=TEST_POOLINGS,
                    help="read both runs out this way instead of their own model.test_pooling")
+    p.add_argument("--seen-digits", action="store_true",
+                   help="score images made of the training digits in new places instead of the test images")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()
     if min(a.passes) < 1:
         p.error("--passes must be >= 1")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
-    ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.test_pooling)
+    ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.test_pooling, a.seen_digits)
               for run in (a.run_a, a.run_b))
-    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed, a.test_pooling)
+    text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed,
+                    a.test_pooling, a.seen_digits)
     if a.out:
         a.out.write_text(text)
     print(text)

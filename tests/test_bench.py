@@ -248,6 +248,12 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     assert model(x[:2]).draw_probs is None and mixture(x[:2]).draw_probs is not None
     with pytest.raises(ValueError, match="test_pooling"):
         mod.load_run(run, test_pooling="vote")
+    from zoomin.data.megapixel_mnist import digit_pool
+    _, _, seen = mod.load_run(run, seen_digits=True)  # the training digits in new places
+    train = MegapixelMNIST(cfg.data, "train")
+    assert len(seen) == len(data) == 12 and set(digit_pool("train")) >= {int(d) for i in range(12) for d in seen.record(i).digits}
+    assert not any((seen.record(i).corners == train.record(i).corners).all() for i in range(len(train)))  # not the training images
+    assert len(mod.correctness(run, [1], 0, 12, seen_digits=True)[1]) == 12
     script = _benchmark("paired_test")  # the command-line wrapper's table
     text = script.markdown(run, run, {3: r, "topk": mod.compare(top7["topk"], top8["topk"])}, 12, 7)
     cells = _md_rows(text)
