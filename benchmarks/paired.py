@@ -16,6 +16,7 @@ exactly N full-resolution patches, the equal detail they were trained at.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -71,7 +72,6 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_d
         model.cfg.test_pooling = test_pooling
     cfg.data.test_size = test_size or cfg.data.test_size
     if seen_digits:
-        from dataclasses import replace
         seen = replace(cfg.data, seed=cfg.data.seed + SEEN_SEED_OFFSET, train_size=cfg.data.test_size, fresh_train=False)
         return model, cfg, MegapixelMNIST(seen, "train")
     return model, cfg, MegapixelMNIST(cfg.data, "test")
