@@ -1,8 +1,8 @@
 """Paired comparison of two trained Megapixel MNIST runs on the same test images.
 
-Each run predicts every test image as the mean class probability of P sampled passes
-(``zoomin.evaluate.predict_proba``, one seeded generator, so the first P passes are shared by
-every P asked for). Only the images that exactly one run gets right carry information about which
+Each run predicts every test image from P sampled passes, read out as its ``model.test_pooling``
+says (``zoomin.evaluate.passes_probs``: the mean class probability, or the vote of ``places``),
+with one seeded generator, so the first P passes are shared by every P asked for. Only the images that exactly one run gets right carry information about which
 is more accurate: the exact McNemar test (``scipy.stats.binomtest`` on those discordant images)
 asks whether they split evenly, and the paired difference gets a 95% normal interval.
 
@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from zoomin.checkpoint import load_model
-from zoomin.evaluate import predict_proba
+from zoomin.evaluate import average_passes, passes_probs, predict_proba
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -54,7 +54,8 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
 SEEN_SEED_OFFSET = 1000  # data seed offset of the seen-digits images: new records, none of them trained on
 
 
-def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_digits: bool = False):
+def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_digits: bool = False,
+             data: dict | None = None):
     """A run's checkpoint ready to score and its Megapixel MNIST test set -> (model, cfg, data).
     ``seen_digits``: instead of the test set, as many images drawn from the *training* digit pool
     under data seed ``seed + SEEN_SEED_OFFSET``: the digits the run trained on, in new places and
@@ -62,7 +63,8 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_d
     In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
     stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training.
     ``test_pooling`` (when set) replaces the run's ``model.test_pooling``: how the same weights
-    are read out (``zoomin.model.probability_logits``)."""
+    are read out (``zoomin.model.probability_logits``). ``data``: ``DataConfig`` fields to change
+    for the images scored (e.g. ``{"n_noise": 100}``: the same weights on busier canvases)."""
     from zoomin.config import ModelConfig
     from zoomin.data.megapixel_mnist import MegapixelMNIST
     model, cfg = load_model(Path(run) / "checkpoint.pt")
@@ -70,6 +72,7 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_d
     if test_pooling:
         ModelConfig(test_pooling=test_pooling)  # the same check as a config's
         model.cfg.test_pooling = test_pooling
+    cfg.data = replace(cfg.data, **(data or {}))  # an unknown field is a TypeError naming it
     cfg.data.test_size = test_size or cfg.data.test_size
     if seen_digits:
         seen = replace(cfg.data, seed=cfg.data.seed + SEEN_SEED_OFFSET, train_size=cfg.data.test_size, fresh_train=False)
@@ -97,9 +100,10 @@ def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: i
         items = [data[i] for i in range(start, min(start + batch, len(data)))]
         x = torch.stack([it[0] for it in items])  # (B, C, H, W)
         y = torch.tensor([it[1] for it in items])  # (B,)
-        probs = torch.stack([predict_proba(model, x, generator=gen) for _ in range(max(passes))])  # (P, B, K)
+        traces = [average_passes(model, x, generator=gen)[1][0] for _ in range(max(passes))]  # one per pass
+        probs = torch.stack([passes_probs(model, [t]) for t in traces])  # (P, B, K) each pass on its own
         for p in passes:  # predict_proba(passes=p) from the same generator state, without redrawing
-            out[p].append(probs[:p].mean(0).argmax(-1) == y)
+            out[p].append(passes_probs(model, traces[:p]).argmax(-1) == y)
         if single:
             out["single"].append((probs.argmax(-1) == y).double().mean(0))  # (B,) share of passes right
         if topk:

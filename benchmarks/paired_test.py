@@ -1,7 +1,8 @@
 """Is one trained Megapixel MNIST model more accurate than another, or is the gap noise?
 
-Both runs predict the *same* test images (the mean class probability of ``--passes`` sampled
-passes, from a seeded generator); the script reports each run's accuracy, the paired difference
+Both runs predict the *same* test images from ``--passes`` sampled passes (from a seeded
+generator; the mean class probability, or with ``--test-pooling places`` the vote of the places
+the draws visited); the script reports each run's accuracy, the paired difference
 with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benchmarks/bench.py
 --parts accuracy`` does the same for its own runs.
 
@@ -10,7 +11,8 @@ with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benc
 ``--single`` adds the expected one-pass accuracy (each image's share of the passes right, paired
 normal test) as a row "single"; ``--topk`` the deterministic prediction (the N most attended
 patches) as a row "topk". ``--test-pooling probabilities`` reads both runs' weights out as a
-mixture of their patches' class probabilities (``model.test_pooling``) instead of their own setting.
+mixture of their patches' class probabilities (``model.test_pooling``) instead of their own setting,
+``--test-pooling places`` as the vote of the places the passes' draws visited (``zoomin.readout``).
 ``--seen-digits`` scores images made of the runs' *training* digits in new places instead of the
 test images (``paired.load_run``): the gap to the test set is what the reader memorised.
 """
@@ -33,14 +35,15 @@ def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int,
     passes += f" --test-pooling {test_pooling}" if test_pooling else ""
     passes += " --seen-digits" if seen_digits else ""
     what = "images of the training digits in new places" if seen_digits else "test images"
+    how = ("a vote of the places its *passes* sampled passes drew (`zoomin.readout`; `topk`: of its N "
+           "most attended patches)" if test_pooling == "places" else "the mean class probability of *passes* sampled passes")
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
                           for p, r in rows.items()])
     lines = [f"# Paired comparison on the same {what}", "",
              f"`python benchmarks/paired_test.py {run_a} {run_b} --passes {passes} --seed {seed}`", "",
-             f"A = `{run_a}`, B = `{run_b}`; {images} {what}, each predicted by the mean class "
-             "probability of *passes* sampled passes. Difference A − B with a 95% interval (normal "
+             f"A = `{run_a}`, B = `{run_b}`; {images} {what}, each predicted by {how}. Difference A − B with a 95% interval (normal "
              "approximation on per-image differences); exact two-sided McNemar test on the images "
              "only one model gets right. Passes `single`: each image's share of single passes right (paired "
              "normal test); `topk`: deterministic, the N most attended patches.", "",

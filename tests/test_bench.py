@@ -254,6 +254,14 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     assert len(seen) == len(data) == 12 and set(digit_pool("train")) >= {int(d) for i in range(12) for d in seen.record(i).digits}
     assert not any((seen.record(i).corners == train.record(i).corners).all() for i in range(len(train)))  # not the training images
     assert len(mod.correctness(run, [1], 0, 12, seen_digits=True)[1]) == 12
+    places, _, _ = mod.load_run(run, test_pooling="places")  # P passes read out together as a vote of places
+    voted = mod.correctness(run, [1, 3], 0, 12, seed=7, test_pooling="places")
+    expect = predict_proba(places, x, passes=3, generator=torch.Generator().manual_seed(7)).argmax(-1) == y
+    assert torch.equal(voted[3], expect)
+    sweep = _benchmark("place_sweep").sweep(run, [1, 3], [0.5], [0.0], [0.5], 0, 12, seed=7)
+    row = sweep[(sweep.passes == 3) & (sweep.readout == "places")]
+    assert float(row.accuracy.iloc[0]) == pytest.approx(float(voted[3].double().mean()))  # the same draws, the same votes
+    assert float(sweep[(sweep.passes == 3) & (sweep.readout == "mean")].accuracy.iloc[0]) == pytest.approx(float(same[3].double().mean()))
     script = _benchmark("paired_test")  # the command-line wrapper's table
     text = script.markdown(run, run, {3: r, "topk": mod.compare(top7["topk"], top8["topk"])}, 12, 7)
     cells = _md_rows(text)

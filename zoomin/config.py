@@ -9,8 +9,8 @@ from typing import Any
 
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
-TEST_POOLINGS = ("", "features", "probabilities")  # "": as trained
-NOT_THE_MODEL = ("backbone_weights", "test_pooling")  # model fields a resume may change: starting weights, readout
+TEST_POOLINGS = ("", "features", "probabilities", "places")  # "": as trained; places: zoomin.readout
+NOT_THE_MODEL = ("backbone_weights", "test_pooling", "place_radius", "place_confidence", "place_full_rate")  # model fields a resume may change: starting weights, readout
 
 
 @dataclass
@@ -30,7 +30,10 @@ class ModelConfig:
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
     feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
     pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])), "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.probability_logits) or "both" (trained on g(E[f]) plus train.mixture_weight x the mixture's cross-entropy; tested on the mixture)
-    test_pooling: str = ""  # what the eval-mode forward reads out (testing, predict): "" (as trained: pooling, the mixture for "both"), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g)
+    test_pooling: str = ""  # what the eval-mode forward reads out (testing, predict): "" (as trained: pooling, the mixture for "both"), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g) or "places" (for labels that count objects: the draws of all passes grouped into places, each place the reader is sure of casting one vote; zoomin.readout)
+    place_radius: float = 0.0  # test_pooling places: draws whose patch centres are closer than this (level-0 pixels) are one place (0: half the side of the patches fed to f)
+    place_confidence: float = 0.5  # test_pooling places: a place votes when its largest class probability is at least this
+    place_full_rate: float = 0.5  # test_pooling places: a place's vote is whole once it is drawn this often per pass on average, that share of one below
     backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -73,6 +76,9 @@ class ModelConfig:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.test_pooling not in TEST_POOLINGS:
             raise ValueError(f"model.test_pooling must be one of {TEST_POOLINGS}, got {self.test_pooling!r}")
+        if self.place_radius < 0 or self.place_full_rate < 0 or not 0 <= self.place_confidence <= 1:
+            raise ValueError(f"model.place_radius and model.place_full_rate must be >= 0 and model.place_confidence in "
+                             f"[0, 1], got {self.place_radius}, {self.place_full_rate} and {self.place_confidence}")
         if self.instance_pool not in ("max", "mean"):
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:

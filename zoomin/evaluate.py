@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .readout import read_out
 from .sources import as_source
 
 
@@ -18,21 +19,36 @@ def forward_batch(model, x, **kw):
 
 @torch.no_grad()
 def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
-    """Class probabilities (B, classes), in ``sample`` mode the mean over ``passes`` Monte-Carlo
-    passes (eq 3 / eq 9 averaged; ``topk`` is deterministic: one pass), and the first pass's
-    traces. ``x``: a tensor batch, a source, or a list of sources; ``generator``: the sampling
-    generator (None: torch's global one)."""
+    """Class probabilities (B, classes), in ``sample`` mode read out of ``passes`` Monte-Carlo
+    passes (``topk`` is deterministic: one pass) by ``zoomin.readout.read_out``: their mean (eq 3 /
+    eq 9 averaged), or with ``model.test_pooling: places`` a vote of the places their draws visited;
+    and the first pass's traces. ``x``: a tensor batch, a source, or a list of sources;
+    ``generator``: the sampling generator (None: torch's global one)."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     n = max(1, passes) if mode == "sample" else 1
-    probs, first = 0, None
+    places = getattr(getattr(model, "cfg", None), "test_pooling", "") == "places"  # needs every pass's draws; the mean only a running sum
+    probs, first, kept = 0, None, []
     sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         stage1 = [model.attend(s) for s in sources]  # once: the passes only redraw
         for _ in range(n):
             traces = [model(s, mode=mode, generator=generator, stage1=s1) for s, s1 in zip(sources, stage1)]
             first = first or traces
-            probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+            if places:
+                kept.append(traces)
+            else:
+                probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+    if places:  # kept: passes x sources -> each source's passes read out together
+        return torch.cat([passes_probs(model, list(per_source)) for per_source in zip(*kept)]), first
     return probs / n, first
+
+
+def passes_probs(model, traces) -> torch.Tensor:
+    """Several passes of one source -> class probabilities (B, classes), read out as the model's
+    ``test_pooling`` says (``zoomin.readout.read_out``)."""
+    cfg = model.cfg
+    readout = "places" if cfg.test_pooling == "places" else "mean"
+    return read_out(traces, readout, cfg.place_radius, cfg.place_confidence, cfg.place_full_rate)
 
 
 def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None) -> torch.Tensor:

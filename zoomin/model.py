@@ -122,9 +122,12 @@ class _AttentionSampler(nn.Module):
     @property
     def pooling(self) -> str:
         """What the estimators average: ``cfg.pooling`` while training; in eval mode
-        ``cfg.test_pooling`` when set, else as trained (the mixture for ``both``)."""
+        ``cfg.test_pooling`` when set, else as trained (the mixture for ``both``); ``places`` pools each
+        pass as the mixture, and ``zoomin.readout`` counts places over the passes."""
         if self.training:
             return self.cfg.pooling
+        if self.cfg.test_pooling == "places":
+            return "probabilities"
         return self.cfg.test_pooling or ("probabilities" if self.cfg.pooling == "both" else self.cfg.pooling)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""Reading passes out (zoomin.readout): places are connected components, each confident place
+votes once, unsure places are silent, and the model reads out through it when asked."""
+import numpy as np
+import pytest
+import torch
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import cdist
+
+from zoomin.readout import connected_places, place_vote, read_out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_places_are_the_connected_components_of_near_draws(seed):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(3, 40, 2, generator=g) * 200  # (B, M, 2)
+    valid = torch.rand(3, 40, generator=g) > 0.2
+    labels = connected_places(centres, valid, radius=25.0)
+    for b in range(3):
+        v = valid[b].numpy()
+        c = centres[b].numpy()[v]
+        n, ref = connected_components(cdist(c, c) < 25.0, directed=False)
+        got = labels[b].numpy()[v]
+        assert len(np.unique(got)) == n
+        same_ref, same_got = ref[:, None] == ref[None], got[:, None] == got[None]
+        assert (same_ref == same_got).all()
+        assert (labels[b].numpy()[~v] == 40).all()
+
+
+def _draws(spots):
+    """[(x, y, class, confidence, times drawn)] -> centres (1, M, 2), probs (1, M, 10), valid."""
+    centres, probs = [], []
+    for x, y, cls, conf, times in spots:
+        p = torch.full((10,), (1 - conf) / 9)
+        p[cls] = conf
+        for k in range(times):
+            centres.append(torch.tensor([x + k % 3, y + k % 2], dtype=torch.float))
+            probs.append(p)
+    return torch.stack(centres)[None], torch.stack(probs)[None], torch.ones(1, len(centres), dtype=torch.bool)
+
+
+def test_each_confident_place_votes_once_where_the_mixture_follows_the_most_drawn():
+    # three faint label digits (class 2) drawn once each, one salient distractor (7) drawn 12
+    # times, and background places the reader is unsure of, drawn often
+    spots = [(100, 100, 2, 0.9, 1), (400, 120, 2, 0.8, 1), (300, 700, 2, 0.95, 1),
+             (900, 900, 7, 0.99, 12)] + [(50 + 100 * i, 1200, 5, 0.4, 3) for i in range(8)]
+    centres, probs, valid = _draws(spots)
+    assert probs[0].mean(0).argmax() == 7  # the mixture of all draws
+    vote = place_vote(centres, probs, valid, radius=25.0, min_confidence=0.5)
+    assert vote.argmax(-1).item() == 2
+    assert torch.allclose(vote.sum(-1), torch.ones(1))
+    # the unsure places, leaning one way, would outvote the label digits if they voted
+    assert place_vote(centres, probs, valid, radius=25.0, min_confidence=0.0).argmax(-1).item() != 2
+
+
+def test_no_confident_place_reads_the_mixture():
+    centres, probs, valid = _draws([(100, 100, 3, 0.3, 2), (500, 500, 4, 0.35, 5)])
+    valid[0, -1] = False  # an invalid draw counts nowhere
+    vote = place_vote(centres, probs, valid, radius=25.0, min_confidence=0.5)
+    assert torch.allclose(vote[0], probs[0, :-1].mean(0))
+
+
+def test_a_model_reads_its_passes_out_as_places(tmp_path):
+    from zoomin.config import ModelConfig
+    from zoomin.evaluate import average_passes
+    from zoomin.model import build_model
+    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=4,
+                      num_classes=3, test_pooling="places", place_confidence=0.0)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 1, 128, 128)
+    probs, first = average_passes(model, x, passes=3, generator=torch.Generator().manual_seed(0))
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2))
+    traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    expect = read_out(traces, "places", 0.0, 0.0)  # radius 0: half the patch side
+    assert expect.shape == (2, 3) and first[0].draw_probs is not None
+    with pytest.raises(ValueError, match="place_confidence"):
+        ModelConfig(test_pooling="places", place_confidence=1.5)
+    with pytest.raises(ValueError, match="test_pooling"):
+        ModelConfig(test_pooling="vote")
+
+
+def test_places_a_few_stray_draws_visit_do_not_outvote_objects_as_the_passes_grow():
+    # 16 passes: three label digits (class 2) drawn 10 times each, a distractor (7) drawn 40 times,
+    # and 16 places the reader is sure enough of (class 7 at 0.6), each drawn once
+    spots = [(100, 100, 2, 0.9, 10), (400, 120, 2, 0.8, 10), (300, 700, 2, 0.95, 10), (900, 900, 7, 0.99, 40)]
+    spots += [(60 * i, 1500 + 60 * (i % 2), 7, 0.6, 1) for i in range(16)]
+    centres, probs, valid = _draws(spots)
+    counted = place_vote(centres, probs, valid, radius=25.0, passes=16, full_rate=0.0)  # every place a whole vote
+    assert counted.argmax(-1).item() == 7
+    vote = place_vote(centres, probs, valid, radius=25.0, passes=16, full_rate=0.5)  # whole from 8 draws
+    assert vote.argmax(-1).item() == 2
+    # the stray places weigh 1/8 each, the objects 1: class 2 gets 0.9 + 0.8 + 0.95, class 7 0.99 + 16 / 8 x 0.6
+    weights = torch.tensor([1.0] * 4 + [1 / 8] * 16)
+    place_probs = torch.stack([probs[0, 0], probs[0, 10], probs[0, 20], probs[0, 30]] + [probs[0, 70 + i] for i in range(16)])
+    expect = (weights[:, None] * place_probs).sum(0)
+    assert torch.allclose(vote[0], expect / expect.sum(), atol=1e-6)
