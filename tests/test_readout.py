@@ -93,3 +93,19 @@ def test_places_a_few_stray_draws_visit_do_not_outvote_objects_as_the_passes_gro
     place_probs = torch.stack([probs[0, 0], probs[0, 10], probs[0, 20], probs[0, 30]] + [probs[0, 70 + i] for i in range(16)])
     expect = (weights[:, None] * place_probs).sum(0)
     assert torch.allclose(vote[0], expect / expect.sum(), atol=1e-6)
+
+
+def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
+    from zoomin.config import ModelConfig
+    from zoomin.model import build_model
+    from zoomin.readout import _draws
+    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=6,
+                      num_classes=3, test_pooling="places")
+    model = build_model(cfg).eval()
+    x = torch.rand(3, 1, 128, 128)
+    with torch.no_grad():
+        traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    centres, probs, valid = _draws(traces)
+    drawn = sum(int(t.subtile_valid.sum()) for t in traces)
+    assert int(valid.sum()) == drawn and valid.shape[1] == max(sum(int(t.subtile_valid[b].sum()) for t in traces) for b in range(3))
+    assert torch.allclose(probs[valid].sum(0), sum(t.draw_probs[t.subtile_valid].sum(0) for t in traces), atol=1e-5)

@@ -8,14 +8,14 @@ grouped into *places* (draws whose patch centres lie within ``radius`` level-0 p
 other, chained: connected components), each place's class probabilities are the mean of its
 draws' ``softmax(g(f))``, and every place the reader is sure of (largest class probability
 >= ``min_confidence``) votes with them. A place drawn at least ``full_rate`` times per pass on
-average casts a whole vote, a place drawn less often that share of one: an object drawn twice
-weighs what an object drawn twenty times weighs, while the places a few stray draws visit — whose
-number grows with the passes — stay small; places the reader is unsure of (background, fragments,
+average casts a whole vote, a place drawn less often that share of one: an object drawn every
+other pass weighs what an object drawn twenty times a pass weighs, while the places a few stray
+draws visit — whose number grows with the passes — stay small; places the reader is unsure of (background, fragments,
 noise) stay silent. It suits labels that count objects — Megapixel MNIST's label is the digit class present
 most often, and there the mixture lets one salient distractor the attention draws often outvote
 three faint label digits (docs/benchmarks.md, "Counting places"). It does not suit labels meaning
 "some object present", where one place should decide. An image with no confident place is read
-as the mixture of its draws.
+as the mean of its draws' class probabilities.
 """
 from __future__ import annotations
 
@@ -74,7 +74,11 @@ def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     centres = boxes[..., :2] + boxes[..., 2:] / 2
     probs = torch.cat([t.draw_probs.flatten(1, -2) for t in traces], 1)
     valid = torch.cat([t.subtile_valid.flatten(1) for t in traces], 1)
-    return centres, probs, valid
+    order = torch.sort(valid.byte(), dim=1, descending=True, stable=True).indices  # drawn first: M = the most drawn
+    m = max(int(valid.sum(1).max()), 1)
+    keep = order[:, :m]  # (B, m)
+    return (centres.gather(1, keep[..., None].expand(-1, -1, 2)),
+            probs.gather(1, keep[..., None].expand(-1, -1, probs.shape[-1])), valid.gather(1, keep))
 
 
 def read_out(traces: list[Trace], readout: str = "mean", radius: float = 0.0,
