@@ -36,7 +36,9 @@ def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int,
     passes += " --seen-digits" if seen_digits else ""
     what = "images of the training digits in new places" if seen_digits else "test images"
     how = ("a vote of the places its *passes* sampled passes drew (`zoomin.readout`; `topk`: of its N "
-           "most attended patches)" if test_pooling == "places" else "the mean class probability of *passes* sampled passes")
+           "most attended patches)" if test_pooling == "places" else "the mean class probability of *passes* sampled passes"
+           if test_pooling else "*passes* sampled passes read out as its own `model.test_pooling` says (the mean class "
+           "probability, or a vote of places)")
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
@@ -55,7 +57,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_a", type=Path, help="training output folder (with checkpoint.pt)")
     p.add_argument("run_b", type=Path)
-    p.add_argument("--passes", type=int, nargs="+", default=[4], help="sampled passes averaged per image")
+    p.add_argument("--passes", type=int, nargs="+", default=[4], help="sampled passes read out together per image")
     p.add_argument("--test-size", type=int, default=0, help="test images (0: the runs' own test set)")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)

@@ -59,7 +59,7 @@ def test_no_confident_place_reads_the_mixture():
     assert torch.allclose(vote[0], probs[0, :-1].mean(0))
 
 
-def test_a_model_reads_its_passes_out_as_places(tmp_path):
+def test_a_model_reads_its_passes_out_as_places():
     from zoomin.config import ModelConfig
     from zoomin.evaluate import average_passes
     from zoomin.model import build_model
@@ -69,13 +69,43 @@ def test_a_model_reads_its_passes_out_as_places(tmp_path):
     x = torch.rand(2, 1, 128, 128)
     probs, first = average_passes(model, x, passes=3, generator=torch.Generator().manual_seed(0))
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2))
-    traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(3)]
-    expect = read_out(traces, "places", 0.0, 0.0)  # radius 0: half the patch side
-    assert expect.shape == (2, 3) and first[0].draw_probs is not None
+    g = torch.Generator().manual_seed(0)  # the same draws again, pass by pass
+    with torch.no_grad():
+        traces = [model(x, generator=g) for _ in range(3)]
+    assert torch.allclose(probs, read_out(traces, "places", 0.0, 0.0, 0.5))
+    assert torch.allclose(probs, read_out(traces, "places", 8.0, 0.0, 0.5))  # radius 0: half the 16-px patch
+    top = average_passes(model, x, mode="topk")[0]  # one deterministic pass, read out the same way
+    assert torch.allclose(top, read_out([model(x, mode="topk")], "places", 0.0, 0.0, 0.5))
     with pytest.raises(ValueError, match="place_confidence"):
         ModelConfig(test_pooling="places", place_confidence=1.5)
     with pytest.raises(ValueError, match="test_pooling"):
         ModelConfig(test_pooling="vote")
+
+
+def test_a_one_stage_patch_drawn_twice_counts_twice():
+    from zoomin.config import ModelConfig
+    from zoomin.model import build_model
+    from zoomin.readout import _draws
+    cfg = ModelConfig(kind="one_stage", scale1=0.125, tile=16, n_samples=12, num_classes=3, test_pooling="places")
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 1, 32, 32)  # a 4 x 4 attention map: 12 draws must repeat patches
+    with torch.no_grad():
+        traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    _, _, draws = _draws(traces)
+    assert (draws.sum(1) == 2 * 12).all() and (draws > 1).any()
+
+
+def test_places_are_found_at_slide_coordinates():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(2, 60, 2, generator=g) * 300
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    here = connected_places(centres, valid, 25.0)
+    assert torch.equal(connected_places(centres + 123_456.0, valid, 25.0), here)  # far into a gigapixel slide
+
+
+def test_an_image_with_no_draw_reads_uniform():
+    vote = place_vote(torch.zeros(1, 3, 2), torch.rand(1, 3, 4), torch.zeros(1, 3), 25.0)
+    assert torch.allclose(vote, torch.full((1, 4), 0.25))
 
 
 def test_places_a_few_stray_draws_visit_do_not_outvote_objects_as_the_passes_grow():
@@ -105,7 +135,9 @@ def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
     x = torch.rand(3, 1, 128, 128)
     with torch.no_grad():
         traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(4)]
-    centres, probs, valid = _draws(traces)
+    centres, probs, draws = _draws(traces)
+    valid = draws > 0
     drawn = sum(int(t.subtile_valid.sum()) for t in traces)
-    assert int(valid.sum()) == drawn and valid.shape[1] == max(sum(int(t.subtile_valid[b].sum()) for t in traces) for b in range(3))
+    assert int(draws.sum()) == drawn == 3 * 4 * 6  # two stages: one sub-tile per stage-I draw
+    assert valid.shape[1] == max(sum(int(t.subtile_valid[b].sum()) for t in traces) for b in range(3))
     assert torch.allclose(probs[valid].sum(0), sum(t.draw_probs[t.subtile_valid].sum(0) for t in traces), atol=1e-5)

@@ -146,7 +146,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
     num_workers: int = 0  # DataLoader worker processes that rasterise images
     eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
-    eval_passes: int = 1  # sample mode: average the class probabilities of this many passes
+    eval_passes: int = 1  # sample mode: read this many passes out together (their mean class probability, or model.test_pooling places)
     eval_every: int = 1  # test every this many epochs (0: only after the last epoch)
     bn_recalibrate: int = 8  # before testing, re-estimate batch-norm statistics on this many training batches
     seed: int = 0  # seed of model init, sampling and data order

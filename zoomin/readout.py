@@ -29,56 +29,65 @@ READOUTS = ("mean", "places")
 def connected_places(centres: torch.Tensor, valid: torch.Tensor, radius: float) -> torch.Tensor:
     """Connected components of the draws under "centres closer than ``radius``": centres (B, M, 2),
     valid (B, M) bool -> (B, M) long, each draw labelled with the smallest index in its place
-    (invalid draws: M). Min-label propagation over the (B, M, M) adjacency, all images at once."""
+    (invalid draws: M). Min-label propagation with pointer jumping over the (B, M, M) adjacency,
+    all images at once. Distances in float64 from each image's first corner, exact at slide
+    coordinates."""
     B, M = valid.shape
-    near = torch.cdist(centres.float(), centres.float()) < radius  # (B, M, M)
+    c = centres.double()
+    c = c - torch.where(valid[..., None], c, torch.inf).amin(1, keepdim=True).nan_to_num(posinf=0.0)  # (B, M, 2)
+    near = ((c[:, :, None] - c[:, None]) ** 2).sum(-1) < radius * radius  # (B, M, M)
     near &= valid[:, :, None] & valid[:, None, :]
-    sentinel = torch.full((B, M), M, dtype=torch.long, device=valid.device)
-    labels = torch.where(valid, torch.arange(M, device=valid.device).expand(B, M), sentinel)  # (B, M)
-    for _ in range(M):  # a place's label reaches all its draws in at most M - 1 steps
+    index = torch.arange(M, device=valid.device).expand(B, M)
+    labels = torch.where(valid, index, M)  # (B, M)
+    for _ in range(M):  # a place's label reaches all its draws in at most M - 1 steps (far fewer: jumps)
         spread = torch.where(near, labels[:, None, :], M).amin(-1)  # (B, M) smallest label of a neighbour
         new = torch.minimum(labels, spread)
+        new = torch.where(valid, new.gather(1, new.clamp(max=M - 1)), M)  # jump: a label's own label
         if torch.equal(new, labels):
             break
         labels = new
     return labels
 
 
-def place_vote(centres: torch.Tensor, probs: torch.Tensor, valid: torch.Tensor, radius: float,
+def place_vote(centres: torch.Tensor, probs: torch.Tensor, draws: torch.Tensor, radius: float,
                min_confidence: float = 0.5, passes: int = 1, full_rate: float = 0.5) -> torch.Tensor:
     """The ``places`` readout (module doc): centres (B, M, 2) level-0, probs (B, M, classes) each
-    draw's class probabilities, valid (B, M) bool, all from ``passes`` passes -> (B, classes)
-    probabilities: the normalised sum of the confident places' mean probabilities, each weighted by
-    min(1, its draws / (full_rate x passes)); the plain mean of the valid draws where no place is
-    confident."""
+    slot's class probabilities, draws (B, M) how many draws each slot stands for (0 or False: none;
+    a bool mask: one each), all from ``passes`` passes -> (B, classes) probabilities: the normalised
+    sum of the confident places' mean probabilities, each weighted by min(1, its draws / (full_rate x
+    passes)); the mean over the draws where no place is confident, uniform for an image with none."""
     B, M, C = probs.shape
-    probs = probs.float() * valid[..., None]
+    draws = draws.float()
+    valid = draws > 0
+    probs = probs.float() * draws[..., None]  # each slot as often as it was drawn
     labels = connected_places(centres, valid, radius).clamp(max=M - 1)  # invalid draws add zeros below
     sums = torch.zeros(B, M, C, device=probs.device).scatter_add_(1, labels[..., None].expand(B, M, C), probs)
-    counts = torch.zeros(B, M, device=probs.device).scatter_add_(1, labels, valid.float())  # (B, M) draws per place
-    place = sums / counts.clamp(min=1)[..., None]  # (B, M, C) mean probabilities of each place
+    counts = torch.zeros(B, M, device=probs.device).scatter_add_(1, labels, draws)  # (B, M) draws per place
+    place = sums / counts.clamp(min=1e-12)[..., None]  # (B, M, C) mean probabilities of each place
     sure = (counts > 0) & (place.amax(-1) >= min_confidence)  # (B, M)
     vote = sure * (counts / max(full_rate * passes, 1e-12)).clamp(max=1)  # (B, M) whole once drawn often enough
     votes = (place * vote[..., None]).sum(1)  # (B, C)
-    mixture = probs.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+    total = draws.sum(1, keepdim=True)  # (B, 1)
+    mixture = torch.where(total > 0, probs.sum(1) / total.clamp(min=1e-12), 1.0 / C)  # (B, C)
     return torch.where(sure.any(1, keepdim=True), votes / votes.sum(-1, keepdim=True).clamp(min=1e-12), mixture)
 
 
 def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The draws of several passes of one batch side by side -> centres (B, M, 2), probs
-    (B, M, classes), valid (B, M)."""
+    """The draws of several passes of one batch side by side, packed to the drawn slots ->
+    centres (B, M, 2), probs (B, M, classes), draws (B, M): how many draws each slot stands for
+    (two stages: one sub-tile per stage-I draw; one stage: a patch drawn c times is one slot)."""
     if any(t.draw_probs is None for t in traces):
         raise ValueError("the places readout needs each draw's class probabilities: read the model out "
                          "with model.test_pooling 'places' (eval mode)")
     boxes = torch.cat([t.subtile_boxes.flatten(1, -2) for t in traces], 1).float()  # (B, M, 4) x, y, w, h
     centres = boxes[..., :2] + boxes[..., 2:] / 2
     probs = torch.cat([t.draw_probs.flatten(1, -2) for t in traces], 1)
-    valid = torch.cat([t.subtile_valid.flatten(1) for t in traces], 1)
-    order = torch.sort(valid.byte(), dim=1, descending=True, stable=True).indices  # drawn first: M = the most drawn
-    m = max(int(valid.sum(1).max()), 1)
-    keep = order[:, :m]  # (B, m)
+    draws = torch.cat([(t.subtile_valid * (t.tile_counts[..., None] if t.log_beta is None else 1)).flatten(1).float()
+                       for t in traces], 1)  # (B, M)
+    order = torch.sort((draws > 0).byte(), dim=1, descending=True, stable=True).indices  # drawn first
+    keep = order[:, :max(int((draws > 0).sum(1).max()), 1)]  # (B, m): m = the most slots an image drew
     return (centres.gather(1, keep[..., None].expand(-1, -1, 2)),
-            probs.gather(1, keep[..., None].expand(-1, -1, probs.shape[-1])), valid.gather(1, keep))
+            probs.gather(1, keep[..., None].expand(-1, -1, probs.shape[-1])), draws.gather(1, keep))
 
 
 def read_out(traces: list[Trace], readout: str = "mean", radius: float = 0.0,
@@ -90,6 +99,6 @@ def read_out(traces: list[Trace], readout: str = "mean", radius: float = 0.0,
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     if readout == "mean":
         return torch.stack([t.logits.float().softmax(-1) for t in traces]).mean(0)
-    centres, probs, valid = _draws(traces)
+    centres, probs, draws = _draws(traces)
     radius = radius or float(traces[0].subtile_boxes[..., 2:].amax()) / 2
-    return place_vote(centres, probs, valid, radius, min_confidence, len(traces), full_rate)
+    return place_vote(centres, probs, draws, radius, min_confidence, len(traces), full_rate)
