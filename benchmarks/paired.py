@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from zoomin.checkpoint import load_model
-from zoomin.evaluate import average_passes, passes_probs, predict_proba
+from zoomin.evaluate import iter_passes, passes_probs, predict_proba
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -80,6 +80,13 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_d
     return model, cfg, MegapixelMNIST(cfg.data, "test")
 
 
+def batches(data, batch: int):
+    """A dataset's items in order, ``batch`` at a time -> (x (B, C, H, W), y (B,))."""
+    for start in range(0, len(data), batch):
+        items = [data[i] for i in range(start, min(start + batch, len(data)))]
+        yield torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
+
+
 @torch.no_grad()
 def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
                 seed: int = 0, topk: bool = False, single: bool = False,
@@ -96,11 +103,8 @@ def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: i
     gen = torch.Generator().manual_seed(seed)
     out: dict[int | str, list] = {p: [] for p in passes}
     out |= {key: [] for key, on in (("single", single), ("topk", topk)) if on}
-    for start in range(0, len(data), batch):
-        items = [data[i] for i in range(start, min(start + batch, len(data)))]
-        x = torch.stack([it[0] for it in items])  # (B, C, H, W)
-        y = torch.tensor([it[1] for it in items])  # (B,)
-        traces = [average_passes(model, x, generator=gen)[1][0] for _ in range(max(passes))]  # one per pass
+    for x, y in batches(data, batch):
+        traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen)]  # one per pass
         probs = torch.stack([passes_probs(model, [t]) for t in traces])  # (P, B, K) each pass on its own
         for p in passes:  # predict_proba(passes=p) from the same generator state, without redrawing
             out[p].append(passes_probs(model, traces[:p]).argmax(-1) == y)

@@ -35,10 +35,10 @@ def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int,
     passes += f" --test-pooling {test_pooling}" if test_pooling else ""
     passes += " --seen-digits" if seen_digits else ""
     what = "images of the training digits in new places" if seen_digits else "test images"
-    how = ("a vote of the places its *passes* sampled passes drew (`zoomin.readout`; `topk`: of its N "
-           "most attended patches)" if test_pooling == "places" else "the mean class probability of *passes* sampled passes"
-           if test_pooling else "*passes* sampled passes read out as its own `model.test_pooling` says (the mean class "
-           "probability, or a vote of places)")
+    how = {"places": "a vote of the places its *passes* sampled passes drew (`zoomin.readout`; `topk`: of its N "
+                     "most attended patches)",
+           "": "*passes* sampled passes read out as its own `model.test_pooling` says (the mean class "
+               "probability, or a vote of places)"}.get(test_pooling, "the mean class probability of *passes* sampled passes")
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from paired import load_run
+from paired import batches, load_run
 from report import table
 
-from zoomin.evaluate import average_passes
+from zoomin.evaluate import iter_passes
 from zoomin.readout import read_out
 
 
@@ -31,10 +31,8 @@ def sweep(run: Path, passes: list[int], confidences: list[float], radii: list[fl
     gen = torch.Generator().manual_seed(seed)
     settings = [("mean", 0.0, 0.0, 0.0)] + [("places", c, r, q) for c in confidences for r in radii for q in rates]
     right = {(p, s): 0 for p in passes for s in settings}
-    for start in range(0, len(data), batch):
-        items = [data[i] for i in range(start, min(start + batch, len(data)))]
-        x, y = torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items])
-        traces = [average_passes(model, x, generator=gen)[1][0] for _ in range(max(passes))]  # one per pass
+    for x, y in batches(data, batch):
+        traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen)]  # one per pass
         for p in passes:
             for s in settings:
                 readout, conf, radius, rate = s

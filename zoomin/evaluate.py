@@ -18,26 +18,35 @@ def forward_batch(model, x, **kw):
 
 
 @torch.no_grad()
-def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
-    """Class probabilities (B, classes), in ``sample`` mode read out of ``passes`` Monte-Carlo
-    passes (``topk`` is deterministic: one pass) by ``zoomin.readout.read_out``: their mean (eq 3 /
-    eq 9 averaged), or with ``model.test_pooling: places`` a vote of the places their draws visited;
-    and the first pass's traces. ``x``: a tensor batch, a source, or a list of sources;
-    ``generator``: the sampling generator (None: torch's global one)."""
+def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
+    """The passes over ``x`` (a tensor batch, a source, or a list of sources), one at a time: a list
+    of traces per pass, one per source. Stage I once (it draws nothing), then ``passes`` redraws in
+    ``sample`` mode (``topk`` is deterministic: one pass) from ``generator`` (None: torch's global one)."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     n = max(1, passes) if mode == "sample" else 1
-    places = getattr(getattr(model, "cfg", None), "test_pooling", "") == "places"  # needs every pass's draws; the mean only a running sum
-    probs, first, kept = 0, None, []
     sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        stage1 = [model.attend(s) for s in sources]  # once: the passes only redraw
-        for _ in range(n):
+        stage1 = [model.attend(s) for s in sources]
+    for _ in range(n):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             traces = [model(s, mode=mode, generator=generator, stage1=s1) for s, s1 in zip(sources, stage1)]
-            first = first or traces
-            if places:
-                kept.append(traces)
-            else:
-                probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+        yield traces
+
+
+@torch.no_grad()
+def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
+    """Class probabilities (B, classes), in ``sample`` mode read out of ``passes`` Monte-Carlo
+    passes (``iter_passes``) by ``zoomin.readout.read_out``: their mean (eq 3 / eq 9 averaged), or
+    with ``model.test_pooling: places`` a vote of the places their draws visited; and the first
+    pass's traces."""
+    places = getattr(getattr(model, "cfg", None), "test_pooling", "") == "places"  # needs every pass's draws; the mean only a running sum
+    probs, first, kept, n = 0, None, [], 0
+    for traces in iter_passes(model, x, mode, passes, amp_dtype, generator):
+        first, n = first or traces, n + 1
+        if places:
+            kept.append(traces)
+        else:
+            probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
     if places:  # kept: passes x sources -> each source's passes read out together
         return torch.cat([passes_probs(model, list(per_source)) for per_source in zip(*kept)]), first
     return probs / n, first
