@@ -45,6 +45,7 @@ class ModelConfig:
     evidence_sharpness: float = 1.0  # attention logits = sharpness x evidence (model.evidence): > 1 concentrates alpha and beta on the most evident locations
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
     evidence_prior: float = 0.0  # weight of a fixed outlier score added to the stage-I evidence (zoomin.evidence.outlier_score; needs evidence): the slide's most unusual places come first from step one
+    evidence_answer: bool = False  # the answer's logits add the pooled evidence of both stages to g(z) (needs evidence; zoomin.model.answer_evidence)
     evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
     augment_affine: float = 0.0  # training only: each patch fed to f under a small random affine map of this strength (1: up to 15 degrees, 10% scale, 0.1 shear; zoomin.augment.affine), for objects whose orientation matters
@@ -83,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
         if not 0 <= self.proposal_floor < 1:
             raise ValueError(f"model.proposal_floor must be in [0, 1), got {self.proposal_floor}")
+        if self.evidence_answer and not self.evidence:
+            raise ValueError("model.evidence_answer needs model.evidence: true (the evidence heads it adds)")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
 
@@ -151,6 +154,7 @@ class TrainConfig:
     bn_recalibrate: int = 8  # before testing, re-estimate batch-norm statistics on this many training batches
     seed: int = 0  # seed of model init, sampling and data order
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
+    stall_epochs: int = 5  # warn once the answer (and the evidence) stays at chance this many epochs in a row (0: never)
 
 
 @dataclass

@@ -53,6 +53,15 @@ def probability_logits(expected: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return expected.clamp_min(eps).log()
 
 
+def answer_evidence(stage1: torch.Tensor, stage2: torch.Tensor | None) -> torch.Tensor:
+    """``model.evidence_answer``: what the pooled evidence adds to the answer's class logits (B, classes),
+    the stage-I evidence plus, for two stages, the stage-II evidence of the drawn tiles. The answer
+    is then ``g(z)`` (or the mixture) plus this sum, a product of the experts' class probabilities:
+    a model whose evidence ranks the slides cannot answer against it, and a ``g`` that has not yet
+    learnt to read the sampled patches leaves the answer to the evidence instead of a constant."""
+    return stage1 if stage2 is None else stage1 + stage2
+
+
 @dataclass
 class Stage2:
     """The patches fed to ``f`` for the drawn tiles. One stage: the tile itself (K = 1, no beta)."""
@@ -198,6 +207,9 @@ class _AttentionSampler(nn.Module):
                 mixture = probability_logits(expected)
             else:
                 logits, draw_probs = probability_logits(expected), probs
+        if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (METHOD §10)
+            heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"))
+            logits = logits + heads["answer_evidence"]
         return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=s1.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,

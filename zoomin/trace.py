@@ -27,7 +27,7 @@ class Trace:
     is ``SHARED``.
     """
 
-    logits: torch.Tensor  # (B, classes) g(z); model.pooling probabilities: log of the estimated E[softmax(g(f))]
+    logits: torch.Tensor  # (B, classes) the answer: g(z) (model.pooling probabilities: log E[softmax(g(f))]) + answer_evidence
     tile_index: torch.Tensor  # (B, P) flat stage-I location of each distinct tile
     tile_counts: torch.Tensor  # (B, P) stage-I draws per tile; 0 marks padding
     tile_boxes: torch.Tensor  # (B, P, 4) level-0 tile boxes (one stage: the patches themselves)
@@ -53,6 +53,7 @@ class Trace:
     mixture_logits: Optional[torch.Tensor] = None  # (B, classes) log E[softmax(g(f))] beside g(z) (model.pooling: both, training)
     draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
+    answer_evidence: Optional[torch.Tensor] = None  # (B, classes) the pooled evidence added to logits (model.evidence_answer)
 
     @property
     def probs(self) -> torch.Tensor:

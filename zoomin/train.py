@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +56,19 @@ def autocast_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def stalled(history: list[dict], epochs: int) -> bool:
+    """Whether the last ``epochs`` epochs of ``history`` all trained at chance: training accuracy (and,
+    with evidence heads, the evidence's) no more than two binomial standard deviations (over the
+    epoch's ``samples``, at least 0.05) above the largest class's share, which a model that answers
+    one constant scores."""
+    def at_chance(r: dict) -> bool:
+        p, n = r["chance"], max(1, r.get("samples", 1))
+        margin = max(0.05, 2 * math.sqrt(p * (1 - p) / n))
+        return max(r["train_accuracy"], r.get("train_evidence_accuracy", 0.0)) <= p + margin
+    last = history[-epochs:]
+    return len(last) == epochs and all("chance" in r and at_chance(r) for r in last)
+
+
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data;
     ``callbacks``: objects with ``on_step`` / ``on_fit_end`` (module doc)."""
@@ -87,6 +101,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(t, self.device)  # training and testing; the weights stay float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
+        self.warnings: list[str] = []  # what the run said about itself (stalled)
 
     def _wrap(self, model):
         """``DistributedDataParallel`` under torchrun (rank 0's initial weights are broadcast)."""
@@ -113,7 +128,7 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "step": self.step, "history": self.history,
+                "epoch": self.epoch, "step": self.step, "history": self.history, "warnings": self.warnings,
                 "config": self.cfg.to_dict(), **rng_state()}
 
     def resume(self) -> bool:
@@ -135,6 +150,7 @@ class Trainer:
         self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        self.warnings = list(ck.get("warnings", []))
         set_rng_state(ck)
         return True
 
@@ -179,7 +195,8 @@ class Trainer:
         t, model = self.cfg.train, self.net
         model.train()
         sums: dict[str, float] = {}
-        n = correct = 0
+        n = correct = ev_correct = 0
+        counts = torch.zeros(self.cfg.model.num_classes)  # labels seen, for the chance level
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
         for x, y in bar:
             x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
@@ -209,11 +226,20 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v * len(y)
             correct += int((logits.argmax(-1) == y).sum())
             n += len(y)
+            counts += torch.bincount(y.cpu(), minlength=len(counts))[:len(counts)].float()
+            if traces[0].evidence_logits is not None:
+                ev = torch.cat([tr.evidence_logits for tr in traces]).argmax(-1)
+                ev_correct += int((ev == y).sum())
             bar.set_postfix(loss=f"{parts['ce']:.3f}", acc=f"{correct / n:.3f}")
             self._callback("on_step")
         keys = sorted(sums)
-        *totals, n, correct = distributed.all_sum([sums[k] for k in keys] + [n, correct])  # over the ranks
-        return {**{k: v / n for k, v in zip(keys, totals)}, "train_accuracy": correct / max(n, 1)}
+        *totals, n, correct, ev_correct, top = distributed.all_sum([sums[k] for k in keys]
+                                                                  + [n, correct, ev_correct, float(counts.max())])
+        row = {**{k: v / n for k, v in zip(keys, totals)}, "train_accuracy": correct / max(n, 1),
+               "chance": top / max(n, 1), "samples": n}  # the largest class's share (ranks' largest counts summed)
+        if self.model.cfg.evidence:
+            row["train_evidence_accuracy"] = ev_correct / max(n, 1)
+        return row
 
     def _annotate(self, result, trace, src):
         """Add the annotation loss of a slide that has a ROI mask (``src.mask``); 0 for the others."""
@@ -243,6 +269,7 @@ class Trainer:
             self.history.append(row)
             self.epoch += 1
             if self.writer:
+                self._check_learning()
                 atomic_save(self.state(), self.out / CHECKPOINT)
                 self.write_metrics()
                 self._log(row)
@@ -256,6 +283,21 @@ class Trainer:
             recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
             row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
                                 self.progress))
+
+    def _check_learning(self) -> None:
+        """Say once, in one line on stderr and in ``metrics.json``'s ``warnings``, when ``stalled``."""
+        t = self.cfg.train
+        if not t.stall_epochs or any(w.startswith("no learning") for w in self.warnings):
+            return
+        if stalled(self.history, t.stall_epochs):
+            m = self.cfg.model
+            where = (f"stage I at {m.stage1_mpp:g} µm/px" if m.stage1_mpp else f"stage I at scale {m.scale1:g}")
+            text = (f"no learning: training accuracy has stayed at chance ({self.history[-1]['chance']:.2f}) for "
+                    f"{t.stall_epochs} epochs{', the evidence too' if m.evidence else ''}. Likely causes: the lesions "
+                    f"are below what {where} sees (run `zoomin doctor MANIFEST`), unbalanced classes, or the learning "
+                    f"rate (train.lr {t.lr:g})")
+            self.warnings.append(text)
+            print(f"zoomin: warning: {text}", file=sys.stderr, flush=True)
 
     def _log(self, row: dict) -> None:
         if self.log:
@@ -279,5 +321,5 @@ class Trainer:
                    "seconds_per_epoch": (sum(r["seconds"] for r in self.history) / len(self.history))
                    if self.history else None,
                    "device": str(self.device), "model": self.cfg.model.kind, "history": self.history,
-                   "processes": self.world, "config": self.cfg.to_dict()}
+                   "processes": self.world, "warnings": list(self.warnings), "config": self.cfg.to_dict()}
         return metrics

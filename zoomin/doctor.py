@@ -1,0 +1,147 @@
+"""``zoomin doctor``: at which stage-I resolution can the slide labels be learnt, before training.
+
+For each candidate stage-I resolution (µm per view pixel) the stage-I views of the training slides
+are read once, and an evidence-only model — the attention net ``a`` with the packaged config's
+evidence settings (standardisation over the foreground, the top-k pooling of ``zoomin.evidence``,
+the outlier prior) — is trained on the slide labels with 2-fold cross-validation over the
+training rows (the test rows are never read). Its out-of-fold AUC (macro one-vs-rest for more
+than two classes) says how well stage I separates the classes at that resolution; the cheapest
+resolution within ``tolerance`` of the best is recommended and written into a config that
+``zoomin train --config`` takes as it is. A best AUC below ``WEAK`` is reported as a warning: the
+ROI may be below what stage I can see (or the labels may not follow the slides).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .config import Config
+from .evidence import evidence_channels
+from .nets import AttentionNet
+from .stage1 import attend
+from .units import relative_scale
+
+CANDIDATES = (16.0, 8.0, 4.0)  # stage-I µm per view pixel tried by default, coarse to fine
+WEAK = 0.75  # a best out-of-fold AUC below this is a warning
+MAX_VIEW = 2048**2  # view locations per slide above which a candidate is skipped (say so)
+
+
+def views(entries, cfg: Config, stage1_mpp: float) -> list[torch.Tensor]:
+    """The stage-I views (1, C, h, w) uint8 of ``entries`` at ``stage1_mpp`` µm/px, read as training
+    reads them (``model.mpp``, each row's ``mpp``)."""
+    from .slides import SlideSource
+    m = cfg.model
+    out = []
+    for e in entries:
+        src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+        scale = relative_scale(m.mpp, stage1_mpp)
+        if src.size[0] * src.size[1] * scale * scale > MAX_VIEW:
+            raise ValueError(f"{e.path}: a stage-I view at {stage1_mpp:g} µm/px has more than {MAX_VIEW} locations")
+        out.append(src.raw_view(scale))
+    return out
+
+
+def _scores(net, vs, cfg: Config) -> torch.Tensor:
+    """Pooled evidence class logits (n, classes) of views ``vs``."""
+    m = cfg.model
+    return torch.cat([attend(net, v, 1.0, m.foreground, 1.0, True, m.evidence_topk, 0, prior=m.evidence_prior)
+                      .evidence_logits for v in vs])
+
+
+def auc_of(probs: np.ndarray, y: np.ndarray) -> float:
+    """Two classes: ROC AUC of the positive probability; more: macro one-vs-rest."""
+    from sklearn.metrics import roc_auc_score
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
+
+
+def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, batch: int = 8, lr: float = 3e-3,
+          seed: int = 0) -> float:
+    """Out-of-fold AUC of an evidence-only stage I trained on views ``vs`` with labels ``y``
+    (2 folds, stratified, ``steps`` Adam steps of ``batch`` views each per fold)."""
+    m = cfg.model
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(y), int)
+    for c in np.unique(y):  # stratified halves
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        fold[idx[1::2]] = 1
+    probs = np.zeros((len(y), m.num_classes))
+    for k in (0, 1):
+        torch.manual_seed(seed * 2 + k)
+        net = AttentionNet(m.in_channels, m.attention_hidden, m.attention_depth,
+                           out_channels=evidence_channels(m.num_classes))
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        train = np.nonzero(fold != k)[0]
+        for _ in range(steps):
+            pick = rng.choice(train, size=min(batch, len(train)), replace=False)
+            loss = torch.nn.functional.cross_entropy(_scores(net, [vs[i] for i in pick], cfg), torch.as_tensor(y[pick]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        held = np.nonzero(fold == k)[0]
+        with torch.no_grad():
+            probs[held] = _scores(net, [vs[i] for i in held], cfg).softmax(-1).numpy()
+    return auc_of(probs, y)
+
+
+def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0, tolerance: float = 0.02,
+             log=print) -> tuple[Config, list[dict]]:
+    """Probe every candidate stage-I resolution on ``cfg``'s training rows -> (the recommended
+    config, one row per candidate: ``stage1_mpp``, ``view`` (h, w of the first slide), ``auc``,
+    ``seconds`` or ``skipped``)."""
+    from .data.factory import usable_slides
+    from .manifest import read_manifest
+    m = cfg.model
+    if not m.mpp:
+        raise ValueError("model.mpp: the doctor needs the resolution slides are read at (model.mpp > 0)")
+    entries = [e for e in usable_slides(read_manifest(cfg.data.manifest, num_classes=m.num_classes), cfg)
+               if e.split != cfg.data.test_split]
+    y = np.array([e.label for e in entries])
+    if len(np.unique(y)) < 2 or np.bincount(y).min() < 2:
+        raise ValueError(f"{cfg.data.manifest}: the doctor needs at least two training slides of each of two classes")
+    rows = []
+    for mpp1 in sorted(candidates, reverse=True):  # coarse (cheap) first
+        if mpp1 < m.mpp:
+            continue
+        t0 = time.perf_counter()
+        try:
+            vs = views(entries, cfg, mpp1)
+        except ValueError as e:
+            rows.append({"stage1_mpp": mpp1, "skipped": str(e)})
+            log(f"stage I at {mpp1:g} µm/px: skipped ({e})")
+            continue
+        auc = probe(vs, y, cfg, steps=steps, seed=seed)
+        rows.append({"stage1_mpp": mpp1, "view": tuple(vs[0].shape[-2:]), "auc": auc,
+                     "seconds": time.perf_counter() - t0})
+        log(f"stage I at {mpp1:g} µm/px (view {vs[0].shape[-2]} x {vs[0].shape[-1]} on {entries[0].slide_id}): "
+            f"out-of-fold evidence AUC {auc:.3f} ({rows[-1]['seconds']:.0f} s)")
+    scored = [r for r in rows if "auc" in r]
+    if not scored:
+        raise ValueError("no candidate stage-I resolution could be probed (every view too large)")
+    best = max(r["auc"] for r in scored)
+    pick = next(r for r in scored if r["auc"] >= best - tolerance)  # the coarsest that is nearly the best
+    mpp1 = pick["stage1_mpp"]
+    stage2 = min(m.stage2_mpp or mpp1, mpp1) if m.kind == "zoom_in" else 0.0
+    model = replace(m, stage1_mpp=mpp1, stage2_mpp=max(m.mpp, min(stage2, mpp1 / 2)) if stage2 else 0.0,
+                    view_size=0)
+    if best < WEAK:
+        log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
+            f"lesions may be below what stage I can see at {min(candidates):g} µm/px, the labels may not follow the "
+            f"slides, or the classes may differ only at the sub-tile level")
+    log(f"recommended: model.stage1_mpp {mpp1:g} (AUC {pick['auc']:.3f}), model.stage2_mpp {model.stage2_mpp:g}")
+    return replace(cfg, model=model), rows
+
+
+def cost(cfg: Config, size: tuple[int, int]) -> str:
+    """What one slide of level-0 ``size`` costs under ``cfg``: its stage-I view and pixels read."""
+    from .model import stage1_scale_for
+    from .geometry import view_size
+    m = cfg.model
+    h, w = view_size(*size, stage1_scale_for(m, size))
+    reads = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
+    return f"stage-I view {h} x {w} ({h * w / 1e6:.2f} Mpx), then about {reads / 1e6:.2f} Mpx read per pass"
+
