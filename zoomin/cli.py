@@ -1,4 +1,4 @@
-"""Command line: ``zoomin demo | train | predict | synth-slides`` (also ``python -m zoomin``, and
+"""Command line: ``zoomin demo | train | predict | synth-slides | doctor`` (also ``python -m zoomin``, and
 ``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
 
 Errors are one line naming the file and the problem, with a non-zero exit; ``--debug`` shows the
@@ -96,6 +96,19 @@ def cmd_predict(args) -> int:
     return 1 if failed and not written else 0
 
 
+def cmd_doctor(args) -> int:
+    from .config import Config
+    from .doctor import diagnose
+    cfg = Config.from_yaml(args.config) if args.config else _packaged_config("slides.yaml")
+    cfg = cfg.override(args.overrides)
+    cfg.data.task, cfg.data.manifest = "manifest", str(Path(args.manifest).resolve())
+    candidates = [float(c) for c in args.candidates.split(",")]
+    recommended, _ = diagnose(cfg, candidates, steps=args.steps, seed=args.seed)
+    recommended.to_yaml(args.out)
+    print(f"wrote {args.out}: zoomin train --config {args.out} --manifest {args.manifest} --out RUN")
+    return 0
+
+
 def cmd_manifest(args) -> int:
     from .data.native import build_manifest
     print(build_manifest(args.dataset, args.root, args.out))
@@ -169,6 +182,18 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
     q.set_defaults(func=cmd_predict)
+
+    dr = sub.add_parser("doctor", help="probe at which stage-I resolution a manifest's labels can be learnt and "
+                                       "write the recommended config")
+    dr.add_argument("manifest", help="manifest CSV (only its training rows are read)")
+    dr.add_argument("--out", required=True, help="the recommended config (YAML) to write")
+    dr.add_argument("--config", default=None, help="the config to start from (default: the packaged slides.yaml)")
+    dr.add_argument("--candidates", default="16,8,4", help="stage-I resolutions to probe, µm per view pixel")
+    dr.add_argument("--steps", type=int, default=60, help="training steps of each fold's evidence-only probe")
+    dr.add_argument("--seed", type=int, default=0)
+    dr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                    help="override one config field of the starting config; repeatable")
+    dr.set_defaults(func=cmd_doctor)
 
     m = sub.add_parser("manifest", help="a zoomin manifest CSV from a data set's raw download (see data_manifests/)")
     m.add_argument("dataset", help="camelyon16, colon_cancer, fmow, needle_camelyon or traffic_signs")

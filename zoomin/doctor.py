@@ -52,11 +52,10 @@ def _scores(net, vs, cfg: Config) -> torch.Tensor:
 
 
 def auc_of(probs: np.ndarray, y: np.ndarray) -> float:
-    """Two classes: ROC AUC of the positive probability; more: macro one-vs-rest."""
-    from sklearn.metrics import roc_auc_score
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(y, probs[:, 1]))
-    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
+    """Two classes: ROC AUC of the positive probability; more: macro one-vs-rest (``zoomin.evaluate``)."""
+    from .evaluate import auc, macro_auc
+    p, t = torch.as_tensor(probs), torch.as_tensor(y)
+    return auc(p[:, 1], t) if p.shape[1] == 2 else macro_auc(p, t)
 
 
 def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, batch: int = 8, lr: float = 3e-3,
@@ -136,12 +135,22 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     return replace(cfg, model=model), rows
 
 
-def cost(cfg: Config, size: tuple[int, int]) -> str:
-    """What one slide of level-0 ``size`` costs under ``cfg``: its stage-I view and pixels read."""
-    from .model import stage1_scale_for
+def reading(cfg: Config, entries, n_test: int = 0) -> str:
+    """One line on how a run reads its slides: how many, at what µm/px against the files' own, and
+    the stage-I view and the pixels read per pass on the first slide."""
     from .geometry import view_size
-    m = cfg.model
-    h, w = view_size(*size, stage1_scale_for(m, size))
-    reads = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
-    return f"stage-I view {h} x {w} ({h * w / 1e6:.2f} Mpx), then about {reads / 1e6:.2f} Mpx read per pass"
-
+    from .model import stage1_scale_for
+    from .slides import SlideSource
+    m, e = cfg.model, entries[0]
+    src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+    s1 = stage1_scale_for(m, src.size)
+    h, w = view_size(*src.size, s1)
+    level0 = e.mpp or src.file_mpp
+    read = (f"read at {m.mpp:g} µm/px" + (f" (the first file is at {level0:g} µm/px: {m.mpp / level0:.3g}x "
+                                          f"{'reduced' if m.mpp > level0 else 'enlarged'})" if level0 else "")
+            if m.mpp else "read at the files' own pixels")
+    per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
+    stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
+    stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
+    return (f"{len(entries)} training and {n_test} test slides, {read}; stage I at {stage1}: a {h} x {w} view of "
+            f"{e.slide_id}{stage2}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")

@@ -92,19 +92,30 @@ def roi_diagnostics(traces, sources) -> list[tuple[float, int]]:
 
 
 def _scores(probs: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
-    """Accuracy and (two classes) AUC of one head's class probabilities, as ``test_<name>accuracy``
-    / ``auc``."""
+    """Accuracy and AUC (two classes; macro one-vs-rest for more when every class is held out) of
+    one head's class probabilities, as ``test_<name>accuracy`` / ``auc``."""
     p = torch.cat(probs).float().cpu()  # (n, classes)
     out = {f"test_{name}accuracy": float((p.argmax(-1) == y).double().mean())}
     if p.shape[-1] == 2:
         out[f"test_{name}auc"] = auc(p[:, 1], y)
+    elif len(torch.unique(y)) == p.shape[-1]:  # every class held out: macro one-vs-rest
+        out[f"test_{name}auc"] = macro_auc(p, y)
     return out
+
+
+def macro_auc(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Macro one-vs-rest ROC AUC of class probabilities (n, classes) against ``labels`` (n,) in which
+    every class occurs (scikit-learn's ``roc_auc_score``)."""
+    from sklearn.metrics import roc_auc_score
+    p = probs.detach().cpu().double()
+    return float(roc_auc_score(labels.cpu().numpy(), (p / p.sum(-1, keepdim=True)).numpy(), multi_class="ovr",
+                               average="macro"))
 
 
 @torch.no_grad()
 def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
              progress: bool = True) -> dict:
-    """Accuracy (and, for two classes, ROC AUC) over a loader; with evidence heads also those of the
+    """Accuracy and ROC AUC (``_scores``) over a loader; with evidence heads also those of the
     stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
     attention mass on them, their median rank in alpha and the share of slides whose ROI is ranked
     first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""

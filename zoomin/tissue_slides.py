@@ -22,7 +22,7 @@ import numpy as np
 
 # kind: (cell radius µm, cell cover of the focus area, RGB, opacity)
 LESIONS = {
-    "dab": (4.0, 0.45, (150, 95, 55), 0.85),       # brown DAB-positive cells
+    "dab": (3.5, 0.8, (140, 85, 45), 0.9),         # brown DAB-positive cells
     "nuclei": (3.2, 0.55, (70, 40, 115), 0.9),     # crowded dark hematoxylin nuclei
     "giant": (11.0, 0.35, (85, 45, 120), 0.85),    # a few nuclei 3x a normal one
     "rbc": (3.6, 0.6, (205, 45, 55), 0.8),         # red blood cells (a small haemorrhage)

@@ -255,6 +255,9 @@ class Trainer:
         interruption would); returns (and writes) the metrics."""
         if not (resume and self.resume()):
             self._initial_backbone()
+        if self.log and self.writer and self.epoch == 0 and hasattr(self.train_set, "entries"):
+            from .doctor import reading  # slides: say at what resolution they are read, before the first epoch
+            print(f"zoomin train: {reading(self.cfg, self.train_set.entries, len(self.test_set))}", flush=True)
         last = self.cfg.train.epochs if stop_after is None else min(stop_after, self.cfg.train.epochs)
         while self.epoch < last:
             self._seed_rank()

@@ -1,0 +1,120 @@
+"""Weak labels on slides zoomin did not shape: real-tissue slides (``zoomin.tissue_slides``), the
+answer that follows the evidence (``model.evidence_answer``), several classes, ``zoomin doctor``
+and the resolution line at the start of ``zoomin train``."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from zoomin.cli import main
+from zoomin.config import Config, ModelConfig
+from zoomin.model import build_model
+from zoomin.tissue_slides import make_slide, tissue_slides
+
+MODEL = dict(in_channels=3, num_classes=3, mpp=1.0, stage1_mpp=16.0, tile=128, stage2_mpp=4.0, subtile=32, n_samples=4,
+             feature_dim=8, feature_width=8, feature_norm="none", foreground="otsu_dark", evidence=True,
+             evidence_answer=True, attention_hidden=4, attention_depth=2)
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    """12 synthetic-tissue slides of 1,024² at 1 µm/px: negatives, dab foci and nuclei foci."""
+    d = tmp_path_factory.mktemp("tissue")
+    return tissue_slides(d, 12, size=1024, mpp=1.0, background="synthetic", classes=("dab", "nuclei"),
+                         roi_ratio=0.002, distractors=2, seed=0, test_fraction=0.25)
+
+
+def rows(manifest):
+    with open(manifest, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tissue_slides_balance_classes_and_splits(slides):
+    r = rows(slides)
+    labels = [int(x["label"]) for x in r]
+    assert sorted(set(labels)) == [0, 1, 2] and np.bincount(labels).tolist() == [4, 4, 4]
+    test = [int(x["label"]) for x in r if x["split"] == "test"]
+    assert sorted(test) == [0, 1, 2]  # one of each class held out
+    assert all(x["mpp"] == "1" for x in r) and "annotation" not in r[0]  # labels only
+    assert (slides.parent / "tissue_0001.geojson").exists() and not (slides.parent / "tissue_0000.geojson").exists()
+
+
+def test_a_focus_changes_only_its_place():
+    rng = lambda: np.random.default_rng(7)  # noqa: E731  the same background and islands
+    plain, none = make_slide(512, 1.0, "synthetic", None, rng(), distractors=0)
+    lesion, circles = make_slide(512, 1.0, "synthetic", "dab", rng(), roi_ratio=0.003, foci=1, distractors=0)
+    assert none.shape == (0, 3) and circles.shape == (1, 3)
+    y, x, r = circles[0]
+    diff = np.abs(lesion.astype(int) - plain.astype(int)).sum(-1) > 30  # (H, W) changed pixels
+    yy, xx = np.nonzero(diff)
+    assert diff.sum() > 20 and np.hypot(yy - y, xx - x).max() <= r + 3 * 3.5 + 2  # within the focus (+ a cell)
+
+
+def test_the_answer_adds_the_evidence_and_follows_it():
+    cfg = ModelConfig(**{**MODEL, "num_classes": 2})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 3, 512, 512)
+    tr = model(x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(tr.logits - tr.answer_evidence, model.classify(tr.z), atol=1e-5)
+    stage2 = tr.evidence2_logits if tr.evidence2_logits is not None else 0
+    assert torch.allclose(tr.answer_evidence, tr.evidence_logits + stage2)
+    with torch.no_grad():  # a g that answers one constant: the answer is the evidence's
+        model.classifier.linear.weight.zero_()
+        model.classifier.linear.bias.zero_()
+    tr = model(x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(tr.probs, tr.answer_evidence.softmax(-1), atol=1e-6)
+    plain = build_model(ModelConfig(**{**MODEL, "num_classes": 2, "evidence_answer": False})).eval()
+    assert plain(x).answer_evidence is None
+
+
+def test_evidence_answer_needs_evidence():
+    with pytest.raises(ValueError, match="model.evidence_answer needs model.evidence"):
+        ModelConfig(**{**MODEL, "evidence": False})
+
+
+def test_three_classes_train_predict_and_report_a_macro_auc(slides, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": MODEL, "train": {
+        "epochs": 1, "batch_size": 4, "threads": 1, "eval_passes": 1, "bn_recalibrate": 0, "contrastive_weight": 0.5,
+        "evidence_weight": 1.0, "instance_weight": 1.0, "entropy_weight": 0.0}}))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--manifest", str(slides), "--out", str(out), "--quiet"]) == 0
+    log = capsys.readouterr().out
+    line = next(x for x in log.splitlines() if x.startswith("zoomin train:"))
+    assert "9 training and 3 test slides" in line and "read at 1 µm/px" in line and "stage I at 16 µm/px" in line
+    assert "64 x 64 view" in line and "stage II at 4 µm/px" in line
+    m = json.loads((out / "metrics.json").read_text())
+    last = m["history"][-1]
+    assert 0 <= last["test_auc"] <= 1 and 0 <= last["test_evidence_auc"] <= 1  # macro one-vs-rest
+    assert "train_evidence_accuracy" in last and last["chance"] == pytest.approx(3 / 9)
+    csv_out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(csv_out), "--quiet",
+                 str(slides)]) == 0
+    got = rows(csv_out)
+    assert len(got) == 12 and {"p_0", "p_1", "p_2"} <= set(got[0])
+    assert all(abs(sum(float(r[f"p_{c}"]) for c in range(3)) - 1) < 1e-4 for r in got)
+
+
+def test_doctor_probes_each_resolution_and_writes_a_config_train_takes(slides, tmp_path, capsys):
+    out = tmp_path / "recommended.yaml"
+    assert main(["doctor", str(slides), "--out", str(out), "--candidates", "32,16", "--steps", "2",
+                 "--set", "model.num_classes=3"]) == 0
+    text = capsys.readouterr().out
+    assert "stage I at 32 µm/px" in text and "stage I at 16 µm/px" in text and "recommended: model.stage1_mpp" in text
+    cfg = Config.from_yaml(out)
+    assert cfg.model.stage1_mpp in (32.0, 16.0) and cfg.data.task == "manifest" and cfg.model.num_classes == 3
+    assert cfg.model.stage2_mpp <= cfg.model.stage1_mpp / 2 and cfg.model.stage2_mpp >= cfg.model.mpp
+
+
+def test_doctor_refuses_a_manifest_without_two_classes(tmp_path, capsys):
+    d = tmp_path / "one"
+    m = tissue_slides(d, 3, size=512, mpp=1.0, background="synthetic", classes=("dab",), seed=0, test_fraction=0.0)
+    text = m.read_text().replace(",1,train,", ",0,train,")
+    m.write_text(text)
+    assert main(["doctor", str(m), "--out", str(tmp_path / "c.yaml"), "--candidates", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "at least two training slides of each of two classes" in err
