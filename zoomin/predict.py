@@ -22,6 +22,7 @@ import torch
 
 from . import distributed
 from .evaluate import average_passes
+from . import loader
 from .trace import Trace
 
 
@@ -151,7 +152,7 @@ def prepared(items, prepare, ahead: int = 1):
                 return
             item, future = pending.popleft()
             t0 = time.perf_counter()
-            result = future.result() if future else _attempt(prepare, item)
+            result = loader.wait_for(future) if future else _attempt(prepare, item)
             del future
             yield item, result, time.perf_counter() - t0
             del result
