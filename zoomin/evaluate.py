@@ -103,7 +103,7 @@ def _scores(probs: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
 
 @torch.no_grad()
 def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, read_ahead: int = 1) -> dict:
     """Accuracy (and, for two classes, ROC AUC) over a loader; with evidence heads also those of the
     stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
     attention mass on them, their median rank in alpha and the share of slides whose ROI is ranked
@@ -111,7 +111,9 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
     from tqdm.auto import tqdm
     model.eval()
     probs, evidence, labels, roi = [], [], [], []
-    for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+    from .loader import batches, stage1_views  # slide batches read ahead (read_ahead of them; 0: off)
+    for x, y in tqdm(batches(loader, stage1_views(model), read_ahead), total=len(loader), desc="test", leave=False,
+                     disable=not progress):
         x = x.to(device) if isinstance(x, torch.Tensor) else x
         p, traces = average_passes(model, x, mode, passes, amp_dtype)
         probs.append(p)

@@ -29,6 +29,7 @@ from .config import NOT_THE_MODEL, Config, TrainConfig
 from .data.factory import make_datasets
 from .distributed import select_device
 from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
+from .loader import DEPTH, batches, stage1_views
 from .losses import annotation_loss, total_loss
 from .model import build_model
 
@@ -87,6 +88,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(t, self.device)  # training and testing; the weights stay float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
+        self.read_ahead = DEPTH  # slide batches opened and their stage-I views decoded ahead (zoomin.loader; 0: off)
 
     def _wrap(self, model):
         """``DistributedDataParallel`` under torchrun (rank 0's initial weights are broadcast)."""
@@ -180,7 +182,8 @@ class Trainer:
         model.train()
         sums: dict[str, float] = {}
         n = correct = 0
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
+        bar = tqdm(batches(loader, stage1_views(self.model), self.read_ahead), total=len(loader),
+                   desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
         for x, y in bar:
             x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
             y = y.to(self.device, non_blocking=True)
@@ -255,7 +258,7 @@ class Trainer:
         if self.epoch + 1 == t.epochs or (every and (self.epoch + 1) % every == 0):
             recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
             row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
-                                self.progress))
+                                self.progress, self.read_ahead))
 
     def _log(self, row: dict) -> None:
         if self.log:
