@@ -126,3 +126,31 @@ def test_benchmark_runs_and_its_in_memory_twin_matches(tmp_path):
         rows = list(csv.DictReader(fh))
     assert {(r["run"], r["reads"]) for r in rows} == {(a, b) for a in ("predict", "train") for b in ("slides", "in memory")}
     assert all(float(r["slides_per_hour"]) > 0 and np.isfinite(float(r["compute_s"])) for r in rows)
+
+
+def test_predicting_slides_at_once_gives_the_one_by_one_probabilities(slides, tmp_path):
+    from zoomin.checkpoint import save_model
+    from zoomin.model import build_model
+    from zoomin.predict import predict
+    _, manifest = slides
+    cfg = slide_config(manifest)
+    torch.manual_seed(0)
+    ckpt = save_model(tmp_path / "m.pt", build_model(cfg.model).eval(), cfg)
+    got = {}
+    for workers, prefetch in ((1, 0), (1, 2), (2, 1), (4, 1)):
+        out = tmp_path / f"p{workers}_{prefetch}.csv"
+        assert predict(ckpt, [str(manifest)], out, passes=3, progress=False, prefetch=prefetch,
+                       workers=workers) == (6, 0)
+        with open(out) as fh:
+            got[workers, prefetch] = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+    assert [r["slide_id"] for r in got[1, 0]] == [f"synth_{i:04d}" for i in range(6)]
+    assert all(rows == got[1, 0] for rows in got.values())
+
+
+def test_slides_opened_in_threads_leave_stdout_alone(slides):
+    from concurrent.futures import ThreadPoolExecutor
+    d, _ = slides
+    before = sys.stdout
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: SlideSource(d / f"synth_{i % 6:04d}.tif"), range(60)))
+    assert sys.stdout is before

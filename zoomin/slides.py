@@ -54,7 +54,9 @@ class SlideSource:
         from .slide_cache import configure, uncycled
         configure()
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pylibtiff prints notes about some tags
+            # pylibtiff prints notes about some tags; sys.stdout is the process's, so threads opening
+            # slides at once (read-ahead) take turns, or one could restore another's StringIO for good
+            with _open_lock, contextlib.redirect_stdout(io.StringIO()):
                 self._ts = uncycled(large_image.open(str(self.path)))  # freed with the source, not by the cycle collector
                 meta = self._ts.getMetadata()
         except Exception as e:
@@ -258,6 +260,7 @@ def windows(region: torch.Tensor, corners: torch.Tensor, size_hw: tuple[int, int
     return view[:, rows, cols].transpose(0, 1)  # (m, C, h, w)
 
 
+_open_lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
