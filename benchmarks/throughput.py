@@ -19,6 +19,7 @@ Time split (``Clock``, wall seconds of the thread that computes, summed over the
   time it waits for their region requests included;
 * wait: blocked on read-ahead (the next slide or batch not ready yet);
 * compute: the rest (the model, the draws, the loss and optimiser, writing the CSV);
+* open+read, all threads (thread-seconds): open and read in every thread (read-ahead, workers);
 * decode (thread-seconds, every thread): large-image's region requests (``SlideSource._region``:
   tile reads, JPEG decoding, resampling, conversion to a tensor), whichever thread ran them.
 
@@ -94,8 +95,9 @@ class Clock:
     def split(self, wall: float) -> dict:
         """The main thread's wall split and the decode thread-seconds."""
         main = {k: self.seconds[k, True] for k in ("open", "read", "wait")}
-        return {**main, "compute": wall - sum(main.values()),
-                "decode": self.seconds["decode", True] + self.seconds["decode", False]}
+        every = {k: self.seconds[k, True] + self.seconds[k, False] for k in ("open", "read", "decode")}
+        return {**main, "compute": wall - sum(main.values()), "decode": every["decode"],
+                "open+read, all threads": every["open"] + every["read"]}
 
 
 class Utilisation:
@@ -250,7 +252,7 @@ def model_checkpoint(work: Path, seed: int) -> Path:
 
 # -- predict --------------------------------------------------------------------------------------
 def predict_run(ckpt: Path, manifest: Path, out_csv: Path, device: torch.device, prefetch: int,
-                twin: dict | None = None, record: dict | None = None) -> tuple[float, Clock, Utilisation]:
+                twin: dict | None = None, record: dict | None = None, workers: int = 1) -> tuple[float, Clock, Utilisation]:
     """One ``zoomin.predict.predict`` over the manifest -> (wall s, clock, utilisation). ``record``:
     collect each slide's recorded calls (untimed use); ``twin``: answer them from RAM."""
     from zoomin import predict as P
@@ -273,6 +275,7 @@ def predict_run(ckpt: Path, manifest: Path, out_csv: Path, device: torch.device,
             sync(device)
             t0 = time.perf_counter()
             extra = {"device": str(device)} if device.type != "cpu" else {}
+            extra.update({"workers": workers} if workers > 1 else {})
             P.predict(ckpt, [str(manifest)], out_csv, progress=False, prefetch=prefetch, **extra)
             sync(device)
             wall = time.perf_counter() - t0
@@ -297,7 +300,7 @@ def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[d
         for kind in ("slides", "in memory"):
             out = work / f"pred_{size}_{kind.replace(' ', '_')}.csv"
             wall, clock, util = predict_run(ckpt, manifest, out, device, args.prefetch,
-                                            twin=recorded if kind == "in memory" else None)
+                                            twin=recorded if kind == "in memory" else None, workers=args.workers)
             rows.append(row("predict", size, n, kind, wall, clock, util, rep))
             print(rows[-1], flush=True)
     same = probabilities(work / f"pred_{size}_slides.csv") == probabilities(work / f"pred_{size}_in_memory.csv")
@@ -401,7 +404,7 @@ def render(rows: list[dict]) -> str:
         if what == "train":
             cols["steps/s"] = med["steps_per_s"].map(lambda v: num(float(v), 3))
             cols["test slides/h"] = med["test_slides_per_hour"].map(lambda v: num(float(v), 0))
-        for k in ("open", "read", "wait", "compute", "decode"):
+        for k in ("open", "read", "wait", "compute", "decode", "open+read, all threads"):
             cols[f"{k} (s)"] = med[f"{k}_s"].map(lambda v: num(float(v), 2))
         cols["device busy"] = util
         t = pd.DataFrame(cols)
@@ -432,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-slides", default="80", help="slides written for training per size (3/4 train, 1/4 test)")
     p.add_argument("--parts", default="predict,train")
     p.add_argument("--prefetch", type=int, default=1, help="zoomin predict --prefetch")
+    p.add_argument("--workers", type=int, default=1, help="slides predicted at once (zoomin.predict.predict's workers)")
     p.add_argument("--repeats", type=int, default=2, help="real / in-memory pairs, alternating (medians shown)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default on a CPU: 1; a 2-core machine shared with other work runs "
@@ -474,7 +478,7 @@ def main(argv=None) -> int:
            f"in one process, alternating, {args.repeats} times; medians shown. Model: an untrained "
            "`zoomin/configs/slides.yaml` (weights from the seed); synthetic slides of `zoomin.synth.synth_slides` "
            f"(0.25 µm/px, read at the config's 1 µm/px). Predict: `zoomin.predict.predict`, 4 passes, "
-           f"--prefetch {args.prefetch}. Training: one epoch of the "
+           f"--prefetch {args.prefetch}, {args.workers} slide(s) at once. Training: one epoch of the "
            "packaged config (batch 8) through `Trainer.train_epoch`, then the test slides through "
            "`zoomin.evaluate.evaluate` (4 passes); open / read / wait / compute / decode cover both.", "",
            render(rows), *[f"- {n}" for n in notes]]
