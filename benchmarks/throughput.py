@@ -3,7 +3,8 @@ main thread's time split into open / read / wait / compute, the thread-seconds s
 the same figures with every read replaced by in-memory tensors (the compute-only limit).
 
     python benchmarks/throughput.py                                 # this CPU -> docs/throughput.md
-    python benchmarks/throughput.py --device cuda --out $OUT/throughput.md --work /tmp/tp   # a GPU
+    python benchmarks/throughput.py --device cuda --workers 4 --sizes 4096,16384 --predict-slides 80,8 \
+        --train-slides 80,0 --repeats 1 --budget-s 240 --out $OUT/throughput_gpu.md --work /tmp/tp   # a GPU
 
 Each measured run has a twin run side by side in the same process: the same slides, model, seed
 and code path, but each slide's source is a ``MemorySource`` that answers every ``view`` /
@@ -432,7 +433,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="runs/throughput", help="synthetic slides (reused) and scratch files")
     p.add_argument("--sizes", default="4096", help="slide sides, comma-separated (e.g. 4096,16384)")
     p.add_argument("--predict-slides", default="80", help="slides predicted per size (comma-separated, one per size)")
-    p.add_argument("--train-slides", default="80", help="slides written for training per size (3/4 train, 1/4 test)")
+    p.add_argument("--train-slides", default="80",
+                   help="slides written for training per size (3/4 train, 1/4 test; 0: no training at that size)")
     p.add_argument("--parts", default="predict,train")
     p.add_argument("--prefetch", type=int, default=1, help="zoomin predict --prefetch")
     p.add_argument("--workers", type=int, default=1, help="slides predicted at once (zoomin.predict.predict's workers)")
@@ -440,6 +442,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default on a CPU: 1; a 2-core machine shared with other work runs "
                         "OpenMP's two threads up to 10x slower whenever the other core is busy)")
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="start no further section once this many seconds have passed")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -463,11 +467,13 @@ def main(argv=None) -> int:
     rows, notes = [], []
     parts = args.parts.split(",")
     for size in sizes:
-        if "predict" in parts:
-            r, n = predict_section(args, device, size, counts["predict"][size], work)
-            rows, notes = rows + r, notes + n
-        if "train" in parts:
-            r, n = train_section(args, device, size, counts["train"][size], work)
+        for part, section in (("predict", predict_section), ("train", train_section)):
+            if part not in parts or not counts[part][size]:
+                continue
+            if time.perf_counter() - t0 > args.budget_s:
+                notes.append(f"skipped: {part} {side(size)} (past --budget-s {args.budget_s:g} s)")
+                continue
+            r, n = section(args, device, size, counts[part][size], work)
             rows, notes = rows + r, notes + n
     pd.DataFrame(rows).to_csv(Path(args.out).with_suffix(".csv"), index=False)
     doc = ["# Slide throughput (issue #34)", "",
