@@ -117,7 +117,8 @@ def test_benchmark_runs_and_its_in_memory_twin_matches(tmp_path):
     out = tmp_path / "tp.md"
     r = subprocess.run([sys.executable, "benchmarks/throughput.py", "--sizes", "1024", "--predict-slides", "3",
                         "--train-slides", "8", "--repeats", "1", "--out", str(out), "--work", str(tmp_path / "w")],
-                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",  # this checkout's zoomin, whatever is installed
+                            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
     assert "probabilities equal the real run's: True" in text
