@@ -114,7 +114,7 @@ def macro_auc(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, read_ahead: int = 1) -> dict:
     """Accuracy and ROC AUC (``_scores``) over a loader; with evidence heads also those of the
     stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
     attention mass on them, their median rank in alpha and the share of slides whose ROI is ranked
@@ -122,7 +122,9 @@ def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_d
     from tqdm.auto import tqdm
     model.eval()
     probs, evidence, labels, roi = [], [], [], []
-    for x, y in tqdm(loader, desc="test", leave=False, disable=not progress):
+    from .loader import batches, stage1_views  # slide batches read ahead (read_ahead of them; 0: off)
+    for x, y in tqdm(batches(loader, stage1_views(model), read_ahead), total=len(loader), desc="test", leave=False,
+                     disable=not progress):
         x = x.to(device) if isinstance(x, torch.Tensor) else x
         p, traces = average_passes(model, x, mode, passes, amp_dtype)
         probs.append(p)

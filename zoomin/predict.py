@@ -22,6 +22,7 @@ import torch
 
 from . import distributed
 from .evaluate import average_passes
+from . import loader
 from .trace import Trace
 
 
@@ -104,10 +105,11 @@ def list_slides(inputs: list[str]) -> list[Slide]:
     return slides
 
 
-def slide_generator(seed: int, slide_id: str) -> torch.Generator:
+def slide_generator(seed: int, slide_id: str, device: torch.device | str = "cpu") -> torch.Generator:
     """The sampling generator of one slide: a function of (seed, slide_id) only, so a slide's
-    prediction does not depend on the other slides, their order, or how they are sharded."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
+    prediction does not depend on the other slides, their order, how they are sharded or how
+    many are predicted at once (on ``device``: the model's)."""
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
 
 
 def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None = None):
@@ -123,7 +125,8 @@ def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None 
 
 def predict_slide(model, src, slide_id: str, passes: int, seed: int):
     """-> (probabilities (classes,), the first pass's trace) of an opened slide."""
-    probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id))
+    device = next(model.parameters()).device
+    probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id, device))
     probs, tr = probs[0], tr.detach()  # (classes,); the first pass is also the one drawn
     if not torch.isfinite(probs).all():
         raise ValueError(f"{src.path}: the model's output is not finite")
@@ -151,7 +154,7 @@ def prepared(items, prepare, ahead: int = 1):
                 return
             item, future = pending.popleft()
             t0 = time.perf_counter()
-            result = future.result() if future else _attempt(prepare, item)
+            result = loader.wait_for(future) if future else _attempt(prepare, item)
             del future
             yield item, result, time.perf_counter() - t0
             del result
@@ -200,6 +203,12 @@ class Run:
     def open(self, item: tuple[int, Slide]):
         return open_slide(self.model, self.cfg, item[1], self.max_pixels, self.mpp)
 
+    def open_and_row(self, item: tuple[int, Slide]) -> tuple[list | None, float]:
+        """A worker's whole slide: opened, predicted and its outputs written -> (``row``, seconds)."""
+        t0 = time.perf_counter()
+        src = _attempt(self.open, item)
+        return self.row(item[1], src), time.perf_counter() - t0
+
     def row(self, slide: Slide, src) -> list | None:
         """The slide's CSV values from ``slide_id`` to ``prediction`` (heatmaps and explorer page
         written first), or None when it failed (one line on stderr)."""
@@ -228,12 +237,15 @@ def columns(cfg) -> list[str]:
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
             passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0,
             explore: str | Path | None = None, prefetch: int = 1, resume: bool = False,
-            mpp: float | None = None) -> tuple[int, int]:
+            mpp: float | None = None, workers: int = 1, device: str = "cpu") -> tuple[int, int]:
     """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
     stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
     while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
     stopped torchrun's part files) and predict only the other slides. ``mpp``: the slides' pixel
-    size when neither the file nor the manifest row states it. Under torchrun each rank predicts
+    size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
+    opened and predicted at once in threads (one slide's reads overlap another's compute; rows
+    still in input order; ``prefetch`` is then unused; the predictions do not change). ``device``:
+    where the model runs (each slide's generator lives there). Under torchrun each rank predicts
     every ``world``-th slide and rank 0 merges the parts into ``out_csv`` (kept rows first, then the
     new ones in input order). Returns (written, failed) over all ranks, kept rows not counted."""
     from . import slide_cache
@@ -242,7 +254,10 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
         raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
     if mpp is not None and not mpp > 0:
         raise ValueError(f"--mpp {mpp}: a pixel size must be > 0 µm")
+    if workers < 1:
+        raise ValueError(f"workers {workers}: expected 1 or more slides at once")
     model, cfg = load_model(checkpoint)
+    model.to(device)
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +287,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
         start_csv(part, ["_index"] + header, [])
     slide_cache.configure()  # before the first slide is opened
     run = Run(model, cfg, passes, seed, max_pixels, mpp, heatmaps, explore)
-    written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress)
+    written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress, workers)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))
         distributed.barrier()
@@ -283,25 +298,40 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
 
 
 def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch: int,
-                  progress: bool) -> tuple[int, int]:
+                  progress: bool, workers: int = 1) -> tuple[int, int]:
     """Predict ``slides`` [(index, Slide)], appending to ``out_csv`` a row as soon as it is known;
-    ``seconds``: the slide's wall time in this thread, waiting for its prefetch included."""
+    ``seconds``: the slide's wall time in this thread, waiting for its prefetch included (with
+    ``workers`` > 1: in its worker, from opening it to its outputs)."""
     from tqdm.auto import tqdm
     written = failed = 0
     with open(out_csv, "a", newline="") as fh, tqdm(total=len(slides), desc="slides", disable=not progress) as bar:
         w = csv.writer(fh)
-        for (i, slide), src, waited in prepared(slides, run.open, prefetch):
-            t0 = time.perf_counter()
-            row = run.row(slide, src)
-            del src  # released before the next slide is prefetched
+        for (i, slide), row, seconds in _rows(run, slides, prefetch, workers):
             bar.update()
             if row is None:
                 failed += 1
                 continue
-            w.writerow(([i] if index_column else []) + row + [f"{waited + time.perf_counter() - t0:.3f}"])
+            w.writerow(([i] if index_column else []) + row + [f"{seconds:.3f}"])
             fh.flush()
             written += 1
     return written, failed
+
+
+def _rows(run: Run, slides, prefetch: int, workers: int):
+    """``((index, Slide), row or None, seconds)`` in input order: one slide at a time with
+    ``prefetch`` opened ahead (seconds: in this thread, its wait included), or ``workers`` slides
+    predicted at once (seconds: in its worker, from opening it to its outputs)."""
+    if workers > 1:
+        for item, done, _ in prepared(slides, run.open_and_row, workers):
+            if isinstance(done, Exception):
+                raise done
+            yield item, *done
+        return
+    for item, src, waited in prepared(slides, run.open, prefetch):
+        t0 = time.perf_counter()
+        row = run.row(item[1], src)
+        del src  # released before the next slide is prefetched
+        yield item, row, waited + time.perf_counter() - t0
 
 
 def _one_line(e: Exception, path: Path) -> str:

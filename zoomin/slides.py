@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import crop, view_size
+from .geometry import view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
 from .sources import check_budget, pixel_budget, to_unit
 
@@ -53,7 +54,9 @@ class SlideSource:
         from .slide_cache import configure, uncycled
         configure()
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pylibtiff prints notes about some tags
+            # pylibtiff prints notes about some tags; sys.stdout is the process's, so threads opening
+            # slides at once (read-ahead) take turns, or one could restore another's StringIO for good
+            with _open_lock, contextlib.redirect_stdout(io.StringIO()):
                 self._ts = uncycled(large_image.open(str(self.path)))  # freed with the source, not by the cycle collector
                 meta = self._ts.getMetadata()
         except Exception as e:
@@ -120,9 +123,10 @@ class SlideSource:
         return max(math.ceil(width / f) * math.ceil(height / f), out_hw[0] * out_hw[1])
 
     def _region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int],
-                raw: bool = False) -> torch.Tensor:
+                raw: bool | str = False) -> torch.Tensor:
         """An in-file level-0 rectangle resampled to exactly ``out_hw`` -> (C, h, w) (uint8 with ``raw``
-        for 8-bit files)."""
+        for 8-bit files; with ``raw="exact"`` only where no resampling was needed, so that
+        ``to_unit`` of it equals the float read)."""
         oh, ow = out_hw
         decoded = self.decoded_pixels(width, height, out_hw)
         check_budget(str(self.path), f"reading a {width}x{height} region at {ow}x{oh}", decoded, self.max_pixels)
@@ -137,8 +141,10 @@ class SlideSource:
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
         self.requests += 1
         self.pixels_decoded += decoded
-        t = self._to_tensor(arr, raw)
+        t = self._to_tensor(arr, bool(raw))
         if t.shape[-2:] != (oh, ow):
+            if raw == "exact" and t.dtype == torch.uint8:
+                t = to_unit(t)  # resampled as floats, as a float read is
             r = F.interpolate(t[None].float(), size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
             t = r.round().clamp(0, 255).to(torch.uint8) if t.dtype == torch.uint8 else r
         return t
@@ -205,37 +211,67 @@ class SlideSource:
         """Boxes (M, 4) read at ``scale`` as ``size_hw`` windows, zero outside -> (M, C, h, w).
 
         Batched: boxes whose bounding box costs at most twice their own pixels (the sub-tiles of
-        one tile, say) are one region request, cut with ``zoomin.geometry.crop``; the requests are
+        one tile, say) are one region request, cut with ``windows``; the requests are
         decoded by a thread pool."""
         h, w = size_hw
-        out = torch.zeros(boxes.shape[0], self.channels, h, w)
         groups = group_boxes(boxes.tolist(), self.size)
         if not groups:
-            return out
+            return torch.zeros(boxes.shape[0], self.channels, h, w)
+        sizes = boxes[[g[0][0] for g in groups], 2:].tolist()  # (groups, 2) each group's box (w, h)
 
-        def fetch(g):
-            members, (gx0, gy0, gx1, gy1) = g
-            bw, bh = boxes[members[0], 2].item(), boxes[members[0], 3].item()
+        def fetch(i):
+            members, (gx0, gy0, gx1, gy1) = groups[i]
+            bw, bh = sizes[i]
             oh, ow = max(1, round((gy1 - gy0) * h / bh)), max(1, round((gx1 - gx0) * w / bw))
-            return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow))
-        for (members, (gx0, gy0, _, _)), region in zip(groups, self._decoded(fetch, groups)):
-            b = boxes[members].double()  # (m, 4)
-            fy, fx = h / b[:, 3], w / b[:, 2]
-            corners = torch.stack([((b[:, 1] - gy0) * fy).round(), ((b[:, 0] - gx0) * fx).round()], -1).long()
-            out[members] = crop(region[None], torch.zeros(len(members), dtype=torch.long), corners, size_hw)
-        return out
+            return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow), raw="exact")
+        regions = list(self._decoded(fetch, range(len(groups))))  # (C, oh, ow) each, uint8 where exact
+        raw = all(r.dtype == torch.uint8 for r in regions)  # cut the 8-bit pixels, convert only the windows
+        out = torch.zeros(boxes.shape[0], self.channels, h, w, dtype=torch.uint8 if raw else torch.float32)
+        b = boxes.double()  # (M, 4)
+        for (members, (gx0, gy0, _, _)), region in zip(groups, regions):
+            m = b[members]  # (m, 4)
+            fy, fx = h / m[:, 3], w / m[:, 2]
+            corners = torch.stack([((m[:, 1] - gy0) * fy).round(), ((m[:, 0] - gx0) * fx).round()], -1).long()
+            region = region if raw else to_unit(region)
+            out[members] = windows(region, corners, size_hw)
+        return to_unit(out)
 
-    def _decoded(self, fetch, items: list):
+    def _decoded(self, fetch, items):
         """``fetch(item)`` for each item, in order, lazily: one request in this thread, several decoded
-        by a pool of ``workers`` threads."""
+        by the process's pool of ``workers`` threads (``decode_pool``)."""
         if len(items) <= 1:
             yield from map(fetch, items)
             return
-        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
-            yield from pool.map(fetch, items)
+        yield from decode_pool(self.workers).map(fetch, items)
 
     def __repr__(self) -> str:
         return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"
+
+
+def windows(region: torch.Tensor, corners: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """``size_hw`` windows at top-left ``corners`` (m, 2) ``(row, col)`` of one ``region`` (C, H, W),
+    zero outside it -> (m, C, h, w): ``zoomin.geometry.crop`` of a batch of one, as strided views of
+    the zero-padded region (one copy of the windows; no index per pixel)."""
+    h, w = size_hw
+    C, H, W = region.shape
+    padded = F.pad(region, (w, w, h, h))  # (C, H + 2h, W + 2w)
+    view = padded.unfold(1, h, 1).unfold(2, w, 1)  # (C, H + h + 1, W + w + 1, h, w) every window
+    rows, cols = corners[:, 0].clamp(-h, H) + h, corners[:, 1].clamp(-w, W) + w  # a window wholly outside: zeros
+    return view[:, rows, cols].transpose(0, 1)  # (m, C, h, w)
+
+
+_open_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def decode_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's thread pool of ``workers`` region decoders, started once and shared by every
+    slide (a pool per read spent more time starting threads than decoding small regions)."""
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="zoomin-decode")
+        return _pools[workers]
 
 
 def group_boxes(boxes: list, size: tuple[int, int], waste: float = 2.0) -> list[tuple[list[int], tuple]]:

@@ -30,6 +30,7 @@ from .config import NOT_THE_MODEL, Config, TrainConfig
 from .data.factory import make_datasets
 from .distributed import select_device
 from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
+from .loader import DEPTH, batches, stage1_views
 from .losses import annotation_loss, total_loss
 from .model import build_model
 
@@ -102,6 +103,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.step, self.history = 0, 0, []
         self.warnings: list[str] = []  # what the run said about itself (stalled)
+        self.read_ahead = DEPTH  # slide batches opened and their stage-I views decoded ahead (zoomin.loader; 0: off)
 
     def _wrap(self, model):
         """``DistributedDataParallel`` under torchrun (rank 0's initial weights are broadcast)."""
@@ -197,7 +199,8 @@ class Trainer:
         sums: dict[str, float] = {}
         n = correct = ev_correct = 0
         counts = torch.zeros(self.cfg.model.num_classes)  # labels seen, for the chance level
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
+        bar = tqdm(batches(loader, stage1_views(self.model), self.read_ahead), total=len(loader),
+                   desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
         for x, y in bar:
             x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
             y = y.to(self.device, non_blocking=True)
@@ -285,7 +288,7 @@ class Trainer:
         if self.epoch + 1 == t.epochs or (every and (self.epoch + 1) % every == 0):
             recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
             row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
-                                self.progress))
+                                self.progress, self.read_ahead))
 
     def _check_learning(self) -> None:
         """Say once, in one line on stderr and in ``metrics.json``'s ``warnings``, when ``stalled``."""

@@ -11,6 +11,8 @@ class SlideDataset(Dataset):
     """``annotations=True`` attaches each annotated row's outline mask as ``source.mask`` (parsed
     once per row, then kept with its rasterised views) for the annotation loss."""
 
+    read_ahead = True  # zoomin.loader.batches opens the next batches' slides in threads
+
     def __init__(self, entries: list[Entry], channels: int = 3, max_pixels: int = 0, annotations: bool = False,
                  mpp: float = 0.0):
         self.entries, self.channels, self.max_pixels, self.mpp = entries, channels, max_pixels, mpp  # mpp: model.mpp

@@ -1,0 +1,65 @@
+"""Read-ahead: the next items of a run prepared in background threads while the caller computes
+on the current one (``zoomin predict``'s slides, the trainer's and the tester's slide batches).
+
+Nothing here draws from a random generator: the batches, their order and every sample the model
+draws are the same with and without read-ahead (``tests/test_loader.py``)."""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+DEPTH = 1  # batches read ahead of the one being computed on
+WORKERS = 4  # threads opening slides and decoding their stage-I views
+
+
+def wait_for(future: Future):
+    """The result of a read-ahead ``future`` (the caller blocks here when the reader is behind)."""
+    return future.result()
+
+
+def stage1_views(model):
+    """The ``prepare`` that decodes a slide item's stage-I view for ``model`` ahead of it (items
+    whose source has no ``prefetch``, tensors say, pass unchanged)."""
+    def prepare(item):
+        src = item[0] if isinstance(item, tuple) else item
+        if hasattr(src, "prefetch") and hasattr(src, "size"):
+            src.prefetch(model.stage1_scale(src.size))
+        return item
+    return prepare
+
+
+def batches(loader, prepare=None, depth: int = DEPTH, workers: int = WORKERS):
+    """The batches of ``loader`` (a ``DataLoader``), in its order, with each item of the next
+    ``depth`` batches fetched (``dataset[i]``, then ``prepare(item)``) by ``workers`` threads while
+    the caller works on the current batch. Only for a single-process loader over a data set that
+    says ``read_ahead = True`` (slides: opening one and decoding its view is I/O, not Python
+    work); any other loader, or ``depth`` 0, is iterated as it is."""
+    ds = loader.dataset
+    it = iter(loader)  # the loader's own iterator: its sampler, and the seed it draws when created
+    next_index = getattr(it, "_next_index", None)
+    if depth <= 0 or loader.num_workers or not getattr(ds, "read_ahead", False) or next_index is None \
+            or not getattr(it, "_auto_collation", True):
+        yield from it
+        return
+    collate = loader.collate_fn
+
+    def fetch(i):
+        item = ds[i]
+        return prepare(item) if prepare else item
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="zoomin-read-ahead")
+    pending: deque = deque()  # futures of the items of the batches ahead, in order
+    try:
+        while True:
+            while len(pending) <= depth:
+                try:
+                    index = next_index()
+                except StopIteration:
+                    break
+                pending.append([pool.submit(fetch, i) for i in index])
+            if not pending:
+                return
+            items = [wait_for(f) for f in pending.popleft()]
+            yield collate(items)
+            del items
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
