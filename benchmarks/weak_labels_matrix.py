@@ -1,0 +1,165 @@
+"""Weak labels on slides zoomin's defaults were not tuned on: a matrix of real-tissue backgrounds,
+lesion kinds, scan resolutions, ROI sizes and class counts (``zoomin.tissue_slides``), each cell
+trained from the slide labels alone with the packaged ``slides.yaml`` as a user would run it
+(``zoomin train --manifest``), one fresh process per (cell, seed); writes ``docs/weak_labels_matrix.md``.
+
+    python benchmarks/weak_labels_matrix.py --jobs 2                       # the whole matrix, 3 seeds
+    python benchmarks/weak_labels_matrix.py --cells cmu-dab-0.5 --seeds 0  # one cell, one seed
+    python benchmarks/weak_labels_matrix.py --doctor ...                   # train with zoomin doctor's config
+
+Each cell says whether its generator was used while choosing settings (``tuning``) or held out
+(``held-out``): the figure that counts is the held-out rows'. Every run writes its slides (the
+slides of a (cell, seed) are a function of both), trains with ``train.threads: 1`` (``--jobs``
+runs share the cores) and reports the trainer's last held-out AUC (macro one-vs-rest for more than
+two classes), the evidence's, whether the trainer warned that nothing was learnt, and its minutes.
+``--budget-min`` stops starting runs after that many minutes and reports what finished.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+# name: (background, lesion kinds (one class each), scan µm/px, ROI ratio, distractor cells, role)
+CELLS = {
+    "synthetic-nuclei-1": ("synthetic", ("nuclei",), 1.0, 5e-4, 4, "tuning"),
+    "synthetic-dab-0.5": ("synthetic", ("dab",), 0.5, 3e-4, 3, "tuning"),
+    "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
+    "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
+    "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),
+    "cmu-rbc-1": ("cmu", ("rbc",), 1.0, 5e-4, 3, "held-out"),
+    "cmu-pale-0.5": ("cmu", ("pale",), 0.5, 5e-4, 0, "held-out"),
+    "ihc-nuclei-0.5": ("ihc", ("nuclei",), 0.5, 5e-4, 3, "held-out"),
+    "cmu-dab-0.5-roi5e-5": ("cmu", ("dab",), 0.5, 5e-5, 3, "held-out"),
+    "cmu-3class-0.5": ("cmu", ("dab", "rbc"), 0.5, 5e-4, 3, "held-out"),
+}
+
+
+def zoomin(*args: str, threads: int = 1) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "zoomin", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def one_run(args, name: str, seed: int) -> dict:
+    background, kinds, mpp, roi, distractors, role = CELLS[name]
+    out = Path(args.work) / name / f"seed{seed}"
+    manifest = out / "slides" / "manifest.csv"
+    t0 = time.perf_counter()
+    if not manifest.exists():
+        from zoomin.tissue_slides import tissue_slides
+        tissue_slides(out / "slides", args.n, args.size, mpp, background, kinds, roi, 2, distractors, seed=seed)
+    write_s = time.perf_counter() - t0
+    from zoomin.cli import _packaged_config
+    cfg = _packaged_config("slides.yaml").override(args.overrides)
+    if args.doctor:
+        zoomin("doctor", str(manifest), "--out", str(out / "doctor.yaml"), "--set", f"model.num_classes={len(kinds) + 1}",
+               *sum((["--set", o] for o in args.overrides), []), threads=1)
+        from zoomin.config import Config
+        cfg = Config.from_yaml(out / "doctor.yaml")
+    d = cfg.to_dict()
+    d["model"]["num_classes"] = len(kinds) + 1
+    d["train"].update(seed=seed, threads=1, **({"epochs": args.epochs} if args.epochs else {}))
+    d["data"].update(task="manifest", manifest=str(manifest.resolve()))
+    (out / "config.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    t0 = time.perf_counter()
+    zoomin("train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet")
+    (out / "times.json").write_text(json.dumps({"train_min": (time.perf_counter() - t0) / 60, "write_min": write_s / 60}))
+    return read_run(out, name, seed)
+
+
+def read_run(out: Path, name: str, seed: int) -> dict | None:
+    """A run's figures from its folder (its last test; ``finished`` False for a run stopped early,
+    whose minutes are then the epochs' own); None before its first test."""
+    path = out / "run" / "metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    tested = [h for h in m["history"] if "test_accuracy" in h]
+    if not tested:
+        return None
+    last, cfg = tested[-1], m["config"]
+    times = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else \
+        {"train_min": sum(h["seconds"] for h in m["history"]) / 60, "write_min": None}
+    return {"cell": name, "seed": seed, "role": CELLS[name][5], "auc": last.get("test_auc"),
+            "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
+            "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
+            "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"], **times}
+
+
+def report(rows: list[dict], args) -> str:
+    lines = [f"# Weak labels on slides the defaults were not tuned on", "",
+             f"Written by `python benchmarks/weak_labels_matrix.py {' '.join(sys.argv[1:])}`"
+             f" ({args.n} slides of {args.size:,}² per run, a quarter held out, balanced; slide labels only; "
+             f"{'the config `zoomin doctor` recommends' if args.doctor else 'the packaged `slides.yaml`'}"
+             f"{'; overrides: ' + ', '.join(args.overrides) if args.overrides else ''}; one CPU thread per run).",
+             "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
+             "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
+             "| cell | role | background | lesions | µm/px | ROI | AUC per seed | mean ± sd | evidence AUC | warned | min/run |",
+             "|---|---|---|---|---:|---:|---|---:|---|---|---:|"]
+    for name in dict.fromkeys(r["cell"] for r in rows):
+        rs = sorted((r for r in rows if r["cell"] == name), key=lambda r: r["seed"])
+        bg, kinds, mpp, roi, _, role = CELLS[name]
+        aucs = [r["auc"] for r in rs if r["auc"] is not None]
+        sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        mean = f"{statistics.mean(aucs):.2f} ± {sd:.2f}" if aucs else "-"
+        evid = " / ".join("-" if r["evidence_auc"] is None else f"{r['evidence_auc']:.2f}" for r in rs)
+        stopped = "" if all(r["finished"] for r in rs) else \
+            f" (stopped at epoch {'/'.join(str(r['epochs']) for r in rs)} of {rs[0]['of']})"
+        lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | "
+                     f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {evid} | "
+                     f"{sum(r['warned'] for r in rs)}/{len(rs)} | {statistics.mean(r['train_min'] for r in rs):.1f}{stopped} |")
+    held = [r for r in rows if r["role"] == "held-out" and r["auc"] is not None]
+    cells = {}
+    for r in held:
+        cells.setdefault(r["cell"], []).append(r["auc"])
+    good = sum(statistics.mean(v) >= 0.95 for v in cells.values())
+    lines += ["", f"Held-out cells with mean AUC ≥ 0.95: **{good} of {len(cells)}**."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", default=",".join(CELLS), help="comma-separated cell names")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--n", type=int, default=80, help="slides per run")
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=0, help="override train.epochs (the report says so)")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--doctor", action="store_true", help="train with the config zoomin doctor recommends")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
+    p.add_argument("--budget-min", type=float, default=0, help="start no run after this many minutes (0: no limit)")
+    p.add_argument("--collect", action="store_true", help="only report the runs already in --work (finished or not)")
+    p.add_argument("--work", default="runs/weak_labels_matrix")
+    p.add_argument("--out", default="docs/weak_labels_matrix.md")
+    args = p.parse_args()
+    runs = [(c, int(s)) for c in args.cells.split(",") for s in args.seeds.split(",")]
+    t0 = time.perf_counter()
+
+    def guarded(run):
+        if args.budget_min and time.perf_counter() - t0 > args.budget_min * 60:
+            return None
+        try:
+            return one_run(args, *run)
+        except subprocess.CalledProcessError as e:
+            print(f"{run}: failed ({e})", file=sys.stderr)
+            return None
+
+    if not args.collect:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(guarded, runs))
+    rows = [r for r in (read_run(Path(args.work) / c / f"seed{s}", c, s) for c, s in runs) if r is not None]
+    Path(args.out).write_text(report(rows, args))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    print(Path(args.out).read_text())
+
+
+if __name__ == "__main__":
+    main()
