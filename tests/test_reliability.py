@@ -133,8 +133,8 @@ def test_bad_manifest_is_one_line(synth, text, message):
 
 def tiny_cfg(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text(json.dumps({"model": MODEL, "train": {"epochs": 1, "batch_size": 2, "eval_passes": 1, "threads": 1,
-                                                       "bn_recalibrate": 1}}))
+    p.write_text(json.dumps({"model": MODEL, "train": {"epochs": 1, "batch_size": 2, "threads": 1,
+                                                       "bn_recalibrate": 1}, "readout": {"passes": 1}}))
     return p
 
 

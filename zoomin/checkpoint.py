@@ -49,7 +49,7 @@ def load_model(path: str | Path, map_location="cpu"):
     ck = load_checkpoint(path, map_location)
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise ValueError(f"{path}: not a zoomin checkpoint (no model and config in it)")
-    cfg = Config.from_dict(ck["config"], source=str(path))
+    cfg = Config.from_dict(ck["config"], source=str(path), warn=False)  # an earlier version's keys: nothing to fix in it
     model = build_model(cfg.model)
     try:
         model.load_state_dict(ck["model"])

@@ -3,6 +3,7 @@ overlay, GeoJSON that QuPath opens, and a large-image (DSA) annotation JSON."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -10,7 +11,6 @@ import math
 import os
 import sys
 import time
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from . import distributed
-from .evaluate import average_passes
+from .evaluate import image_generator
+from .readout import answer
 from .trace import Trace
 
 
@@ -105,9 +106,9 @@ def list_slides(inputs: list[str]) -> list[Slide]:
 
 
 def slide_generator(seed: int, slide_id: str) -> torch.Generator:
-    """The sampling generator of one slide: a function of (seed, slide_id) only, so a slide's
-    prediction does not depend on the other slides, their order, or how they are sharded."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
+    """The sampling generator of one slide: ``zoomin.evaluate.image_generator`` of its id, so a
+    slide's prediction does not depend on the other slides, their order, or how they are sharded."""
+    return image_generator(seed, slide_id)
 
 
 def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None = None):
@@ -121,9 +122,10 @@ def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None 
     return src
 
 
-def predict_slide(model, src, slide_id: str, passes: int, seed: int):
-    """-> (probabilities (classes,), the first pass's trace) of an opened slide."""
-    probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id))
+def predict_slide(model, src, slide_id: str, readout, seed: int):
+    """-> (the answer's probabilities (classes,) as ``readout`` defines it, the first pass's trace)
+    of an opened slide."""
+    probs, (tr,) = answer(model, src, readout, slide_generator(seed, slide_id))
     probs, tr = probs[0], tr.detach()  # (classes,); the first pass is also the one drawn
     if not torch.isfinite(probs).all():
         raise ValueError(f"{src.path}: the model's output is not finite")
@@ -175,13 +177,15 @@ def write_heatmaps(folder: Path, slide_id: str, src, tr: Trace) -> None:
     (folder / f"{slide_id}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, slide_id, k)))
 
 
-def write_explorer(folder: Path, slide_id: str, model, src, seed: int) -> Path:
-    """One offline explorer HTML for the slide: a pass with the contrastive negatives, drawn from
-    the slide's own generator (so it does not change the predictions)."""
+def write_explorer(folder: Path, slide_id: str, model, src, seed: int, probs: torch.Tensor | None = None,
+                   readout=None) -> Path:
+    """One offline explorer HTML for the slide: the answer ``probs`` (what the CSV says) beside one
+    pass with the contrastive negatives, drawn from the slide's own generator (so it does not change
+    the predictions)."""
     from .viz import Explorer
     with torch.no_grad():
         tr = model(src, negatives=True, generator=slide_generator(seed, slide_id)).detach()
-    return Explorer(tr, src, title=slide_id).save(folder / f"{slide_id}.html")
+    return Explorer(tr, src, title=slide_id, answer=probs, readout=readout).save(folder / f"{slide_id}.html")
 
 
 @dataclass
@@ -190,7 +194,7 @@ class Run:
 
     model: torch.nn.Module
     cfg: object  # zoomin.config.Config
-    passes: int = 4
+    readout: object = None  # zoomin.config.ReadoutConfig: the answer (cfg.readout, passes as --passes says)
     seed: int = 0
     max_pixels: int = 0
     mpp: float | None = None  # --mpp
@@ -206,7 +210,7 @@ class Run:
         try:
             if isinstance(src, Exception):  # opening or prefetching it failed
                 raise src
-            probs, tr = predict_slide(self.model, src, slide.slide_id, self.passes, self.seed)
+            probs, tr = predict_slide(self.model, src, slide.slide_id, self.readout, self.seed)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"zoomin: skipped {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
             return None
@@ -214,7 +218,7 @@ class Run:
             if self.heatmaps:
                 write_heatmaps(Path(self.heatmaps), slide.slide_id, src, tr)
             if self.explore:
-                write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed)
+                write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed, probs, self.readout)
         except (OSError, ValueError, RuntimeError) as e:  # the prediction is still written
             print(f"zoomin: no heatmaps/explorer for {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
         return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())]
@@ -226,11 +230,12 @@ def columns(cfg) -> list[str]:
 
 
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
-            passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0,
+            passes: int | None = None, seed: int = 0, progress: bool = True, max_pixels: int = 0,
             explore: str | Path | None = None, prefetch: int = 1, resume: bool = False,
             mpp: float | None = None) -> tuple[int, int]:
-    """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
-    stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
+    """Predict every slide (files, or manifests ending in .csv): the model's answer as the
+    checkpoint's ``readout`` section defines it, ``passes`` (when given) replacing its passes. A slide
+    that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
     while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
     stopped torchrun's part files) and predict only the other slides. ``mpp``: the slides' pixel
     size when neither the file nor the manifest row states it. Under torchrun each rank predicts
@@ -238,11 +243,15 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     new ones in input order). Returns (written, failed) over all ranks, kept rows not counted."""
     from . import slide_cache
     from .checkpoint import load_model
+    from .config import Config
     if prefetch < 0:
         raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
     if mpp is not None and not mpp > 0:
         raise ValueError(f"--mpp {mpp}: a pixel size must be > 0 µm")
     model, cfg = load_model(checkpoint)
+    readout = cfg.readout if passes is None else dataclasses.replace(cfg.readout, passes=passes)
+    if passes is not None:
+        Config.from_dict({**cfg.to_dict(), "readout": dataclasses.asdict(readout)}, source="--passes")  # checked
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +280,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     if world > 1:
         start_csv(part, ["_index"] + header, [])
     slide_cache.configure()  # before the first slide is opened
-    run = Run(model, cfg, passes, seed, max_pixels, mpp, heatmaps, explore)
+    run = Run(model, cfg, readout, seed, max_pixels, mpp, heatmaps, explore)
     written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))
@@ -286,9 +295,11 @@ def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch:
                   progress: bool) -> tuple[int, int]:
     """Predict ``slides`` [(index, Slide)], appending to ``out_csv`` a row as soon as it is known;
     ``seconds``: the slide's wall time in this thread, waiting for its prefetch included."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
     written = failed = 0
-    with open(out_csv, "a", newline="") as fh, tqdm(total=len(slides), desc="slides", disable=not progress) as bar:
+    every = max(1, min(100, len(slides) // 20))  # off a terminal: a line per this many slides
+    with open(out_csv, "a", newline="") as fh, progress_bar(total=len(slides), desc="slides", enabled=progress,
+                                                            every=every) as bar:
         w = csv.writer(fh)
         for (i, slide), src, waited in prepared(slides, run.open, prefetch):
             t0 = time.perf_counter()

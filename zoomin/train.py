@@ -61,6 +61,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: str | Path, datasets: tuple[Dataset, Dataset] | None = None,
                  progress: bool = True, log: bool = True, callbacks: list | None = None):
+        cfg.check()  # fields set after loading are checked too, before any data is read
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
         self.callbacks = list(callbacks or [])
         self.out.mkdir(parents=True, exist_ok=True)
@@ -175,12 +176,12 @@ class Trainer:
                 hook(self)
 
     def train_epoch(self, loader: DataLoader) -> dict:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
         t, model = self.cfg.train, self.net
         model.train()
         sums: dict[str, float] = {}
         n = correct = 0
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
+        bar = progress_bar(loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", enabled=self.progress)  # off a terminal: the epoch line
         for x, y in bar:
             x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
             y = y.to(self.device, non_blocking=True)
@@ -254,8 +255,7 @@ class Trainer:
         t, every = self.cfg.train, self.cfg.train.eval_every
         if self.epoch + 1 == t.epochs or (every and (self.epoch + 1) % every == 0):
             recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
-            row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
-                                self.progress))
+            row.update(evaluate(self.model, test_loader, self.device, self.cfg.readout, self.amp_dtype, self.progress))
 
     def _log(self, row: dict) -> None:
         if self.log:
