@@ -99,7 +99,7 @@ def cmd_predict(args) -> int:
                               seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels,
                               explore=args.explore, prefetch=args.prefetch, resume=args.resume, mpp=args.mpp)
     if is_main():
-        print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} failed (named above)" if failed else ""))
+        print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
     return 0 if not failed else NONE_PREDICTED if not written else SOME_FAILED
 
 
