@@ -96,7 +96,7 @@ def test_predict_skips_every_bad_slide_and_writes_the_rest(hostile, checkpoint, 
     bad = [n for n in names if EXPECTED[n]]
     assert rc == (3 if bad else 0) and "Traceback" not in err  # 3: some slides failed (cli.SOME_FAILED)
     lines = err.strip().splitlines()
-    assert len(lines) == len(bad)
+    assert len(lines) == len(bad), lines
     for n, line in zip(bad, lines):
         assert line.startswith(f"zoomin: skipped {hostile[n]}: ") and EXPECTED[n] in line, line
     rows = list(csv.DictReader(open(out)))

@@ -231,9 +231,15 @@ def one_line(e: BaseException) -> str:
     return text if ours and text else f"{type(e).__name__}: {text or 'no detail'} (--debug for the traceback)"
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line on stderr (a deprecated config key, ...), without the source line."""
-    print(f"zoomin: warning: {message}", file=sys.stderr)
+def _one_line_warnings(shown):
+    """``warnings.showwarning`` that prints our deprecation warnings (a config key of an earlier
+    version) as one line on stderr, and passes every other warning to ``shown``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, FutureWarning) and "deprecated" in str(message):
+            print(f"zoomin: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    return show
 
 
 def main(argv=None) -> int:
@@ -244,7 +250,7 @@ def main(argv=None) -> int:
         from .allocator import steady
         steady()
     shown = warnings.showwarning
-    warnings.showwarning = _warning_line
+    warnings.showwarning = _one_line_warnings(shown)
     try:
         return args.func(args)
     except KeyboardInterrupt:
