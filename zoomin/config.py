@@ -195,9 +195,9 @@ class Config:
             for key in sec:
                 if key not in known[name]:
                     raise ValueError(unknown_key(name, str(key), known[name], known))
+            parts[name] = globals()[klasses[name]](**sec)
             if name == "model":
                 resolution_given_twice(sec)
-            parts[name] = globals()[klasses[name]](**sec)
         return cls(**parts)
 
     def override(self, items: list[str], source: str = "--set") -> "Config":
@@ -218,9 +218,9 @@ class Config:
             except yaml.YAMLError:
                 raise ValueError(f"{source} {item}: the value is not valid YAML") from None
             if key in LEGACY:  # an earlier version's key: today's key takes the value
-                (section, values), = read_legacy({section: {name: new}}, source).items()
-                (name, new), = values.items()
-                key = f"{section}.{name}"
+                old_section, old_name, key = section, name, LEGACY[key][0]
+                section, name = key.split(".")
+                new = read_legacy({old_section: {old_name: new}}, source)[section][name]
             d[section][name] = new
             given.add(key)
         m = d["model"]
