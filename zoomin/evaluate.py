@@ -74,7 +74,7 @@ def _scores(probs: list[torch.Tensor], y: torch.Tensor, name: str) -> dict:
 
 
 @torch.no_grad()
-def test_answers(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None):
+def iter_answers(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None):
     """(answer probabilities (B, classes), first-pass traces, x, y) of each test batch, read out as
     ``readout`` says (``zoomin.readout.answer``) from torch's global generator, or with ``seed`` from
     ``batch_generators`` (the draws ``zoomin predict --seed`` makes for the same slides)."""
@@ -88,12 +88,12 @@ def test_answers(model, loader, device, readout, amp_dtype=None, progress: bool 
 
 @torch.no_grad()
 def evaluate(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None) -> dict:
-    """Accuracy (and, for two classes, ROC AUC) of the answers over a loader (``test_answers``); with
+    """Accuracy (and, for two classes, ROC AUC) of the answers over a loader (``iter_answers``); with
     evidence heads also those of the stage-I evidence (``test_evidence_*``, METHOD §10), and where test
     slides carry outlines the mean attention mass on them, their median rank in alpha and the share of
     slides whose ROI is ranked first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""
     probs, evidence, labels, roi = [], [], [], []
-    for p, traces, x, y in test_answers(model, loader, device, readout, amp_dtype, progress, seed):
+    for p, traces, x, y in iter_answers(model, loader, device, readout, amp_dtype, progress, seed):
         probs.append(p)
         evidence += [t.evidence_logits.softmax(-1) for t in traces if t.evidence_logits is not None]
         roi += roi_diagnostics(traces, x if isinstance(x, list) else [])
