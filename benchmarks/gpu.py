@@ -11,7 +11,7 @@ Sections, each with the device name, the torch version and this command:
   ``train.amp`` off and once on (bf16 autocast on CUDA; the trainer autocasts on CUDA only);
   steps/s from a step callback, s/epoch from the trainer's metrics, ``max_memory_allocated``.
 * **Predict**: ``zoomin.readout.answer`` on freshly opened ``SlideSource``s (what
-  ``zoomin.predict.predict_slide`` does, 4 passes like ``zoomin predict``) for a few synthetic
+  ``zoomin.predict.predict_slide`` does, 4 passes by default) for a few synthetic
   slides and one large one (``--large-size``), fp32 and bf16 autocast: seconds per slide (first
   open, then again) and CUDA peak memory.
 * **Megapixel MNIST**: ``zoomin/configs/megapixel_mnist_zoom_in.yaml`` (the paper's benchmark), a
