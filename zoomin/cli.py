@@ -118,6 +118,10 @@ def effective_config(source: str | None):
     if not source:
         return Config()
     path = Path(source)
+    if path.is_dir() and not (path / "checkpoint.pt").is_file() and (path / "metrics.json").is_file():
+        import json  # a run whose first checkpoint is not written yet: the config its metrics.json states
+        return Config.from_dict(json.loads((path / "metrics.json").read_text()).get("config") or {},
+                                source=str(path / "metrics.json"), warn=False)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if path.suffix in (".yaml", ".yml"):

@@ -148,6 +148,9 @@ class ReadoutConfig(Section):
         check_fields("readout", self)
 
 
+SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "readout": ReadoutConfig}
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -185,8 +188,7 @@ class Config:
             if name not in SECTIONS:
                 raise ValueError(unknown_section(name, list(SECTIONS)))
         d = read_legacy(d, source, warn)
-        klasses = {f.name: f.type for f in dataclasses.fields(cls)}
-        known = {name: [f.name for f in dataclasses.fields(globals()[klasses[name]])] for name in SECTIONS}
+        known = {name: [f.name for f in dataclasses.fields(klass)] for name, klass in SECTION_CLASSES.items()}
         parts = {}
         for name in SECTIONS:
             sec = d.get(name) or {}
@@ -195,7 +197,7 @@ class Config:
             for key in sec:
                 if key not in known[name]:
                     raise ValueError(unknown_key(name, str(key), known[name], known))
-            parts[name] = globals()[klasses[name]](**sec)
+            parts[name] = SECTION_CLASSES[name](**sec)
             if name == "model":
                 resolution_given_twice(sec)
         return cls(**parts)

@@ -17,7 +17,7 @@ from . import config as C
 from .config_check import CHOICES, LEGACY, RANGES, SETTING_OF, _range_text
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "config.md"
-CLASSES = {"model": C.ModelConfig, "data": C.DataConfig, "train": C.TrainConfig, "readout": C.ReadoutConfig}
+CLASSES = C.SECTION_CLASSES
 INTRO = {
     "model": "What the network is: its two stages, the feature net `f`, the attention nets `a` and `b`, the classifier "
              "`g`, and what it trains on. A resume refuses another model section (except `backbone_weights`).",

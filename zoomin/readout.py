@@ -59,7 +59,10 @@ def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None,
 def answer(model, x, readout, generator=None, amp_dtype=None) -> tuple[torch.Tensor, list[Trace]]:
     """The model's answer for ``x`` (a tensor batch, a source, or a list of sources) as ``readout``
     (a ``ReadoutConfig``) defines it -> (class probabilities (B, classes), the first pass's traces,
-    one per source). ``generator``: as ``iter_passes``. The model reads out in eval mode."""
+    one per source). ``generator``: as ``iter_passes``. The model must be in eval mode (its
+    batch-norm statistics and dropout are part of the answer)."""
+    if model.training:
+        raise ValueError("the answer is read from a model in eval mode: call model.eval() first")
     places = readout.method == "places"  # needs every pass's draws; the mean only a running sum
     probs, first, kept, n = 0, None, [], 0
     for traces in iter_passes(model, x, readout.mode, readout.passes, amp_dtype, generator,
