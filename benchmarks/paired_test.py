@@ -26,7 +26,7 @@ import torch
 from paired import compare, correctness
 from report import pvalue, table
 
-from zoomin.config_check import CHOICES
+from zoomin.config_check import CHOICES, TEST_POOLING
 
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int,
@@ -66,12 +66,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--method", default="", choices=CHOICES["readout.method"],
                    help="read both runs out this way instead of their own readout.method")
+    p.add_argument("--test-pooling", default="", choices=TEST_POOLING, help="the earlier name of --method "
+                   "(its values: probabilities = mixture, features, places)")
     p.add_argument("--seen-digits", action="store_true",
                    help="score images made of the training digits in new places instead of the test images")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()
     if min(a.passes) < 1:
         p.error("--passes must be >= 1")
+    a.method = a.method or (TEST_POOLING[a.test_pooling] if a.test_pooling else "")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
     ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.method, a.seen_digits)

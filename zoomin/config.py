@@ -225,11 +225,11 @@ class Config:
                 new = read_legacy({old_section: {old_name: new}}, source)[section][name]
             d[section][name] = new
             given.add(key)
-        m = d["model"]
-        for scale, derived in (("scale1", m.get("view_size") or m.get("stage1_mpp")), ("scale2", m.get("stage2_mpp"))):
-            setters = {"model.view_size", "model.stage1_mpp", "model.mpp", "model.magnification"} if scale == "scale1" \
-                else {"model.stage2_mpp", "model.mpp", "model.magnification"}
-            if derived and given & setters and f"model.{scale}" not in given:
+        m, units = d["model"], {"model.mpp", "model.magnification"}
+        resolution = {"scale1": ({"model.view_size", "model.stage1_mpp"}, m.get("view_size") or m.get("stage1_mpp")),
+                      "scale2": ({"model.stage2_mpp"}, m.get("stage2_mpp"))}
+        for scale, (setters, derived) in resolution.items():
+            if derived and given & (setters | units) and f"model.{scale}" not in given:
                 m.pop(scale)  # derived again from the resolution given
         return Config.from_dict(d, source=f"{source} {' '.join(items)}") if items else self
 
