@@ -173,6 +173,28 @@ def test_the_cli_says_one_line_before_any_slide_is_opened(args, field, tmp_path,
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_broken_shipped_config_is_one_cli_line_before_any_slide_is_opened(path, tmp_path, capsys, monkeypatch):
+    import zoomin.slides
+
+    def opened(*a, **k):
+        raise AssertionError("a slide was opened")
+    monkeypatch.setattr(zoomin.slides.SlideSource, "__init__", opened)
+    d = shipped(path)
+    cases = {rule: patch for rule, (patch, _) in BROKEN.items()}
+    cases["typo"] = {"train": {misspelt("batch_size"): 4}}
+    cases["choice"] = {"readout": {"method": "vote"}}
+    expect = {rule: field for rule, (_, field) in BROKEN.items()}
+    expect.update(typo=f"train.{misspelt('batch_size')} (did you mean train.batch_size?)", choice="readout.method must be one of")
+    for rule, patch in cases.items():
+        bad = tmp_path / f"{rule}.yaml"
+        bad.write_text(yaml.safe_dump(patched(d, patch)))
+        rc = main(["train", "--config", str(bad), "--manifest", str(tmp_path / "no_such.csv"), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and err.startswith(f"zoomin: error: {bad}: "), (rule, err)
+        assert expect[rule] in err and "Traceback" not in err, (rule, err)
+
+
 def test_a_misspelt_yaml_key_from_the_cli(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  kind: zoom_in\ntrain:\n  eval_mode: topk\n  batchsize: 4\n")
