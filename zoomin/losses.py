@@ -55,8 +55,8 @@ def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
     - "max": the head pooled by a smooth maximum over the draws, then cross-entropy: one hit trains
       ``f`` at full weight, not at its 1/N share of ``z`` (an ROI that a few sub-tiles show);
     - "mean": every draw labelled with its image's label, its cross-entropy weighted by its weight
-      in ``z`` as the forward pass computed it (``trace.draw_weights``): the same estimator as eqs 3 + 9 applied to the loss, so an
-      unbiased estimate of ``E_{alpha, beta}[CE(h(f(patch)), y)]``. For labels that most of the
+      in ``z`` as the forward pass computed it (``trace.draw_weights``): the same estimator as eqs
+      3 + 9 applied to the loss, so an unbiased estimate of ``E_{alpha, beta}[CE(h(f(patch)), y)]``. For labels that most of the
       objects carry (Megapixel MNIST's majority digit), where a smooth maximum per class would also
       fire on the minority. The weights are detached: it trains ``f`` and the head, not the attention.
     """

@@ -83,9 +83,13 @@ class Session:
     def answer(self, name: str, seed: int = 0) -> torch.Tensor:
         """The model's answer for image ``name``: class probabilities (classes,), exactly what
         ``zoomin predict --seed`` gives for a slide of that id (``zoomin.readout.answer`` with the
-        session's readout, drawn from ``zoomin.evaluate.image_generator(seed, name)``)."""
+        session's readout, drawn from ``zoomin.evaluate.image_generator(seed, name)``; a model on
+        another device draws from a generator there with the same seed)."""
         from ..config import ReadoutConfig
         from ..evaluate import image_generator
         from ..readout import answer
-        probs, _ = answer(self.model, self.source(name), self.readout or ReadoutConfig(), image_generator(seed, name))
+        generator, device = image_generator(seed, name), next(self.model.parameters()).device
+        if device.type != "cpu":
+            generator = torch.Generator(device).manual_seed(generator.initial_seed())
+        probs, _ = answer(self.model, self.source(name), self.readout or ReadoutConfig(), generator)
         return probs[0].cpu()
