@@ -233,3 +233,12 @@ def test_every_earlier_key_maps_onto_a_field():
     for old, (new, _) in LEGACY.items():
         section, key = new.split(".")
         assert key in {f.name for f in dataclasses.fields(CLASSES[section])}, new
+
+
+@pytest.mark.parametrize("passes,message", [("0", "--passes 0: readout.passes must be >= 1"),
+                                            ("4", "--passes 4: the checkpoint's readout.mode is topk")])
+def test_predict_passes_is_checked_like_the_readout(passes, message, tmp_path, capsys):
+    rc = main(["predict", "--checkpoint", str(DATA / "legacy_topk.pt"), "--out", str(tmp_path / "p.csv"),
+               "--passes", passes, str(tmp_path / "never_opened.tif")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and message in err, err

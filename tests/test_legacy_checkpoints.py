@@ -28,3 +28,20 @@ def test_a_checkpoint_from_before_the_readout_section_answers_as_before(name):
     x = ck["test_input"].float() / 255
     probs, _ = answer(model, x, cfg.readout, torch.Generator().manual_seed(7))
     assert torch.allclose(probs, ck["test_probs"], atol=1e-6), (probs, ck["test_probs"])
+
+
+def test_a_checkpoint_whose_config_breaks_a_rule_its_trainer_ignored_still_loads(tmp_path):
+    """Training now refuses ``train.instance_weight`` without an instance head; a checkpoint its
+    trainer wrote that way (the weight silently dropped) still loads and predicts."""
+    from zoomin.config import Config
+    ck = torch.load(DATA / "legacy_features.pt", weights_only=True)
+    d = ck["config"]
+    d["train"]["instance_weight"] = 1.0  # no instance head: model.evidence false, instance_pool max
+    path = tmp_path / "old.pt"
+    torch.save({"model": ck["model"], "config": d}, path)
+    model, cfg = load_model(path)
+    assert cfg.train.instance_weight == 1.0 and cfg.readout.passes == 3
+    with pytest.raises(ValueError, match="train.instance_weight needs an instance head"):
+        cfg.check()  # what the trainer checks before training on it
+    with pytest.raises(ValueError, match="train.instance_weight"):
+        Config.from_dict(d, warn=False)  # a config file: every rule

@@ -121,7 +121,7 @@ def effective_config(source: str | None):
     if path.is_dir() and not (path / "checkpoint.pt").is_file() and (path / "metrics.json").is_file():
         import json  # a run whose first checkpoint is not written yet: the config its metrics.json states
         return Config.from_dict(json.loads((path / "metrics.json").read_text()).get("config") or {},
-                                source=str(path / "metrics.json"), warn=False)
+                                source=str(path / "metrics.json"), warn=False, rules=False)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if path.suffix in (".yaml", ".yml"):
@@ -132,7 +132,7 @@ def effective_config(source: str | None):
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or not isinstance(ck.get("config"), dict):
         raise ValueError(f"{path}: not a zoomin checkpoint (no config in it)")
-    return Config.from_dict(ck["config"], source=str(path), warn=False)  # an earlier version's keys: nothing to fix
+    return Config.from_dict(ck["config"], source=str(path), warn=False, rules=False)  # as its trainer wrote it
 
 
 def cmd_manifest(args) -> int:

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_check import (LEGACY, Section, check_fields, cross_check, read_legacy, resolution_given_twice, unknown_key,
-                           unknown_section)
+from .config_check import (LEGACY, Section, check_fields, cross_check, read_legacy, resolution_given_twice,
+                           unknown_key, unknown_section)
 
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
-NOT_THE_MODEL = ("backbone_weights",)  # model fields a resume may change: f's starting weights
+NOT_THE_MODEL = ("backbone_weights", "topk_subtiles")  # model fields a resume may change: f's start, a readout setting
 SECTIONS = ("model", "data", "train", "readout")
 
 
@@ -158,9 +158,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
 
-    def __post_init__(self):
-        cross_check(self)
-
     def check(self) -> None:
         """Every field and the rules between them, again (after fields were set by hand)."""
         for name in SECTIONS:
@@ -171,19 +168,20 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config", warn: bool = True) -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config", warn: bool = True, rules: bool = True) -> "Config":
         """A checked ``Config`` from a mapping of sections; the keys of earlier versions are read
         as today's (a ``FutureWarning`` each when ``warn``). Any problem is one ``ValueError`` line
-        starting with ``source`` and naming the field."""
+        starting with ``source`` and naming the field. ``rules=False`` checks each field but not the
+        rules between fields (a checkpoint's config: the trainer of its time ignored some)."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
         try:
-            return cls._from_dict(d, source, warn)
+            return cls._from_dict(d, source, warn, rules)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from None
 
     @classmethod
-    def _from_dict(cls, d: dict[str, Any], source: str, warn: bool) -> "Config":
+    def _from_dict(cls, d: dict[str, Any], source: str, warn: bool, rules: bool) -> "Config":
         for name in d:
             if name not in SECTIONS:
                 raise ValueError(unknown_section(name, list(SECTIONS)))
@@ -198,9 +196,12 @@ class Config:
                 if key not in known[name]:
                     raise ValueError(unknown_key(name, str(key), known[name], known))
             parts[name] = SECTION_CLASSES[name](**sec)
-            if name == "model":
+            if name == "model" and rules:
                 resolution_given_twice(sec)
-        return cls(**parts)
+        cfg = cls(**parts)
+        if rules:
+            cross_check(cfg)
+        return cfg
 
     def override(self, items: list[str], source: str = "--set") -> "Config":
         """A copy with ``SECTION.KEY=VALUE`` items applied (VALUE read as YAML: ``0.25``, ``true``,

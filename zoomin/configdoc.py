@@ -20,7 +20,8 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 CLASSES = C.SECTION_CLASSES
 INTRO = {
     "model": "What the network is: its two stages, the feature net `f`, the attention nets `a` and `b`, the classifier "
-             "`g`, and what it trains on. A resume refuses another model section (except `backbone_weights`).",
+             "`g`, and what it trains on. A resume refuses another model section (except `backbone_weights` and "
+             "`topk_subtiles`).",
     "data": "What it learns from: the built-in Megapixel MNIST, or slides listed in a manifest CSV.",
     "train": "How it learns: the optimiser, the losses' weights, precision and when it tests.",
     "readout": "The model's answer for an image (`zoomin.readout.answer`): what the trainer's test scores, what "

@@ -132,6 +132,17 @@ def predict_slide(model, src, slide_id: str, readout, seed: int):
     return probs, tr
 
 
+def passes_readout(readout, passes: int):
+    """``readout`` with ``passes`` (``--passes``) instead of its own, checked: a one-line ``ValueError``."""
+    try:
+        out = dataclasses.replace(readout, passes=passes)
+    except ValueError as e:
+        raise ValueError(f"--passes {passes}: {e}") from None
+    if out.mode == "topk" and passes > 1:
+        raise ValueError(f"--passes {passes}: the checkpoint's readout.mode is topk, one deterministic pass")
+    return out
+
+
 _END = object()
 
 
@@ -243,15 +254,12 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     new ones in input order). Returns (written, failed) over all ranks, kept rows not counted."""
     from . import slide_cache
     from .checkpoint import load_model
-    from .config import Config
     if prefetch < 0:
         raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
     if mpp is not None and not mpp > 0:
         raise ValueError(f"--mpp {mpp}: a pixel size must be > 0 µm")
     model, cfg = load_model(checkpoint)
-    readout = cfg.readout if passes is None else dataclasses.replace(cfg.readout, passes=passes)
-    if passes is not None:
-        Config.from_dict({**cfg.to_dict(), "readout": dataclasses.asdict(readout)}, source="--passes")  # checked
+    readout = cfg.readout if passes is None else passes_readout(cfg.readout, passes)
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
