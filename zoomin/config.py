@@ -118,7 +118,7 @@ class TrainConfig(Section):
     evidence_weight: float = 0.0  # weight of the MIL losses on the pooled evidence (needs model.evidence)
     mixture_weight: float = 0.0  # weight of the mixture's cross-entropy (needs model.pooling: both)
     instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (needs an instance head)
-    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
+    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides with an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
     amp_cpu: bool = False  # bf16 autocast on CPU where oneDNN has bf16 (train.cpu_bf16_supported)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
