@@ -150,12 +150,11 @@ def resolution_given_twice(model: dict) -> None:
 
 def unknown_key(section: str, key: str, known: list[str], sections: dict[str, list[str]]) -> str:
     """The one-line message for an unknown key, with the nearest known name."""
-    names = {f"{section}.{k}": f"{section}.{k}" for k in known}
+    names = {k: f"{section}.{k}" for k in known}  # a key -> the field it names
     names.update({old.split(".")[1]: new for old, (new, _) in LEGACY.items() if old.startswith(section + ".")})
-    near = difflib.get_close_matches(key, [n.split(".")[-1] for n in names], n=1, cutoff=0.6)
+    near = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
     elsewhere = [f"{s}.{key}" for s, keys in sections.items() if s != section and key in keys]
-    full = {n.split(".")[-1]: v for n, v in names.items()}
-    hint = f" (did you mean {full[near[0]]}?)" if near else f" (did you mean {elsewhere[0]}?)" if elsewhere else ""
+    hint = f" (did you mean {names[near[0]]}?)" if near else f" (did you mean {elsewhere[0]}?)" if elsewhere else ""
     return f"unknown key {section}.{key}{hint}"
 
 
