@@ -57,12 +57,12 @@ def train_run(cfg_dict: dict, out: str, log: bool) -> dict:
 
 
 def score_run(out: str, passes: tuple[int, ...], test_size: int, seed: int, threads: int,
-              test_pooling: str = "") -> dict:
+              method: str = "") -> dict:
     """A finished run's per-image correctness at each number of passes (spawnable, like ``train_run``),
-    read out as the packaged config says (``model.test_pooling``; a readout, not a change of model)."""
+    read out as the packaged config says (``readout.method``; a readout, not a change of model)."""
     import torch
     torch.set_num_threads(threads)
-    return correctness(out, list(passes), test_size, seed=seed, topk=True, single=True, test_pooling=test_pooling)
+    return correctness(out, list(passes), test_size, seed=seed, topk=True, single=True, method=method)
 
 
 def column(key: int | str) -> str:
@@ -100,7 +100,7 @@ def accuracy_runs(plan: AccuracyPlan, progress=None) -> tuple[list[dict], list[d
     runs = [(kind, n, config_for(plan, kind, n)) for kind in plan.models for n in plan.ns]
     outs = [str(plan.out / "accuracy" / f"{kind}_n{n}") for kind, n, _ in runs]
     test_args = (repeat(plan.passes), repeat(plan.test_size), repeat(plan.seed))
-    readouts = [c.model.test_pooling for _, _, c in runs]
+    readouts = [c.readout.method for _, _, c in runs]
     if plan.jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

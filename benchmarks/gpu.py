@@ -10,8 +10,8 @@ Sections, each with the device name, the torch version and this command:
   (``zoomin.synth.synth_slides``), a few epochs through ``zoomin.train.Trainer``, once with
   ``train.amp`` off and once on (bf16 autocast on CUDA; the trainer autocasts on CUDA only);
   steps/s from a step callback, s/epoch from the trainer's metrics, ``max_memory_allocated``.
-* **Predict**: ``zoomin.evaluate.average_passes`` on freshly opened ``SlideSource``s (what
-  ``zoomin.predict.predict_slide`` does, 4 passes like ``zoomin predict``) for a few synthetic
+* **Predict**: ``zoomin.readout.answer`` on freshly opened ``SlideSource``s (what
+  ``zoomin.predict.predict_slide`` does, 4 passes by default) for a few synthetic
   slides and one large one (``--large-size``), fp32 and bf16 autocast: seconds per slide (first
   open, then again) and CUDA peak memory.
 * **Megapixel MNIST**: ``zoomin/configs/megapixel_mnist_zoom_in.yaml`` (the paper's benchmark), a
@@ -21,7 +21,7 @@ A section (or one run in it) whose estimated time would take the run past ``--bu
 skipped with a printed note. Slides are written once into ``--work`` and reused by later runs.
 
 ``zoomin predict`` runs on the CPU (``predict_slide`` draws with a CPU generator), so predict is
-timed here through ``average_passes`` with a generator on the device. The model moves a slide's
+timed here through ``answer`` with a generator on the device. The model moves a slide's
 pixels to its device piece by piece; ``OnDevice`` below also does it for whole views (kept from
 before that, harmless).
 """
@@ -227,14 +227,16 @@ def write_large(size: int, work: Path, budget: Budget, seed: int) -> tuple[Path 
 
 def predict_once(model, cfg: Config, path: Path, device, amp_dtype, passes: int, seed: int) -> tuple[float, int, int]:
     """Open ``path`` and average ``passes`` passes on ``device`` -> (seconds, decoded pixels, side)."""
-    from zoomin.evaluate import average_passes
+    from dataclasses import replace
+
+    from zoomin.readout import answer
     from zoomin.slides import SlideSource
     sync(device)
     t0 = time.perf_counter()
     src = OnDevice(SlideSource(path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels,
                                mpp=cfg.model.mpp), device)  # at the model's µm/px, as zoomin predict reads it
-    probs, _ = average_passes(model, src, passes=passes, amp_dtype=amp_dtype,
-                              generator=torch.Generator(device).manual_seed(seed))
+    probs, _ = answer(model, src, replace(cfg.readout, passes=passes), torch.Generator(device).manual_seed(seed),
+                      amp_dtype)
     if not torch.isfinite(probs).all():
         raise SystemExit(f"{path}: the model's output is not finite")
     sync(device)
@@ -321,7 +323,7 @@ def mnist_section(args, work: Path, device, budget: Budget, head: str) -> list[s
     if args.quick:
         cfg.train.batch_size = 4
     cfg.data.train_size, cfg.data.test_size = args.mnist_steps * cfg.train.batch_size, cfg.train.batch_size
-    cfg.train.epochs, cfg.train.eval_every, cfg.train.eval_passes = 1, 0, 1
+    cfg.train.epochs, cfg.train.eval_every, cfg.readout.passes = 1, 0, 1
     cfg.train.num_workers, cfg.train.seed = args.workers, args.seed
     doc = ["", "## Megapixel MNIST (`zoomin/configs/megapixel_mnist_zoom_in.yaml`)", "", head, "",
            f"The packaged config, one epoch of {args.mnist_steps} steps of {cfg.train.batch_size} "

@@ -1,7 +1,7 @@
 """Paired comparison of two trained Megapixel MNIST runs on the same test images.
 
-Each run predicts every test image from P sampled passes, read out as its ``model.test_pooling``
-says (``zoomin.evaluate.passes_probs``: the mean class probability, or the vote of ``places``),
+Each run predicts every test image from P sampled passes, read out as its ``readout.method``
+says (``zoomin.readout.read_passes``: the mean class probability, or the vote of ``places``),
 with one seeded generator, so the first P passes are shared by every P asked for. Only the images that exactly one run gets right carry information about which
 is more accurate: the exact McNemar test (``scipy.stats.binomtest`` on those discordant images)
 asks whether they split evenly, and the paired difference gets a 95% normal interval.
@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from zoomin.checkpoint import load_model
-from zoomin.evaluate import iter_passes, passes_probs, predict_proba
+from zoomin.readout import PASS_POOLING, answer, iter_passes, read_passes
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -54,7 +54,7 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
 SEEN_SEED_OFFSET = 1000  # data seed offset of the seen-digits images: new records, none of them trained on
 
 
-def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_digits: bool = False,
+def load_run(run: str | Path, test_size: int = 0, method: str = "", seen_digits: bool = False,
              data: dict | None = None):
     """A run's checkpoint ready to score and its Megapixel MNIST test set -> (model, cfg, data).
     ``seen_digits``: instead of the test set, as many images drawn from the *training* digit pool
@@ -62,16 +62,15 @@ def load_run(run: str | Path, test_size: int = 0, test_pooling: str = "", seen_d
     combinations (what the reader has memorised against what generalises).
     In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
     stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training.
-    ``test_pooling`` (when set) replaces the run's ``model.test_pooling``: how the same weights
-    are read out (``zoomin.model.probability_logits``). ``data``: ``DataConfig`` fields to change
+    ``method`` (when set) replaces the run's ``readout.method`` in the ``cfg`` returned: how the same
+    weights are read out (``zoomin.readout``). ``data``: ``DataConfig`` fields to change
     for the images scored (e.g. ``{"n_noise": 100}``: the same weights on busier canvases)."""
-    from zoomin.config import ModelConfig
+    from zoomin.config import ReadoutConfig
     from zoomin.data.megapixel_mnist import MegapixelMNIST
     model, cfg = load_model(Path(run) / "checkpoint.pt")
     model.cfg.topk_subtiles = 1
-    if test_pooling:
-        ModelConfig(test_pooling=test_pooling)  # the same check as a config's
-        model.cfg.test_pooling = test_pooling
+    if method:
+        cfg.readout = ReadoutConfig(**{**vars(cfg.readout), "method": method})  # checked as a config's
     cfg.data = replace(cfg.data, **(data or {}))  # an unknown field is a TypeError naming it
     cfg.data.test_size = test_size or cfg.data.test_size
     if seen_digits:
@@ -90,26 +89,28 @@ def batches(data, batch: int):
 @torch.no_grad()
 def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: int = 50,
                 seed: int = 0, topk: bool = False, single: bool = False,
-                test_pooling: str = "", seen_digits: bool = False) -> dict[int | str, torch.Tensor]:
+                method: str = "", seen_digits: bool = False) -> dict[int | str, torch.Tensor]:
     """Per-image correctness of a run's checkpoint on its Megapixel MNIST test set, for each P in
-    ``passes`` -> {P: (n,) bool}: the prediction of ``predict_proba`` with P passes, the first P
+    ``passes`` -> {P: (n,) bool}: the run's answer (``zoomin.readout.answer``) with P passes, the first P
     of the same max(passes) sampled passes for every P; with ``single`` also {"single": (n,)
     float}, the share of those passes each image got right on its own; with ``topk`` also
-    {"topk": (n,) bool}, the deterministic prediction at N patches (module doc). ``test_pooling``,
+    {"topk": (n,) bool}, the deterministic prediction at N patches (module doc). ``method``,
     ``seen_digits``: see ``load_run``."""
     if not passes or min(passes) < 1:
         raise ValueError(f"passes must be >= 1, got {list(passes)}")
-    model, _, data = load_run(run, test_size, test_pooling, seen_digits)
+    model, cfg, data = load_run(run, test_size, method, seen_digits)
+    readout = cfg.readout
     gen = torch.Generator().manual_seed(seed)
     out: dict[int | str, list] = {p: [] for p in passes}
     out |= {key: [] for key, on in (("single", single), ("topk", topk)) if on}
     for x, y in batches(data, batch):
-        traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen)]  # one per pass
-        probs = torch.stack([passes_probs(model, [t]) for t in traces])  # (P, B, K) each pass on its own
-        for p in passes:  # predict_proba(passes=p) from the same generator state, without redrawing
-            out[p].append(passes_probs(model, traces[:p]).argmax(-1) == y)
+        traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen,
+                                          pooling=PASS_POOLING[readout.method])]  # one per pass
+        probs = torch.stack([read_passes([t], readout) for t in traces])  # (P, B, K) each pass on its own
+        for p in passes:  # answer(passes=p) from the same generator state, without redrawing
+            out[p].append(read_passes(traces[:p], readout).argmax(-1) == y)
         if single:
             out["single"].append((probs.argmax(-1) == y).double().mean(0))  # (B,) share of passes right
         if topk:
-            out["topk"].append(predict_proba(model, x, mode="topk").argmax(-1) == y)
+            out["topk"].append(answer(model, x, replace(readout, mode="topk", passes=1))[0].argmax(-1) == y)
     return {p: torch.cat(v) for p, v in out.items()}

@@ -11,7 +11,7 @@ with a 95% interval and the exact two-sided McNemar test (``paired.py``). ``benc
 ``--single`` adds the expected one-pass accuracy (each image's share of the passes right, paired
 normal test) as a row "single"; ``--topk`` the deterministic prediction (the N most attended
 patches) as a row "topk". ``--test-pooling probabilities`` reads both runs' weights out as a
-mixture of their patches' class probabilities (``model.test_pooling``) instead of their own setting,
+mixture of their patches' class probabilities (``readout.method``) instead of their own setting,
 ``--test-pooling places`` as the vote of the places the passes' draws visited (``zoomin.readout``).
 ``--seen-digits`` scores images made of the runs' *training* digits in new places instead of the
 test images (``paired.load_run``): the gap to the test set is what the reader memorised.
@@ -26,19 +26,19 @@ import torch
 from paired import compare, correctness
 from report import pvalue, table
 
-from zoomin.config import TEST_POOLINGS
+from zoomin.config_check import CHOICES, TEST_POOLING
 
 
 def markdown(run_a: Path, run_b: Path, rows: dict[int | str, dict], images: int, seed: int,
-             test_pooling: str = "", seen_digits: bool = False) -> str:
+             method: str = "", seen_digits: bool = False) -> str:
     passes = " ".join(str(p) for p in rows if isinstance(p, int)) + "".join(f" --{k}" for k in rows if isinstance(k, str))
-    passes += f" --test-pooling {test_pooling}" if test_pooling else ""
+    passes += f" --method {method}" if method else ""
     passes += " --seen-digits" if seen_digits else ""
     what = "images of the training digits in new places" if seen_digits else "test images"
     how = {"places": "a vote of the places its *passes* sampled passes drew (`zoomin.readout`; `topk`: of its N "
                      "most attended patches)",
-           "": "*passes* sampled passes read out as its own `model.test_pooling` says (the mean class "
-               "probability, or a vote of places)"}.get(test_pooling, "the mean class probability of *passes* sampled passes")
+           "": "*passes* sampled passes read out as its own `readout.method` says (the mean class "
+               "probability, or a vote of places)"}.get(method, "the mean class probability of *passes* sampled passes")
     cells = pd.DataFrame([{"passes": str(p), "accuracy A": f"{r['accuracy_a']:.3f}", "accuracy B": f"{r['accuracy_b']:.3f}",
                            "A − B [95% CI]": f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
                            "A better": str(r["only_a"]), "B better": str(r["only_b"]), "p": pvalue(r["p_value"])}
@@ -64,20 +64,23 @@ def main() -> None:
     p.add_argument("--single", action="store_true", help="also compare the mean one-pass accuracies")
     p.add_argument("--topk", action="store_true", help="also compare the deterministic (top-k) predictions")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--test-pooling", default="", choices=TEST_POOLINGS,
-                   help="read both runs out this way instead of their own model.test_pooling")
+    p.add_argument("--method", default="", choices=CHOICES["readout.method"],
+                   help="read both runs out this way instead of their own readout.method")
+    p.add_argument("--test-pooling", default="", choices=TEST_POOLING, help="the earlier name of --method "
+                   "(its values: probabilities = mixture, features, places)")
     p.add_argument("--seen-digits", action="store_true",
                    help="score images made of the training digits in new places instead of the test images")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     a = p.parse_args()
     if min(a.passes) < 1:
         p.error("--passes must be >= 1")
+    a.method = a.method or (TEST_POOLING[a.test_pooling] if a.test_pooling else "")
     torch.set_num_threads(a.threads)
     passes = sorted(set(a.passes))
-    ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.test_pooling, a.seen_digits)
+    ca, cb = (correctness(run, passes, a.test_size, a.batch, a.seed, a.topk, a.single, a.method, a.seen_digits)
               for run in (a.run_a, a.run_b))
     text = markdown(a.run_a, a.run_b, {q: compare(ca[q], cb[q]) for q in ca}, len(ca[passes[0]]), a.seed,
-                    a.test_pooling, a.seen_digits)
+                    a.method, a.seen_digits)
     if a.out:
         a.out.write_text(text)
     print(text)

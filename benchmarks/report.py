@@ -98,7 +98,7 @@ def accuracy_section(acc_rows: list[dict], paired: list[dict]) -> list[str]:
     lines = ["", f"Accuracy against training-step memory (Megapixel MNIST {r0['canvas']}², {r0['train_size']:,} "
              f"images per epoch, {r0['epochs']} epochs; step memory: one training step on a batch of "
              f"{r0['batch']}, the images not counted; test accuracy: the trainer's last test; then every run "
-             f"on the same test images with P sampled passes, read out as each config's model.test_pooling says (averaged, or a vote of places); 1 pass (mean): the mean accuracy of those "
+             f"on the same test images with P sampled passes, read out as each config's readout.method says (averaged, or a vote of places); 1 pass (mean): the mean accuracy of those "
              f"passes on their own; top-k: deterministic, the N most attended patches):", "", table(md, text=("model",))]
     if paired:
         p = pd.DataFrame(paired)

@@ -66,11 +66,11 @@ def one_run(args, name: str, seed: int) -> dict:
         cfg = Config.from_yaml(out / "doctor.yaml")
     d = cfg.to_dict()
     d["model"]["num_classes"] = len(kinds) + 1
-    d["train"].update(seed=seed, threads=1, **({"epochs": args.epochs} if args.epochs else {}))
+    d["train"].update(seed=seed, threads=args.threads, **({"epochs": args.epochs} if args.epochs else {}))
     d["data"].update(task="manifest", manifest=str(manifest.resolve()))
     (out / "config.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     t0 = time.perf_counter()
-    zoomin("train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet")
+    zoomin("train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet", threads=args.threads)
     (out / "times.json").write_text(json.dumps({"train_min": (time.perf_counter() - t0) / 60, "write_min": write_s / 60}))
     return read_run(out, name, seed)
 
@@ -99,7 +99,8 @@ def report(rows: list[dict], args) -> str:
              f"Written by `python benchmarks/weak_labels_matrix.py {' '.join(sys.argv[1:])}`"
              f" ({args.n} slides of {args.size:,}² per run, a quarter held out, balanced; slide labels only; "
              f"{'the config `zoomin doctor` recommends' if args.doctor else 'the packaged `slides.yaml`'}"
-             f"{'; overrides: ' + ', '.join(args.overrides) if args.overrides else ''}; one CPU thread per run).",
+             f"{'; overrides: ' + ', '.join(args.overrides) if args.overrides else ''}; {args.threads} CPU thread(s) per run, "
+             f"{args.jobs} run(s) at once).",
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
              "| cell | role | background | lesions | µm/px | ROI | AUC per seed | mean ± sd | evidence AUC | warned | min/run |",
@@ -133,6 +134,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs (the report says so)")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--doctor", action="store_true", help="train with the config zoomin doctor recommends")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
     p.add_argument("--budget-min", type=float, default=0, help="start no run after this many minutes (0: no limit)")

@@ -218,7 +218,11 @@ def test_paired_test_statistics():
 def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     mod = _benchmark("paired")
     from zoomin.data.megapixel_mnist import MegapixelMNIST
-    from zoomin.evaluate import predict_proba
+    from zoomin.config import ReadoutConfig
+    from zoomin.readout import answer
+
+    def predict_proba(model, x, passes=1, generator=None, **readout):
+        return answer(model, x, ReadoutConfig(passes=passes, **readout), generator)[0]
     run = _tiny_run(tmp_path, "n_samples: 3", "train_size: 8, test_size: 12")
     same = mod.correctness(run, [1, 3], 0, 5, seed=7)
     again = mod.correctness(run, [1, 3], 0, 5, seed=7)
@@ -244,19 +248,18 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     trace = model(x[:1], mode="topk")
     assert int(trace.subtile_valid.sum()) == cfg.model.n_samples  # N full-resolution patches, as in training
     assert bool(trace.logits.argmax(-1)[0] == y[0]) == bool(mod.correctness(run, [1], 0, 12, topk=True)["topk"][0])
-    mixture, _, _ = mod.load_run(run, test_pooling="probabilities")  # the same weights, read out otherwise
-    assert model(x[:2]).draw_probs is None and mixture(x[:2]).draw_probs is not None
-    with pytest.raises(ValueError, match="test_pooling"):
-        mod.load_run(run, test_pooling="vote")
+    _, mixture, _ = mod.load_run(run, method="mixture")  # the same weights, read out otherwise
+    assert model(x[:2]).draw_probs is None and answer(model, x[:2], mixture.readout)[1][0].draw_probs is not None
+    with pytest.raises(ValueError, match="readout.method"):
+        mod.load_run(run, method="vote")
     from zoomin.data.megapixel_mnist import digit_pool
     _, _, seen = mod.load_run(run, seen_digits=True)  # the training digits in new places
     train = MegapixelMNIST(cfg.data, "train")
     assert len(seen) == len(data) == 12 and set(digit_pool("train")) >= {int(d) for i in range(12) for d in seen.record(i).digits}
     assert not any((seen.record(i).corners == train.record(i).corners).all() for i in range(len(train)))  # not the training images
     assert len(mod.correctness(run, [1], 0, 12, seen_digits=True)[1]) == 12
-    places, _, _ = mod.load_run(run, test_pooling="places")  # P passes read out together as a vote of places
-    voted = mod.correctness(run, [1, 3], 0, 12, seed=7, test_pooling="places")
-    expect = predict_proba(places, x, passes=3, generator=torch.Generator().manual_seed(7)).argmax(-1) == y
+    voted = mod.correctness(run, [1, 3], 0, 12, seed=7, method="places")  # P passes read out together as a vote of places
+    expect = predict_proba(model, x, passes=3, generator=torch.Generator().manual_seed(7), method="places").argmax(-1) == y
     assert torch.equal(voted[3], expect)
     sweep = _benchmark("place_sweep").sweep(run, [1, 3], [0.5], [0.0], [0.5], 0, 12, seed=7)
     row = sweep[(sweep.passes == 3) & (sweep.readout == "places")]

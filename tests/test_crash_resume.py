@@ -103,5 +103,5 @@ def test_resuming_under_another_model_config_is_refused(tmp_path):
         Trainer(other, tmp_path, progress=False, log=False).resume()
     longer = Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 3}})  # more epochs: allowed
     assert Trainer(longer, tmp_path, progress=False, log=False).resume()
-    readout = Config.from_dict({**CFG, "model": {**CFG["model"], "test_pooling": "probabilities"}})  # a readout: allowed
+    readout = Config.from_dict({**CFG, "readout": {"method": "mixture", "passes": 2}})  # a readout: allowed
     assert Trainer(readout, tmp_path, progress=False, log=False).resume()

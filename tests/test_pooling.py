@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import zoomin.sampling
-from zoomin.config import ModelConfig
+from zoomin.config import ModelConfig, ReadoutConfig
 from zoomin.geometry import subtile_boxes, tile_boxes
 from zoomin.model import ZoomInNet, build_model, probability_logits
+from zoomin.readout import PASS_POOLING
 from zoomin.sampling import expected_without_replacement
 from zoomin.sources import ArraySource
 
@@ -114,23 +115,23 @@ def test_contributions_add_up_to_the_class_probabilities(kind, mode):
         ModelConfig(**{**cfg, "pooling": "votes"})
 
 
-def test_test_pooling_reads_the_same_weights_out_as_a_mixture():
-    """``model.test_pooling``: training keeps ``pooling`` (g of the mean feature); the eval-mode
+def test_a_mixture_readout_reads_the_same_weights_out_as_a_mixture():
+    """``readout.method: mixture``: training keeps ``pooling`` (g of the mean feature); the eval-mode
     forward of the same weights averages each patch's ``softmax(g(f))`` instead, on the same draws."""
     cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
                attention_hidden=4, num_classes=3, feature_norm="none")
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**cfg, test_pooling="probabilities"))
+    model = build_model(ModelConfig(**cfg))
     x = torch.rand(2, 1, 30, 40)
     train = model.train()(x, generator=torch.Generator().manual_seed(1))
     assert train.draw_probs is None and torch.allclose(train.logits, model.classify(train.z))
-    test = model.eval()(x, generator=torch.Generator().manual_seed(1))
+    test = model.eval()(x, generator=torch.Generator().manual_seed(1), pooling=PASS_POOLING["mixture"])
     assert torch.equal(test.subtile_boxes, train.subtile_boxes)  # the same draws, read out differently
     own = model.classify(test.features).softmax(-1) * test.subtile_valid.unsqueeze(-1)  # (B, P, K, classes)
     assert torch.allclose(test.draw_probs, own, atol=1e-6)
     assert torch.allclose(test.logits.exp(), (test.weights.unsqueeze(-1) * own).sum((1, 2)), atol=1e-5)
-    with pytest.raises(ValueError, match="test_pooling"):
-        ModelConfig(**cfg, test_pooling="vote")
+    with pytest.raises(ValueError, match="readout.method"):
+        ReadoutConfig(method="vote")
 
 
 def test_both_trains_g_of_z_and_the_mixture_and_tests_on_the_mixture():

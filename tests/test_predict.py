@@ -64,9 +64,11 @@ def test_predict_writes_csv_and_heatmaps_and_skips_bad_slides(slides, tmp_path, 
     out = tmp_path / "pred.csv"
     rc = main(["predict", "--checkpoint", str(ckpt), "--out", str(out), "--heatmaps", str(tmp_path / "hm"),
                "--quiet", "--passes", "2", str(manifest), str(junk)])
-    assert rc == 0
-    err = capsys.readouterr().err
+    assert rc == 3  # some slides failed: cli.SOME_FAILED
+    cap = capsys.readouterr()
+    err = cap.err
     assert "skipped" in err and "junk.tif" in err and err.count("\n") == 1
+    assert "3 slide(s) predicted" in cap.out and "1 skipped" in cap.out
     rows = list(csv.DictReader(open(out)))
     assert [r["slide_id"] for r in rows] == ["synth_0000", "synth_0001", "synth_0002"]
     assert list(rows[0]) == ["slide_id", "p_0", "p_1", "prediction", "seconds"]
@@ -93,7 +95,7 @@ def test_train_on_a_manifest_then_predict(slides, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {kind: zoom_in, in_channels: 3, num_classes: 2, scale1: 0.05, tile: 128, scale2: 0.25,"
                    " subtile: 32, n_samples: 4, feature_dim: 8, feature_width: 8, foreground: otsu_dark}\n"
-                   "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, eval_mode: topk, threads: 1}\n")
+                   "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, threads: 1}\nreadout: {mode: topk}\n")
     rows = list(csv.DictReader(open(manifest)))
     for i, r in enumerate(rows):  # make sure both splits exist
         r["split"] = "test" if i == 0 else "train"
@@ -183,7 +185,7 @@ def test_prefetch_gives_the_same_predictions_and_skips_a_bad_slide_in_the_middle
     for k in (0, 1, 3):
         out[k] = tmp_path / f"p{k}.csv"
         assert main(["predict", "--checkpoint", str(ckpt), "--out", str(out[k]), "--quiet", "--passes", "2",
-                     "--prefetch", str(k), *inputs]) == 0
+                     "--prefetch", str(k), *inputs]) == 3  # junk failed: cli.SOME_FAILED
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"zoomin: skipped {junk}: ")
     assert [r["slide_id"] for r in predictions(out[1])] == ["synth_0000", "synth_0000", "synth_0001", "synth_0002"]

@@ -60,37 +60,37 @@ def test_no_confident_place_reads_the_mixture():
 
 
 def test_a_model_reads_its_passes_out_as_places():
-    from zoomin.config import ModelConfig
-    from zoomin.evaluate import average_passes
+    from zoomin.config import ModelConfig, ReadoutConfig
     from zoomin.model import build_model
-    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=4,
-                      num_classes=3, test_pooling="places", place_confidence=0.0)
+    from zoomin.readout import answer
+    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=4, num_classes=3)
+    readout = ReadoutConfig(method="places", passes=3, place_confidence=0.0)
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 128, 128)
-    probs, first = average_passes(model, x, passes=3, generator=torch.Generator().manual_seed(0))
+    probs, first = answer(model, x, readout, generator=torch.Generator().manual_seed(0))
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2))
     g = torch.Generator().manual_seed(0)  # the same draws again, pass by pass
     with torch.no_grad():
-        traces = [model(x, generator=g) for _ in range(3)]
+        traces = [model(x, generator=g, pooling="probabilities") for _ in range(3)]
     assert torch.allclose(probs, read_out(traces, "places", 0.0, 0.0, 0.5))
     assert torch.allclose(probs, read_out(traces, "places", 8.0, 0.0, 0.5))  # radius 0: half the 16-px patch
-    top = average_passes(model, x, mode="topk")[0]  # one deterministic pass, read out the same way
-    assert torch.allclose(top, read_out([model(x, mode="topk")], "places", 0.0, 0.0, 0.5))
-    with pytest.raises(ValueError, match="place_confidence"):
-        ModelConfig(test_pooling="places", place_confidence=1.5)
-    with pytest.raises(ValueError, match="test_pooling"):
-        ModelConfig(test_pooling="vote")
+    top = answer(model, x, ReadoutConfig(method="places", mode="topk", place_confidence=0.0))[0]  # one deterministic pass
+    assert torch.allclose(top, read_out([model(x, mode="topk", pooling="probabilities")], "places", 0.0, 0.0, 0.5))
+    with pytest.raises(ValueError, match="readout.place_confidence"):
+        ReadoutConfig(method="places", place_confidence=1.5)
+    with pytest.raises(ValueError, match="readout.method"):
+        ReadoutConfig(method="vote")
 
 
 def test_a_one_stage_patch_drawn_twice_counts_twice():
     from zoomin.config import ModelConfig
     from zoomin.model import build_model
     from zoomin.readout import _draws
-    cfg = ModelConfig(kind="one_stage", scale1=0.125, tile=16, n_samples=12, num_classes=3, test_pooling="places")
+    cfg = ModelConfig(kind="one_stage", scale1=0.125, tile=16, n_samples=12, num_classes=3)
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 32, 32)  # a 4 x 4 attention map: 12 draws must repeat patches
     with torch.no_grad():
-        traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(2)]
+        traces = [model(x, generator=torch.Generator().manual_seed(s), pooling="probabilities") for s in range(2)]
     _, _, draws = _draws(traces)
     assert (draws.sum(1) == 2 * 12).all() and (draws > 1).any()
 
@@ -129,12 +129,11 @@ def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
     from zoomin.config import ModelConfig
     from zoomin.model import build_model
     from zoomin.readout import _draws
-    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=6,
-                      num_classes=3, test_pooling="places")
+    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=6, num_classes=3)
     model = build_model(cfg).eval()
     x = torch.rand(3, 1, 128, 128)
     with torch.no_grad():
-        traces = [model(x, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+        traces = [model(x, generator=torch.Generator().manual_seed(s), pooling="probabilities") for s in range(4)]
     centres, probs, draws = _draws(traces)
     valid = draws > 0
     drawn = sum(int(t.subtile_valid.sum()) for t in traces)

@@ -32,7 +32,7 @@ def write(tmp_path, d, name="cfg.yaml"):
 
 @pytest.mark.parametrize("kind", ["zoom_in", "one_stage"])
 def test_train_cli_writes_metrics_and_checkpoint(tmp_path, kind, capsys):
-    d = {**TINY, "model": {**TINY["model"], "kind": kind}, "train": {**TINY["train"], "eval_mode": "topk"}}
+    d = {**TINY, "model": {**TINY["model"], "kind": kind}, "readout": {"mode": "topk"}}
     if kind == "one_stage":
         d["model"]["tile"] = 16
     out = tmp_path / "run"

@@ -182,12 +182,12 @@ def test_one_stage_trace_is_explorable():
 
 
 def test_a_mixture_readout_shows_probability_shares():
-    """``model.test_pooling: probabilities``: the prediction stage and the bars show each sample's
+    """``readout.method: mixture``: the prediction stage and the bars show each sample's
     share of the predicted class's probability, and the shares add up to it."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TWO, test_pooling="probabilities")).eval()
+    model = build_model(ModelConfig(**TWO)).eval()
     x = image()
-    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1)).detach()
+    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1), pooling="probabilities").detach()
     ex = Explorer(tr, x)
     cls = int(tr.probs[0].argmax())
     share = tr.contributions[0, ..., cls][tr.subtile_valid[0]].numpy()

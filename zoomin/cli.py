@@ -1,8 +1,12 @@
-"""Command line: ``zoomin demo | train | predict | synth-slides | doctor`` (also ``python -m zoomin``, and
-``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
+"""Command line: ``zoomin demo | train | predict | config | doctor | synth-slides | manifest`` (also
+``python -m zoomin``, and ``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
 
 Errors are one line naming the file and the problem, with a non-zero exit; ``--debug`` shows the
-traceback. Hostile inputs and their messages: docs/reliability.md."""
+traceback. Hostile inputs and their messages: docs/reliability.md.
+
+Exit codes: 0 done; 1 ``predict``: no slide predicted; 2 an error (a bad config, file or argument);
+3 ``predict``: some slides failed (each named on stderr; the others' rows are written); 130
+interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +89,9 @@ def cmd_synth_slides(args) -> int:
     return 0
 
 
+NONE_PREDICTED, SOME_FAILED = 1, 3  # zoomin predict's exit codes when slides failed (module doc)
+
+
 def cmd_predict(args) -> int:
     from .predict import predict
     from .distributed import is_main
@@ -93,7 +100,39 @@ def cmd_predict(args) -> int:
                               explore=args.explore, prefetch=args.prefetch, resume=args.resume, mpp=args.mpp)
     if is_main():
         print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
-    return 1 if failed and not written else 0
+    return 0 if not failed else NONE_PREDICTED if not written else SOME_FAILED
+
+
+def cmd_config(args) -> int:
+    """Print the effective config (every field, defaults included) of a YAML file, a packaged config,
+    a checkpoint or a run folder, with ``--set`` applied."""
+    import yaml
+    print(yaml.safe_dump(effective_config(args.source).override(args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def effective_config(source: str | None):
+    """The ``Config`` of ``source``: None (the defaults), a YAML file, a packaged config's name
+    (``demo.yaml``), a checkpoint, or a run folder (its checkpoint.pt)."""
+    from .config import Config
+    if not source:
+        return Config()
+    path = Path(source)
+    if path.is_dir() and not (path / "checkpoint.pt").is_file() and (path / "metrics.json").is_file():
+        import json  # a run whose first checkpoint is not written yet: the config its metrics.json states
+        return Config.from_dict(json.loads((path / "metrics.json").read_text()).get("config") or {},
+                                source=str(path / "metrics.json"), warn=False, rules=False)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists() and (resources.files("zoomin") / "configs" / path.name).is_file():
+            return _packaged_config(path.name)
+        return Config.from_yaml(path)
+    from .checkpoint import load_checkpoint
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict) or not isinstance(ck.get("config"), dict):
+        raise ValueError(f"{path}: not a zoomin checkpoint (no config in it)")
+    return Config.from_dict(ck["config"], source=str(path), warn=False, rules=False)  # as its trainer wrote it
 
 
 def cmd_doctor(args) -> int:
@@ -162,11 +201,14 @@ def parser() -> argparse.ArgumentParser:
                    help="manifest without the annotation column (slide labels only; outlines are still written)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth_slides)
-    q = sub.add_parser("predict", help="class probabilities (and attention heatmaps) for slides")
+    q = sub.add_parser("predict", help="class probabilities (and attention heatmaps) for slides",
+                       epilog="exit codes: 0 every slide predicted; 1 none; 3 some failed (named on stderr, the "
+                              "others written); 2 an error before any slide")
     q.add_argument("--checkpoint", required=True, help="checkpoint.pt written by zoomin train/demo")
     q.add_argument("--out", required=True, help="predictions CSV: slide_id, p_0.., prediction, seconds")
     q.add_argument("--heatmaps", default=None, help="folder for per-slide PNG, GeoJSON (QuPath) and DSA JSON")
-    q.add_argument("--passes", type=int, default=4, help="Monte-Carlo passes averaged per slide")
+    q.add_argument("--passes", type=int, default=None,
+                   help="sampled passes read out per slide (default: the checkpoint's readout.passes)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed (each slide's draws depend on it and its id only)")
     q.add_argument("--max-pixels", type=int, default=0,
                    help="memory guard: most pixels one read may decode (default: the checkpoint's data.max_pixels, "
@@ -182,6 +224,13 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("inputs", nargs="+", help="slide files and/or manifest CSVs")
     q.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("config", help="print the effective config (defaults included) of a run, checkpoint or YAML")
+    c.add_argument("source", nargs="?", default=None,
+                   help="a YAML file, a packaged config (demo.yaml), a checkpoint, or a run folder (default: the defaults)")
+    c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override one config field; repeatable")
+    c.set_defaults(func=cmd_config)
 
     dr = sub.add_parser("doctor", help="probe at which stage-I resolution a manifest's labels can be learnt and "
                                        "write the recommended config")
@@ -211,12 +260,26 @@ def one_line(e: BaseException) -> str:
     return text if ours and text else f"{type(e).__name__}: {text or 'no detail'} (--debug for the traceback)"
 
 
+def _one_line_warnings(shown):
+    """``warnings.showwarning`` that prints our deprecation warnings (a config key of an earlier
+    version) as one line on stderr, and passes every other warning to ``shown``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, FutureWarning) and "deprecated" in str(message):
+            print(f"zoomin: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv=None) -> int:
+    import warnings
     from .distributed import close
     args = parser().parse_args(argv)
     if args.func is cmd_predict:
         from .allocator import steady
         steady()
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(shown)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -228,6 +291,7 @@ def main(argv=None) -> int:
         print(f"zoomin: error: {one_line(e)}", file=sys.stderr)
         return 2
     finally:
+        warnings.showwarning = shown
         close()
 
 

@@ -6,20 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_check import (LEGACY, Section, check_fields, cross_check, read_legacy, resolution_given_twice,
+                           unknown_key, unknown_section)
 
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
-TEST_POOLINGS = ("", "features", "probabilities", "places")  # "": as trained; places: zoomin.readout
-NOT_THE_MODEL = ("backbone_weights", "test_pooling", "place_radius", "place_confidence", "place_full_rate")  # model fields a resume may change: starting weights, readout
+NOT_THE_MODEL = ("backbone_weights", "topk_subtiles")  # model fields a resume may change: f's start, a readout setting
+SECTIONS = ("model", "data", "train", "readout")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     kind: str = "zoom_in"  # "zoom_in" (two stages, §2.2) or "one_stage" (ATS baseline, §2.1)
     in_channels: int = 1  # image channels C
     num_classes: int = 10  # classes predicted by g
     scale1: float = 0.05  # s1: stage-I view scale (one stage: the view scale s)
-    view_size: int = 0  # if > 0: s1 is set per image so the stage-I view's longer side has this many pixels
+    view_size: int = 0  # if > 0: s1 per image so the stage-I view's longer side has this many pixels
     tile: int = 200  # h1 = w1: stage-I tile side in level-0 pixels (one stage: the patch fed to f)
     scale2: float = 0.25  # s2: scale at which a tile is viewed for stage II (two stages only)
     subtile: int = 50  # h2 = w2: sub-tile side in level-0 pixels, the patch fed to f (two stages only)
@@ -28,64 +30,35 @@ class ModelConfig:
     feature_width: int = 32  # channels of f's conv blocks
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
-    feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features, as ATS normalises them: no patch outweighs the others in z; zoomin.nets.feature_output)
-    pooling: str = "features"  # what eq 3 / eq 5 average over the draws: "features" (the paper: logits = g(E[f])), "probabilities" (each patch classified, logits = log E[softmax(g(f))]: every patch a bounded vote; zoomin.model.probability_logits) or "both" (trained on g(E[f]) plus train.mixture_weight x the mixture's cross-entropy; tested on the mixture)
-    test_pooling: str = ""  # what the eval-mode forward reads out (testing, predict): "" (as trained: pooling, the mixture for "both"), "features" or "probabilities" (a model trained on features read out as a mixture of its patches' own class probabilities under g) or "places" (for labels that count objects: the draws of all passes grouped into places, each place the reader is sure of casting one vote; zoomin.readout)
-    place_radius: float = 0.0  # test_pooling places: draws whose patch centres are closer than this (level-0 pixels) are one place (0: half the side of the patches fed to f)
-    place_confidence: float = 0.5  # test_pooling places: a place votes when its largest class probability is at least this
-    place_full_rate: float = 0.5  # test_pooling places: a place's vote is whole once it is drawn this often per pass on average, that share of one below
-    backbone: str = "small_cnn"  # feature extractor f: a registered name (zoomin.nets.register_backbone) or timm:NAME, any timm model (zoomin.backbones)
-    backbone_weights: str = ""  # f's starting weights when training from scratch: "" (random), a file (state dict, .pth/.safetensors) or "timm-cache" (timm's own cache; zoomin never downloads)
+    feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features)
+    pooling: str = "features"  # what training averages over the draws: features, probabilities or both
+    backbone: str = "small_cnn"  # feature extractor f: a registered name or timm:NAME (zoomin.backbones)
+    backbone_weights: str = ""  # f's starting weights: "" (random), a file, or "timm-cache"
     attention_hidden: int = 8  # channels of the attention nets a and b
     attention_depth: int = 3  # conv layers of a and b
     dropout: float = 0.0  # dropout before g's linear layer
-    topk_subtiles: int = 2  # deterministic inference: sub-tiles kept per tile (mode="topk")
-    foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright (ink), otsu_dark (tissue)
-    evidence: bool = False  # MIL evidence heads (METHOD §10): a and b give a per-location evidence map that is the attention logits, pooled into auxiliary predictions; f gets an instance head; views standardised over the foreground
-    evidence_sharpness: float = 1.0  # attention logits = sharpness x evidence (model.evidence): > 1 concentrates alpha and beta on the most evident locations
-    attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits (eqs 3, 9); 0: alpha and beta learn from the evidence losses only (METHOD §10)
-    evidence_prior: float = 0.0  # weight of a fixed outlier score added to the stage-I evidence (zoomin.evidence.outlier_score; needs evidence): the slide's most unusual places come first from step one
-    evidence_answer: bool = False  # the answer's logits add the pooled evidence of both stages to g(z) (needs evidence; zoomin.model.answer_evidence)
-    evidence_topk: int = 8  # smooth maximum of the evidence pooling: the mean of the k largest foreground locations
-    augment: bool = False  # training only: each patch fed to f under a random rotation / mirror (zoomin.augment)
-    augment_affine: float = 0.0  # training only: each patch fed to f under a small random affine map of this strength (1: up to 15 degrees, 10% scale, 0.1 shear; zoomin.augment.affine), for objects whose orientation matters
-    proposal_floor: float = 0.0  # training only: stage I draws from q = (1 - floor) alpha + floor uniform(foreground), weighted by alpha / q (unbiased; METHOD §10); 0: from alpha
+    topk_subtiles: int = 2  # readout.mode topk: sub-tiles kept per tile
+    foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright, otsu_dark
+    evidence: bool = False  # MIL evidence heads: a and b give evidence maps, f an instance head (§10)
+    evidence_sharpness: float = 1.0  # model.evidence: attention logits = sharpness x evidence
+    attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits
+    evidence_prior: float = 0.0  # model.evidence: weight of a fixed outlier score added to stage I's evidence
+    evidence_answer: bool = False  # model.evidence: the answer adds the pooled evidence to g(z)
+    evidence_topk: int = 8  # model.evidence: the evidence pooling is the mean of the k largest locations
+    augment: bool = False  # training only: each patch fed to f under a random rotation / mirror
+    augment_affine: float = 0.0  # training only: strength of a small random affine map of each patch
+    proposal_floor: float = 0.0  # training only: stage I draws from (1 - floor) alpha + floor uniform
     instance_topk: int = 1  # smooth maximum of the instance pooling over an image's drawn sub-tiles
-    instance_pool: str = "max"  # the instance loss on the drawn sub-tiles: "max" (CE of the instance head pooled by a smooth max over the draws; with evidence) or "mean" (each draw labelled with its image's label, the per-draw CE weighted as in z: for labels most objects carry, e.g. Megapixel MNIST's majority digit; needs no evidence)
-    mpp: float = 0.0  # physical units (zoomin.units): level 0 in µm per pixel — slides are read at this resolution whatever their own, and tile/subtile are pixels at it (0: the file's own pixels)
-    magnification: float = 0.0  # alias of mpp as objective power (mpp = 10 / magnification)
-    stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1 = mpp / stage1_mpp; needs mpp)
-    stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2 = mpp / stage2_mpp; needs mpp)
-    stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece; zoomin.stage1)
+    instance_pool: str = "max"  # the instance loss on the drawn sub-tiles: max (needs evidence) or mean
+    mpp: float = 0.0  # level 0 in µm per pixel: slides are read at this resolution (0: the file's own)
+    magnification: float = 0.0  # mpp given as objective power (mpp = 10 / magnification)
+    stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1; needs mpp)
+    stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2; needs mpp)
+    stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece)
 
     def __post_init__(self):
-        if self.kind not in ("zoom_in", "one_stage"):
-            raise ValueError(f"model.kind must be 'zoom_in' or 'one_stage', got {self.kind!r}")
+        check_fields("model", self)
         self._physical_units()
-        if self.augment_affine < 0:
-            raise ValueError(f"model.augment_affine must be >= 0, got {self.augment_affine}")
-        if self.n_samples < 1:
-            raise ValueError(f"model.n_samples must be >= 1, got {self.n_samples}")
-        for name in ("scale1", "scale2"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.evidence_topk < 1 or self.instance_topk < 1:
-            raise ValueError("model.evidence_topk and model.instance_topk must be >= 1")
-        if self.feature_output not in FEATURE_OUTPUTS:
-            raise ValueError(f"model.feature_output must be one of {FEATURE_OUTPUTS}, got {self.feature_output!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.test_pooling not in TEST_POOLINGS:
-            raise ValueError(f"model.test_pooling must be one of {TEST_POOLINGS}, got {self.test_pooling!r}")
-        if self.place_radius < 0 or self.place_full_rate < 0 or not 0 <= self.place_confidence <= 1:
-            raise ValueError(f"model.place_radius and model.place_full_rate must be >= 0 and model.place_confidence in "
-                             f"[0, 1], got {self.place_radius}, {self.place_full_rate} and {self.place_confidence}")
-        if self.instance_pool not in ("max", "mean"):
-            raise ValueError(f"model.instance_pool must be 'max' or 'mean', got {self.instance_pool!r}")
-        if not 0 <= self.proposal_floor < 1:
-            raise ValueError(f"model.proposal_floor must be in [0, 1), got {self.proposal_floor}")
-        if self.evidence_answer and not self.evidence:
-            raise ValueError("model.evidence_answer needs model.evidence: true (the evidence heads it adds)")
         if self.kind == "zoom_in" and self.subtile >= self.tile:
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
 
@@ -113,7 +86,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     task: str = "megapixel_mnist"  # "megapixel_mnist" (built in) or "manifest" (slides listed in a CSV)
     manifest: str = ""  # task "manifest": the CSV (slide_id,path,label[,split,annotation])
     test_split: str = "test"  # task "manifest": rows whose split is this are the test set, the rest train
@@ -125,11 +98,14 @@ class DataConfig:
     test_size: int = 1000  # images in the test set
     fresh_train: bool = False  # draw new training images every epoch (the records are cheap)
     seed: int = 0  # data seed (records are a pure function of seed, split and index)
-    max_pixels: int = 0  # memory guard: most pixels one slide read may decode (0: $ZOOMIN_MAX_PIXELS, else 2**28)
+    max_pixels: int = 0  # memory guard: most pixels one slide read may decode (0: $ZOOMIN_MAX_PIXELS)
+
+    def __post_init__(self):
+        check_fields("data", self)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     epochs: int = 10  # passes over the training set
     batch_size: int = 32  # images per optimiser step
     lr: float = 1e-3  # AdamW learning rate
@@ -140,21 +116,41 @@ class TrainConfig:
     entropy_weight: float = 0.01  # weight of the attention entropy regulariser (METHOD §3)
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
-    evidence_weight: float = 0.0  # weight of the MIL losses on the pooled stage-I and stage-II evidence (needs model.evidence; METHOD §10)
-    mixture_weight: float = 0.0  # weight of the cross-entropy of the mixture log E[softmax(g(f))] (needs model.pooling: both; zoomin.losses.mixture_loss)
-    instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (model.instance_pool; "max" needs model.evidence)
-    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides whose manifest row has an annotation
+    evidence_weight: float = 0.0  # weight of the MIL losses on the pooled evidence (needs model.evidence)
+    mixture_weight: float = 0.0  # weight of the mixture's cross-entropy (needs model.pooling: both)
+    instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (needs an instance head)
+    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides with an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
-    amp_cpu: bool = False  # bf16 autocast on CPU where oneDNN has bf16 (train.cpu_bf16_supported): 1.45x faster demo steps with AMX / AVX-512 BF16; not measured where bf16 is emulated
+    amp_cpu: bool = False  # bf16 autocast on CPU where oneDNN has bf16 (train.cpu_bf16_supported)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu
     num_workers: int = 0  # DataLoader worker processes that rasterise images
-    eval_mode: str = "sample"  # test-time inference: "sample" (Monte Carlo) or "topk"
-    eval_passes: int = 1  # sample mode: read this many passes out together (their mean class probability, or model.test_pooling places)
     eval_every: int = 1  # test every this many epochs (0: only after the last epoch)
     bn_recalibrate: int = 8  # before testing, re-estimate batch-norm statistics on this many training batches
     seed: int = 0  # seed of model init, sampling and data order
     threads: int = 0  # torch CPU threads (0 keeps torch's default)
-    stall_epochs: int = 5  # warn once the answer (and the evidence) stays at chance this many epochs in a row (0: never)
+    stall_epochs: int = 5  # warn once training stays at chance this many epochs in a row (0: never)
+
+    def __post_init__(self):
+        check_fields("train", self)
+
+
+@dataclass
+class ReadoutConfig(Section):
+    """The model's answer for an image (``zoomin.readout.answer``): the trainer's test, ``zoomin
+    predict``, the explorer and the benchmarks all read it."""
+
+    method: str = "auto"  # how passes become the answer: auto, features, mixture or places
+    mode: str = "sample"  # sample (Monte-Carlo passes) or topk (one deterministic pass)
+    passes: int = 1  # mode sample: passes read out together per image
+    place_radius: float = 0.0  # method places: draws closer than this (level-0 px) are one place (0: auto)
+    place_confidence: float = 0.5  # method places: a place votes when its top class probability is this
+    place_full_rate: float = 0.5  # method places: draws per pass for a whole vote (fewer: that share)
+
+    def __post_init__(self):
+        check_fields("readout", self)
+
+
+SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "readout": ReadoutConfig}
 
 
 @dataclass
@@ -162,53 +158,82 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+
+    def check(self) -> None:
+        """Every field and the rules between them, again (after fields were set by hand)."""
+        for name in SECTIONS:
+            check_fields(name, getattr(self, name))
+        cross_check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config", warn: bool = True, rules: bool = True) -> "Config":
+        """A checked ``Config`` from a mapping of sections; the keys of earlier versions are read
+        as today's (a ``FutureWarning`` each when ``warn``). Any problem is one ``ValueError`` line
+        starting with ``source`` and naming the field. ``rules=False`` checks each field but not the
+        rules between fields (a checkpoint's config: the trainer of its time ignored some)."""
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a mapping with sections model/data/train")
-        unknown = set(d) - {"model", "data", "train"}
-        if unknown:
-            raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}; expected model, data, train")
+            raise ValueError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
+        try:
+            return cls._from_dict(d, source, warn, rules)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], source: str, warn: bool, rules: bool) -> "Config":
+        for name in d:
+            if name not in SECTIONS:
+                raise ValueError(unknown_section(name, list(SECTIONS)))
+        d = read_legacy(d, source, warn)
+        known = {name: [f.name for f in dataclasses.fields(klass)] for name, klass in SECTION_CLASSES.items()}
         parts = {}
-        for name, klass in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+        for name in SECTIONS:
             sec = d.get(name) or {}
-            known = {f.name: f for f in dataclasses.fields(klass)}
-            bad = set(sec) - set(known)
-            if bad:
-                raise ValueError(f"{source}: unknown key(s) in {name}: {sorted(bad)}")
-            try:
-                parts[name] = klass(**sec)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{source}: {e}") from None
-        if parts["train"].mixture_weight and parts["model"].pooling != "both":
-            raise ValueError(f"{source}: train.mixture_weight needs model.pooling: both (got {parts['model'].pooling!r})")
-        return cls(**parts)
+            if not isinstance(sec, dict):
+                raise ValueError(f"section {name}: expected a mapping of keys to values, got {sec!r}")
+            for key in sec:
+                if key not in known[name]:
+                    raise ValueError(unknown_key(name, str(key), known[name], known))
+            parts[name] = SECTION_CLASSES[name](**sec)
+            if name == "model" and rules:
+                resolution_given_twice(sec)
+        cfg = cls(**parts)
+        if rules:
+            cross_check(cfg)
+        return cfg
 
     def override(self, items: list[str], source: str = "--set") -> "Config":
         """A copy with ``SECTION.KEY=VALUE`` items applied (VALUE read as YAML: ``0.25``, ``true``,
-        ``otsu_dark``), checked like a config file; a bad item is a one-line error naming it."""
+        ``otsu_dark``), checked like a config file; a bad item is a one-line error naming it. An
+        item that sets a resolution (``view_size``, ``stage1_mpp``, ``stage2_mpp``, ``mpp``) replaces
+        the scale the config held."""
         import yaml
         d = self.to_dict()
+        given = set()
         for item in items:
             key, eq, value = item.partition("=")
             section, dot, name = key.partition(".")
             if not eq or not dot or section not in d:
-                raise ValueError(f"{source} {item}: expected SECTION.KEY=VALUE, SECTION one of model, data, train")
+                raise ValueError(f"{source} {item}: expected SECTION.KEY=VALUE, SECTION one of {', '.join(SECTIONS)}")
             try:
                 new = yaml.safe_load(value)
             except yaml.YAMLError:
                 raise ValueError(f"{source} {item}: the value is not valid YAML") from None
-            old = d[section].get(name)
-            if isinstance(new, str) and isinstance(old, float):  # YAML 1.1 reads 5e-3 as a string
-                try:
-                    new = float(new)
-                except ValueError:
-                    raise ValueError(f"{source} {item}: {section}.{name} takes a number") from None
+            if key in LEGACY:  # an earlier version's key: today's key takes the value
+                old_section, old_name, key = section, name, LEGACY[key][0]
+                section, name = key.split(".")
+                new = read_legacy({old_section: {old_name: new}}, source)[section][name]
             d[section][name] = new
+            given.add(key)
+        m, units = d["model"], {"model.mpp", "model.magnification"}
+        resolution = {"scale1": ({"model.view_size", "model.stage1_mpp"}, m.get("view_size") or m.get("stage1_mpp")),
+                      "scale2": ({"model.stage2_mpp"}, m.get("stage2_mpp"))}
+        for scale, (setters, derived) in resolution.items():
+            if derived and given & (setters | units) and f"model.{scale}" not in given:
+                m.pop(scale)  # derived again from the resolution given
         return Config.from_dict(d, source=f"{source} {' '.join(items)}") if items else self
 
     @classmethod

@@ -146,9 +146,10 @@ def reading(cfg: Config, entries, n_test: int = 0) -> str:
     s1 = stage1_scale_for(m, src.size)
     h, w = view_size(*src.size, s1)
     level0 = e.mpp or src.file_mpp
-    read = (f"read at {m.mpp:g} µm/px" + (f" (the first file is at {level0:g} µm/px: {m.mpp / level0:.3g}x "
-                                          f"{'reduced' if m.mpp > level0 else 'enlarged'})" if level0 else "")
-            if m.mpp else "read at the files' own pixels")
+    ratio = m.mpp / level0 if m.mpp and level0 else 1.0
+    change = "" if abs(ratio - 1) < 1e-6 else \
+        f" (the first file is at {level0:g} µm/px: {max(ratio, 1 / ratio):.3g}x {'reduced' if ratio > 1 else 'enlarged'})"
+    read = f"read at {m.mpp:g} µm/px{change}" if m.mpp else "read at the files' own pixels"
     per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
     stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
     stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""

@@ -1,12 +1,13 @@
-"""Scoring a model: forward passes over a batch or a list of slides, class probabilities averaged
-over P sampled passes (the one implementation training, ``zoomin predict`` and the notebooks
-use), accuracy and ROC AUC over a loader, and batch-norm recalibration before testing."""
+"""Scoring a model: accuracy and ROC AUC over a loader of the model's answers
+(``zoomin.readout.answer``, the one definition ``zoomin predict`` and the explorer also use), and
+batch-norm recalibration before testing."""
 from __future__ import annotations
+
+import zlib
 
 import torch
 
-from .readout import read_out
-from .sources import as_source
+from .readout import answer, iter_passes  # noqa: F401  (iter_passes: re-exported for the benchmarks)
 
 
 def forward_batch(model, x, **kw):
@@ -17,52 +18,23 @@ def forward_batch(model, x, **kw):
     return [model(s, **kw) for s in x]
 
 
-@torch.no_grad()
-def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
-    """The passes over ``x`` (a tensor batch, a source, or a list of sources), one at a time: a list
-    of traces per pass, one per source. Stage I once (it draws nothing), then ``passes`` redraws in
-    ``sample`` mode (``topk`` is deterministic: one pass) from ``generator`` (None: torch's global one)."""
-    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
-    n = max(1, passes) if mode == "sample" else 1
-    sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        stage1 = [model.attend(s) for s in sources]
-    for _ in range(n):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = [model(s, mode=mode, generator=generator, stage1=s1) for s, s1 in zip(sources, stage1)]
-        yield traces
+def image_generator(seed: int, image_id: str) -> torch.Generator:
+    """The sampling generator of one image: a function of (seed, image id) only, so an image's
+    answer does not depend on the other images, their order, or how they are batched or sharded
+    (``zoomin predict`` draws each slide from it, the slide id its id)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(image_id.encode()))
 
 
-@torch.no_grad()
-def average_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None):
-    """Class probabilities (B, classes), in ``sample`` mode read out of ``passes`` Monte-Carlo
-    passes (``iter_passes``) by ``zoomin.readout.read_out``: their mean (eq 3 / eq 9 averaged), or
-    with ``model.test_pooling: places`` a vote of the places their draws visited; and the first
-    pass's traces."""
-    places = getattr(getattr(model, "cfg", None), "test_pooling", "") == "places"  # needs every pass's draws; the mean only a running sum
-    probs, first, kept, n = 0, None, [], 0
-    for traces in iter_passes(model, x, mode, passes, amp_dtype, generator):
-        first, n = first or traces, n + 1
-        if places:
-            kept.append(traces)
-        else:
-            probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
-    if places:  # kept: passes x sources -> each source's passes read out together
-        return torch.cat([passes_probs(model, list(per_source)) for per_source in zip(*kept)]), first
-    return probs / n, first
-
-
-def passes_probs(model, traces) -> torch.Tensor:
-    """Several passes of one source -> class probabilities (B, classes), read out as the model's
-    ``test_pooling`` says (``zoomin.readout.read_out``)."""
-    cfg = model.cfg
-    readout = "places" if cfg.test_pooling == "places" else "mean"
-    return read_out(traces, readout, cfg.place_radius, cfg.place_confidence, cfg.place_full_rate)
-
-
-def predict_proba(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None) -> torch.Tensor:
-    """Class probabilities (B, classes): ``average_passes`` without the traces."""
-    return average_passes(model, x, mode, passes, amp_dtype, generator)[0]
+def batch_generators(x, seed: int | None, batch: int):
+    """The generators of one test batch: None (torch's global one) without a seed; with one, a
+    generator per slide of a list of sources (``image_generator`` of its ``slide_id``), or one per
+    tensor batch (from the seed and the batch's position)."""
+    if seed is None:
+        return None
+    if isinstance(x, list):
+        return [image_generator(seed, getattr(s, "slide_id", None) or str(getattr(s, "path", i)))
+                for i, s in enumerate(x)]
+    return image_generator(seed, f"batch {batch}")
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -113,20 +85,31 @@ def macro_auc(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, mode: str = "sample", passes: int = 1, amp_dtype=None,
-             progress: bool = True, read_ahead: int = 1) -> dict:
-    """Accuracy and ROC AUC (``_scores``) over a loader; with evidence heads also those of the
-    stage-I evidence (``test_evidence_*``, METHOD §10), and where test slides carry outlines the mean
-    attention mass on them, their median rank in alpha and the share of slides whose ROI is ranked
-    first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""
-    from tqdm.auto import tqdm
+def iter_answers(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None,
+                 read_ahead: int = 1):
+    """(answer probabilities (B, classes), first-pass traces, x, y) of each test batch, read out as
+    ``readout`` says (``zoomin.readout.answer``) from torch's global generator, or with ``seed`` from
+    ``batch_generators`` (the draws ``zoomin predict --seed`` makes for the same slides). Slide
+    batches are opened and their stage-I views decoded ``read_ahead`` batches ahead (0: off)."""
+    from .loader import batches, stage1_views
+    from .progress import bar
     model.eval()
-    probs, evidence, labels, roi = [], [], [], []
-    from .loader import batches, stage1_views  # slide batches read ahead (read_ahead of them; 0: off)
-    for x, y in tqdm(batches(loader, stage1_views(model), read_ahead), total=len(loader), desc="test", leave=False,
-                     disable=not progress):
+    ahead = batches(loader, stage1_views(model), read_ahead)
+    for i, (x, y) in enumerate(bar(ahead, total=len(loader), desc="test", enabled=progress)):
         x = x.to(device) if isinstance(x, torch.Tensor) else x
-        p, traces = average_passes(model, x, mode, passes, amp_dtype)
+        p, traces = answer(model, x, readout, batch_generators(x, seed, i), amp_dtype)
+        yield p, traces, x, y
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None,
+             read_ahead: int = 1) -> dict:
+    """Accuracy and ROC AUC (``_scores``) of the answers over a loader (``iter_answers``); with
+    evidence heads also those of the stage-I evidence (``test_evidence_*``, METHOD §10), and where test
+    slides carry outlines the mean attention mass on them, their median rank in alpha and the share of
+    slides whose ROI is ranked first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""
+    probs, evidence, labels, roi = [], [], [], []
+    for p, traces, x, y in iter_answers(model, loader, device, readout, amp_dtype, progress, seed, read_ahead):
         probs.append(p)
         evidence += [t.evidence_logits.softmax(-1) for t in traces if t.evidence_logits is not None]
         roi += roi_diagnostics(traces, x if isinstance(x, list) else [])

@@ -55,8 +55,8 @@ def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
     - "max": the head pooled by a smooth maximum over the draws, then cross-entropy: one hit trains
       ``f`` at full weight, not at its 1/N share of ``z`` (an ROI that a few sub-tiles show);
     - "mean": every draw labelled with its image's label, its cross-entropy weighted by its weight
-      in ``z`` (``trace.weights``): the same estimator as eqs 3 + 9 applied to the loss, so an
-      unbiased estimate of ``E_{alpha, beta}[CE(h(f(patch)), y)]``. For labels that most of the
+      in ``z`` as the forward pass computed it (``trace.draw_weights``): the same estimator as eqs
+      3 + 9 applied to the loss, so an unbiased estimate of ``E_{alpha, beta}[CE(h(f(patch)), y)]``. For labels that most of the
       objects carry (Megapixel MNIST's majority digit), where a smooth maximum per class would also
       fire on the minority. The weights are detached: it trains ``f`` and the head, not the attention.
     """
@@ -65,7 +65,9 @@ def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
     logits = evidence_class_logits(trace.instance_draw_logits)  # (B, P, K, classes)
     ce = F.cross_entropy(logits.flatten(0, 2), y[:, None, None].expand(logits.shape[:3]).flatten(),
                          reduction="none").view(logits.shape[:3])  # (B, P, K)
-    return (trace.weights * ce).sum((1, 2)).mean()
+    if trace.draw_weights is None:
+        raise ValueError("the instance loss needs the forward pass's draw_weights (model.instance_pool: mean)")
+    return (trace.draw_weights.detach() * ce).sum((1, 2)).mean()
 
 
 def mixture_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .config import ModelConfig
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone, feature_output
-from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate
+from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate, two_stage_weights
 from .sources import Source, as_source
 from .stage1 import Stage1
 from .trace import Trace
@@ -130,23 +130,22 @@ class _AttentionSampler(nn.Module):
 
     @property
     def pooling(self) -> str:
-        """What the estimators average: ``cfg.pooling`` while training; in eval mode
-        ``cfg.test_pooling`` when set, else as trained (the mixture for ``both``); ``places`` pools each
-        pass as the mixture, and ``zoomin.readout`` counts places over the passes."""
+        """What the estimators average unless a forward pass is told otherwise (``zoomin.readout``
+        tells it): ``cfg.pooling`` while training; in eval mode as trained (the mixture for ``both``)."""
         if self.training:
             return self.cfg.pooling
-        if self.cfg.test_pooling == "places":
-            return "probabilities"
-        return self.cfg.test_pooling or ("probabilities" if self.cfg.pooling == "both" else self.cfg.pooling)
+        return "probabilities" if self.cfg.pooling == "both" else self.cfg.pooling
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
         return self.classifier(z)
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
-                generator: torch.Generator | None = None, stage1: Stage1 | None = None) -> Trace:
+                generator: torch.Generator | None = None, stage1: Stage1 | None = None,
+                pooling: str | None = None) -> Trace:
         """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace.
-        ``stage1``: ``attend(x)`` computed before (passes that only redraw share it)."""
+        ``stage1``: ``attend(x)`` computed before (passes that only redraw share it). ``pooling``:
+        what this pass averages (``features`` or ``probabilities``; None: ``self.pooling``)."""
         src = as_source(x)
         if src.channels != self.cfg.in_channels:
             raise ValueError(f"model expects {self.cfg.in_channels} channel(s), the input has {src.channels}")
@@ -154,18 +153,19 @@ class _AttentionSampler(nn.Module):
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
         s1 = stage1 or self.attend(src)
-        trace = self.aggregate(src, s1, n, mode, generator)
+        trace = self.aggregate(src, s1, n, mode, generator, pooling=pooling)
         if negatives and s1.log_alpha.shape[-1] > 1:
-            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True)
+            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True, pooling=pooling)
         return trace
 
     def aggregate(self, src: Source, s1: Stage1, n: int, mode: str = "sample",
-                  generator: torch.Generator | None = None, complement: bool = False) -> Trace:
+                  generator: torch.Generator | None = None, complement: bool = False,
+                  pooling: str | None = None) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
         METHOD §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
         classify each patch and estimate the expected class probabilities instead)."""
-        B, cfg = src.batch_size, self.cfg
+        B, cfg, pooling = src.batch_size, self.cfg, pooling or self.pooling
         log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
         floor = cfg.proposal_floor if self.training and mode == "sample" and not complement else 0.0
         tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses,
@@ -192,18 +192,20 @@ class _AttentionSampler(nn.Module):
         if self.instance_head is not None and not complement:  # and every draw
             inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
             inst[drawn] = self.instance_head(f).float()  # float under autocast too
-            if cfg.instance_pool == "mean":
+            if cfg.instance_pool == "mean":  # the per-draw loss weighs each draw as the estimator weighed it in z
                 heads["instance_draw_logits"] = inst
+                heads["draw_weights"] = two_stage_weights(la.detach(), lb.detach(), tiles.count, drawn, s2.num_subtiles,
+                                                          mode, tiles.log_q)  # (B, P, K)
             else:
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
                 heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
         logits, draw_probs, mixture = self.classify(z), None, None
-        if self.pooling != "features":  # the same estimator over each patch's class probabilities
+        if pooling != "features":  # the same estimator over each patch's class probabilities
             probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
             probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
             expected = two_stage_estimate(la, lb, probs, tiles.count, drawn, n, s2.num_subtiles, mode,
                                           log_q=tiles.log_q)  # (B, classes)
-            if self.pooling == "both":  # training: g(z) stays the prediction, the mixture a second loss
+            if pooling == "both":  # training: g(z) stays the prediction, the mixture a second loss
                 mixture = probability_logits(expected)
             else:
                 logits, draw_probs = probability_logits(expected), probs

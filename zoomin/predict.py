@@ -3,6 +3,7 @@ overlay, GeoJSON that QuPath opens, and a large-image (DSA) annotation JSON."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -10,7 +11,6 @@ import math
 import os
 import sys
 import time
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from . import distributed
-from .evaluate import average_passes
 from . import loader
+from .evaluate import image_generator
+from .readout import answer
 from .trace import Trace
 
 
@@ -106,10 +107,11 @@ def list_slides(inputs: list[str]) -> list[Slide]:
 
 
 def slide_generator(seed: int, slide_id: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """The sampling generator of one slide: a function of (seed, slide_id) only, so a slide's
-    prediction does not depend on the other slides, their order, how they are sharded or how
-    many are predicted at once (on ``device``: the model's)."""
-    return torch.Generator(device).manual_seed(seed * 1_000_003 + zlib.crc32(slide_id.encode()))
+    """The sampling generator of one slide, on ``device`` (the model's): seeded as
+    ``zoomin.evaluate.image_generator`` of its id, so a slide's prediction does not depend on the
+    other slides, their order, how they are sharded or how many are predicted at once."""
+    g = image_generator(seed, slide_id)
+    return g if torch.device(device).type == "cpu" else torch.Generator(device).manual_seed(g.initial_seed())
 
 
 def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None = None):
@@ -123,14 +125,26 @@ def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None 
     return src
 
 
-def predict_slide(model, src, slide_id: str, passes: int, seed: int):
-    """-> (probabilities (classes,), the first pass's trace) of an opened slide."""
+def predict_slide(model, src, slide_id: str, readout, seed: int):
+    """-> (the answer's probabilities (classes,) as ``readout`` defines it, the first pass's trace)
+    of an opened slide."""
     device = next(model.parameters()).device
-    probs, (tr,) = average_passes(model, src, passes=passes, generator=slide_generator(seed, slide_id, device))
+    probs, (tr,) = answer(model, src, readout, slide_generator(seed, slide_id, device))
     probs, tr = probs[0], tr.detach()  # (classes,); the first pass is also the one drawn
     if not torch.isfinite(probs).all():
         raise ValueError(f"{src.path}: the model's output is not finite")
     return probs, tr
+
+
+def passes_readout(readout, passes: int):
+    """``readout`` with ``passes`` (``--passes``) instead of its own, checked: a one-line ``ValueError``."""
+    try:
+        out = dataclasses.replace(readout, passes=passes)
+    except ValueError as e:
+        raise ValueError(f"--passes {passes}: {e}") from None
+    if out.mode == "topk" and passes > 1:
+        raise ValueError(f"--passes {passes}: the checkpoint's readout.mode is topk, one deterministic pass")
+    return out
 
 
 _END = object()
@@ -178,13 +192,15 @@ def write_heatmaps(folder: Path, slide_id: str, src, tr: Trace) -> None:
     (folder / f"{slide_id}.dsa.json").write_text(json.dumps(heatmap_dsa(tr, slide_id, k)))
 
 
-def write_explorer(folder: Path, slide_id: str, model, src, seed: int) -> Path:
-    """One offline explorer HTML for the slide: a pass with the contrastive negatives, drawn from
-    the slide's own generator (so it does not change the predictions)."""
+def write_explorer(folder: Path, slide_id: str, model, src, seed: int, probs: torch.Tensor | None = None,
+                   readout=None) -> Path:
+    """One offline explorer HTML for the slide: the answer ``probs`` (what the CSV says) beside one
+    pass with the contrastive negatives, drawn from the slide's own generator (so it does not change
+    the predictions)."""
     from .viz import Explorer
     with torch.no_grad():
-        tr = model(src, negatives=True, generator=slide_generator(seed, slide_id)).detach()
-    return Explorer(tr, src, title=slide_id).save(folder / f"{slide_id}.html")
+        tr = model(src, negatives=True, generator=slide_generator(seed, slide_id, next(model.parameters()).device)).detach()
+    return Explorer(tr, src, title=slide_id, answer=probs, readout=readout).save(folder / f"{slide_id}.html")
 
 
 @dataclass
@@ -193,7 +209,7 @@ class Run:
 
     model: torch.nn.Module
     cfg: object  # zoomin.config.Config
-    passes: int = 4
+    readout: object = None  # zoomin.config.ReadoutConfig: the answer (cfg.readout, passes as --passes says)
     seed: int = 0
     max_pixels: int = 0
     mpp: float | None = None  # --mpp
@@ -215,7 +231,7 @@ class Run:
         try:
             if isinstance(src, Exception):  # opening or prefetching it failed
                 raise src
-            probs, tr = predict_slide(self.model, src, slide.slide_id, self.passes, self.seed)
+            probs, tr = predict_slide(self.model, src, slide.slide_id, self.readout, self.seed)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"zoomin: skipped {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
             return None
@@ -223,7 +239,7 @@ class Run:
             if self.heatmaps:
                 write_heatmaps(Path(self.heatmaps), slide.slide_id, src, tr)
             if self.explore:
-                write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed)
+                write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed, probs, self.readout)
         except (OSError, ValueError, RuntimeError) as e:  # the prediction is still written
             print(f"zoomin: no heatmaps/explorer for {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
         return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())]
@@ -235,11 +251,12 @@ def columns(cfg) -> list[str]:
 
 
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
-            passes: int = 4, seed: int = 0, progress: bool = True, max_pixels: int = 0,
+            passes: int | None = None, seed: int = 0, progress: bool = True, max_pixels: int = 0,
             explore: str | Path | None = None, prefetch: int = 1, resume: bool = False,
             mpp: float | None = None, workers: int = 1, device: str = "cpu") -> tuple[int, int]:
-    """Predict every slide (files, or manifests ending in .csv); a slide that fails is reported on
-    stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
+    """Predict every slide (files, or manifests ending in .csv): the model's answer as the
+    checkpoint's ``readout`` section defines it, ``passes`` (when given) replacing its passes. A slide
+    that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
     while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
     stopped torchrun's part files) and predict only the other slides. ``mpp``: the slides' pixel
     size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
@@ -258,6 +275,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
         raise ValueError(f"workers {workers}: expected 1 or more slides at once")
     model, cfg = load_model(checkpoint)
     model.to(device)
+    readout = cfg.readout if passes is None else passes_readout(cfg.readout, passes)
     slides = list_slides(inputs)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +304,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     if world > 1:
         start_csv(part, ["_index"] + header, [])
     slide_cache.configure()  # before the first slide is opened
-    run = Run(model, cfg, passes, seed, max_pixels, mpp, heatmaps, explore)
+    run = Run(model, cfg, readout, seed, max_pixels, mpp, heatmaps, explore)
     written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress, workers)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))
@@ -302,9 +320,11 @@ def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch:
     """Predict ``slides`` [(index, Slide)], appending to ``out_csv`` a row as soon as it is known;
     ``seconds``: the slide's wall time in this thread, waiting for its prefetch included (with
     ``workers`` > 1: in its worker, from opening it to its outputs)."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
     written = failed = 0
-    with open(out_csv, "a", newline="") as fh, tqdm(total=len(slides), desc="slides", disable=not progress) as bar:
+    every = max(1, min(100, len(slides) // 20))  # off a terminal: a line per this many slides
+    with open(out_csv, "a", newline="") as fh, progress_bar(total=len(slides), desc="slides", enabled=progress,
+                                                            every=every) as bar:
         w = csv.writer(fh)
         for (i, slide), row, seconds in _rows(run, slides, prefetch, workers):
             bar.update()

@@ -1,7 +1,12 @@
-"""Reading several sampled passes out as one prediction (``model.test_pooling``).
+"""The model's answer for an image: ``answer`` draws the passes the config's ``readout`` section
+asks for and reads them out as one set of class probabilities. The trainer's test, ``zoomin
+predict``, the explorer and the benchmarks all call it.
 
-The Monte-Carlo readouts average each pass's class probabilities: the model's expectation over
-its draws (eqs 3 / 9), whatever a pass pooled (``features`` or ``probabilities``).
+``readout.method`` says what a pass pools and how passes combine: ``features`` (each pass
+``softmax(g(z))``, the passes' mean), ``mixture`` (each pass the mixture ``E[softmax(g(f))]`` of its
+patches' own class probabilities, the passes' mean), ``auto`` (as trained: ``features`` for
+``model.pooling: features``, else ``mixture``) or ``places``. The mean is the model's expectation
+over its draws (eqs 3 / 9). ``readout.mode: topk`` reads one deterministic pass instead.
 
 ``places`` is not an estimate of that expectation: it counts. The draws of all passes are
 grouped into *places* (draws whose patch centres lie within ``radius`` level-0 pixels of each
@@ -21,9 +26,56 @@ from __future__ import annotations
 
 import torch
 
+from .sources import as_source
 from .trace import Trace
 
 READOUTS = ("mean", "places")
+PASS_POOLING = {"auto": None, "features": "features", "mixture": "probabilities", "places": "probabilities"}
+
+
+@torch.no_grad()
+def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None,
+                pooling: str | None = None):
+    """The passes over ``x`` (a tensor batch, a source, or a list of sources), one at a time: a list
+    of traces per pass, one per source. Stage I once (it draws nothing), then ``passes`` redraws in
+    ``sample`` mode (``topk`` is deterministic: one pass) from ``generator`` (None: torch's global one;
+    a list: one generator per source). ``pooling``: what each pass pools (None: as trained)."""
+    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
+    n = max(1, passes) if mode == "sample" else 1
+    sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(sources)
+    if len(gens) != len(sources):
+        raise ValueError(f"{len(gens)} generators for {len(sources)} sources: give one per source")
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        stage1 = [model.attend(s) for s in sources]
+    for _ in range(n):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            traces = [model(s, mode=mode, generator=g, stage1=s1, pooling=pooling)
+                      for s, s1, g in zip(sources, stage1, gens)]
+        yield traces
+
+
+@torch.no_grad()
+def answer(model, x, readout, generator=None, amp_dtype=None) -> tuple[torch.Tensor, list[Trace]]:
+    """The model's answer for ``x`` (a tensor batch, a source, or a list of sources) as ``readout``
+    (a ``ReadoutConfig``) defines it -> (class probabilities (B, classes), the first pass's traces,
+    one per source). ``generator``: as ``iter_passes``. The model must be in eval mode (its
+    batch-norm statistics and dropout are part of the answer)."""
+    if model.training:
+        raise ValueError("the answer is read from a model in eval mode: call model.eval() first")
+    places = readout.method == "places"  # needs every pass's draws; the mean only a running sum
+    probs, first, kept, n = 0, None, [], 0
+    for traces in iter_passes(model, x, readout.mode, readout.passes, amp_dtype, generator,
+                              PASS_POOLING[readout.method]):
+        first, n = first or traces, n + 1
+        if places:
+            kept.append(traces)
+        else:
+            probs = probs + torch.cat([t.logits.float().softmax(-1) for t in traces])  # (B, classes)
+    if places:  # kept: passes x sources -> each source's passes read out together
+        return torch.cat([read_out(list(per_source), "places", readout.place_radius, readout.place_confidence,
+                                   readout.place_full_rate) for per_source in zip(*kept)]), first
+    return probs / n, first
 
 
 def connected_places(centres: torch.Tensor, valid: torch.Tensor, radius: float) -> torch.Tensor:
@@ -78,7 +130,7 @@ def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     (two stages: one sub-tile per stage-I draw; one stage: a patch drawn c times is one slot)."""
     if any(t.draw_probs is None for t in traces):
         raise ValueError("the places readout needs each draw's class probabilities: read the model out "
-                         "with model.test_pooling 'places' (eval mode)")
+                         "with readout.method places (zoomin.readout.answer)")
     boxes = torch.cat([t.subtile_boxes.flatten(1, -2) for t in traces], 1).float()  # (B, M, 4) x, y, w, h
     centres = boxes[..., :2] + boxes[..., 2:] / 2
     probs = torch.cat([t.draw_probs.flatten(1, -2) for t in traces], 1)
@@ -88,6 +140,14 @@ def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     keep = order[:, :max(int((draws > 0).sum(1).max()), 1)]  # (B, m): m = the most slots an image drew
     return (centres.gather(1, keep[..., None].expand(-1, -1, 2)),
             probs.gather(1, keep[..., None].expand(-1, -1, probs.shape[-1])), draws.gather(1, keep))
+
+
+def read_passes(traces: list[Trace], readout) -> torch.Tensor:
+    """Passes of one batch (a list of traces, one per pass, pooled as ``PASS_POOLING`` says) -> the
+    class probabilities (B, classes) ``readout.method`` reads out of them: a vote of places, or the mean."""
+    if readout.method == "places":
+        return read_out(traces, "places", readout.place_radius, readout.place_confidence, readout.place_full_rate)
+    return read_out(traces, "mean")
 
 
 def read_out(traces: list[Trace], readout: str = "mean", radius: float = 0.0,

@@ -265,7 +265,7 @@ def synth_slides(out: str | Path, n: int, size: int, seed: int = 0, tile: int = 
     ``slide_id,path,label,split,annotation,mpp`` (paths relative to the manifest).
     ``annotations=False`` leaves the ``annotation`` column out (a labels-only manifest; the
     GeoJSON files are still written, for diagnostics)."""
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     from .manifest import Entry, write_manifest
     out = Path(out)
@@ -276,7 +276,7 @@ def synth_slides(out: str | Path, n: int, size: int, seed: int = 0, tile: int = 
     split = np.array(["train"] * n, dtype=object)
     split[rng.permutation(n)[: round(n * test_fraction)]] = "test"
     rows = []
-    for i in tqdm(range(n), desc="slides", disable=not progress):
+    for i in bar(range(n), desc="slides", enabled=progress, every=max(1, n // 10)):
         sid = f"synth_{i:04d}"
         spec = make_spec(size, bool(labels[i]), np.random.default_rng([seed, i]), appearance=appearance,
                          roi_ratio=roi_ratio, distractors=distractors, mpp=mpp)

@@ -1,8 +1,9 @@
 """The one object a forward pass returns: everything a person (or a widget) needs to see what
 the model looked at. Widgets render a ``Trace``; they never reach into the model.
 
-The forward pass stores only what it computed anyway; quantities that exist for display
-(``beta`` as a map, ``weights``, ``contributions``) are derived from those fields when first read.
+The forward pass stores only what it computed anyway (and ``draw_weights`` where a loss needs
+them); quantities that exist for display (``beta`` as a map, ``weights``, ``contributions``) are
+derived from those fields when first read.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class Trace:
     draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
     answer_evidence: Optional[torch.Tensor] = None  # (B, classes) the pooled evidence added to logits (model.evidence_answer)
+    draw_weights: Optional[torch.Tensor] = None  # (B, P, K) each draw's weight in z as the forward pass computed it (losses that need it)
 
     @property
     def probs(self) -> torch.Tensor:
@@ -79,7 +81,10 @@ class Trace:
     @cached_property
     def weights(self) -> torch.Tensor:
         """(B, P, K) the value of each sample's weight in ``z`` (sums to 1 per image, in expectation when
-        drawn from a proposal ``tile_log_q``; 0 where not drawn), detached: ``z = sum weights * features``."""
+        drawn from a proposal ``tile_log_q``; 0 where not drawn), detached: ``z = sum weights * features``.
+        The forward pass's own ``draw_weights`` where it computed them, else derived when first read."""
+        if self.draw_weights is not None:
+            return self.draw_weights.detach()
         la = self.log_alpha.detach().gather(1, self.tile_index)  # (B, P) of the drawn tiles
         if self.log_beta is None:  # one stage: K = S = 1, beta = 1
             lb, S = torch.zeros(self.subtile_index.shape, device=la.device), 1

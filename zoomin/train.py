@@ -76,6 +76,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: str | Path, datasets: tuple[Dataset, Dataset] | None = None,
                  progress: bool = True, log: bool = True, callbacks: list | None = None):
+        cfg.check()  # fields set after loading are checked too, before any data is read
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
         self.callbacks = list(callbacks or [])
         self.out.mkdir(parents=True, exist_ok=True)
@@ -193,14 +194,14 @@ class Trainer:
                 hook(self)
 
     def train_epoch(self, loader: DataLoader) -> dict:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
         t, model = self.cfg.train, self.net
         model.train()
         sums: dict[str, float] = {}
         n = correct = ev_correct = 0
         counts = torch.zeros(self.cfg.model.num_classes)  # labels seen, for the chance level
-        bar = tqdm(batches(loader, stage1_views(self.model), self.read_ahead), total=len(loader),
-                   desc=f"epoch {self.epoch + 1}/{t.epochs}", leave=False, disable=not self.progress)
+        bar = progress_bar(batches(loader, stage1_views(self.model), self.read_ahead), total=len(loader),
+                           desc=f"epoch {self.epoch + 1}/{t.epochs}", enabled=self.progress)  # off a terminal: the epoch line
         for x, y in bar:
             x = x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
             y = y.to(self.device, non_blocking=True)
@@ -287,8 +288,8 @@ class Trainer:
         t, every = self.cfg.train, self.cfg.train.eval_every
         if self.epoch + 1 == t.epochs or (every and (self.epoch + 1) % every == 0):
             recalibrate_batch_norm(self.model, train_loader, self.device, t.bn_recalibrate)
-            row.update(evaluate(self.model, test_loader, self.device, t.eval_mode, t.eval_passes, self.amp_dtype,
-                                self.progress, self.read_ahead))
+            row.update(evaluate(self.model, test_loader, self.device, self.cfg.readout, self.amp_dtype, self.progress,
+                                read_ahead=self.read_ahead))
 
     def _check_learning(self) -> None:
         """Say once, in one line on stderr and in ``metrics.json``'s ``warnings``, when ``stalled``."""

@@ -30,15 +30,20 @@ class Explorer:
     """
 
     def __init__(self, trace: Trace, source: Source | torch.Tensor, class_names: list[str] | None = None,
-                 title: str = "", b: int = 0, session=None, name: str | None = None):
+                 title: str = "", b: int = 0, session=None, name: str | None = None,
+                 answer: torch.Tensor | None = None, readout=None):
         self.state = st.ExplorerState(trace.detach(), as_source(source), b, class_names, title, name, session)
+        self.state.answer = None if answer is None else answer.detach().cpu().float().reshape(-1)
+        self.state.readout = readout  # answer: the model's answer for the image, shown beside the pass
 
     @classmethod
     def from_session(cls, session, name: str | None = None, n: int | None = None, seed: int = 0, **kw):
-        """Run ``session``'s model on image ``name`` (default: the first) and explore the trace."""
+        """Run ``session``'s model on image ``name`` (default: the first): the answer ``zoomin
+        predict --seed`` gives for it, and one pass to explore."""
         name = name or session.names[0]
         return cls(session.trace(name, n=n, seed=seed), session.source(name), session=session, name=name,
-                   class_names=session.class_names, **kw)
+                   class_names=session.class_names, answer=session.answer(name, seed=seed),
+                   readout=session.readout, **kw)
 
     # the state's fields, read-only here (the widget changes them through the state)
     trace = property(lambda self: self.state.trace)

@@ -28,7 +28,8 @@ class Session:
     list (named by position or file name). Sources open on first use and stay open."""
 
     def __init__(self, model, images, class_names: list[str] | None = None, mode: str = "sample",
-                 negatives: bool = True, checkpoint: str | None = None, slide_mpp: float | None = None):
+                 negatives: bool = True, checkpoint: str | None = None, slide_mpp: float | None = None,
+                 readout=None):
         if not isinstance(images, Mapping):
             images = {(Path(i).stem if isinstance(i, (str, Path)) else str(k)): i for k, i in enumerate(images)}
         if not images:
@@ -36,20 +37,21 @@ class Session:
         self.model, self.images, self.class_names = model.eval(), dict(images), class_names
         self.mode, self.negatives, self.checkpoint = mode, negatives, checkpoint
         self.slide_mpp = slide_mpp  # pixel size of slide files that do not state it (µm)
+        self.readout = readout  # the answer's ReadoutConfig (from_checkpoint: the checkpoint's; None: the defaults)
         self._sources: dict[str, Source] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, images, **kw) -> "Session":
         from ..checkpoint import load_model
-        model, _ = load_model(path)
-        return cls(model, images, checkpoint=str(path), **kw)
+        model, cfg = load_model(path)
+        return cls(model, images, checkpoint=str(path), **{"readout": cfg.readout, **kw})
 
     def load(self, path: str | Path) -> None:
         """Swap in the model of another checkpoint (same images)."""
         from ..checkpoint import load_model
         old = self._mpp
-        self.model, _ = load_model(path)
-        self.checkpoint = str(path)
+        self.model, cfg = load_model(path)
+        self.checkpoint, self.readout = str(path), cfg.readout
         if self._mpp != old:  # slides are read at the model's resolution: reopen them at the new one
             self._sources.clear()
 
@@ -76,3 +78,18 @@ class Session:
         generator = torch.Generator(device=device).manual_seed(seed)
         return self.model(self.source(name), n=n, mode=self.mode, negatives=self.negatives,
                           generator=generator).detach()
+
+    @torch.no_grad()
+    def answer(self, name: str, seed: int = 0) -> torch.Tensor:
+        """The model's answer for image ``name``: class probabilities (classes,), exactly what
+        ``zoomin predict --seed`` gives for a slide of that id (``zoomin.readout.answer`` with the
+        session's readout, drawn from ``zoomin.evaluate.image_generator(seed, name)``; a model on
+        another device draws from a generator there with the same seed)."""
+        from ..config import ReadoutConfig
+        from ..evaluate import image_generator
+        from ..readout import answer
+        generator, device = image_generator(seed, name), next(self.model.parameters()).device
+        if device.type != "cpu":
+            generator = torch.Generator(device).manual_seed(generator.initial_seed())
+        probs, _ = answer(self.model, self.source(name), self.readout or ReadoutConfig(), generator)
+        return probs[0].cpu()

@@ -31,6 +31,8 @@ class ExplorerState:
     tile: int | None = None  # the picked tile slot; None: the most drawn
     subtile: int | None = None  # the picked draw of that tile; None: its heaviest
     negatives: bool = False  # overlay the contrastive negatives' tiles
+    answer: Any = None  # (classes,) the model's answer for the image (zoomin.readout.answer), if known
+    readout: Any = None  # the ReadoutConfig that answer came from
     cache: dict = field(default_factory=dict, repr=False)  # pixels read for display, per image (kept by ``replace``)
 
     @property
@@ -61,7 +63,9 @@ class ExplorerState:
             raise ValueError("resampling needs a Session (Explorer.from_session)")
         source = self.session.source(name)
         trace = self.session.trace(name, n=n, seed=seed)
+        answer = self.session.answer(name, seed=seed)
         self.name, self.source, self.trace, self.b, self.tile, self.subtile = name, source, trace, 0, None, None
+        self.answer, self.readout = answer, self.session.readout
         self.cache = {}
 
 
@@ -149,6 +153,10 @@ def render(s: ExplorerState) -> hv.Overlay:
 
 
 def prediction(s: ExplorerState) -> hv.Layout:
-    """The probabilities and the samples that moved the predicted logit most."""
-    return (views.prediction(s.trace, s.class_names, s.b).opts(width=300, height=300)
-            + views.contributions(s.trace, b=s.b).opts(width=460, height=300))
+    """The model's answer (what ``zoomin predict`` gives, when known), the one pass drawn here, and
+    the samples of that pass that moved its predicted logit most."""
+    one = (views.prediction(s.trace, s.class_names, s.b).opts(width=300, height=300)
+           + views.contributions(s.trace, b=s.b).opts(width=460, height=300))
+    if s.answer is None:
+        return one
+    return views.probability_bars(s.answer, s.class_names, views.readout_label(s.readout)).opts(width=300, height=300) + one

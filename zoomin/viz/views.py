@@ -187,11 +187,24 @@ def subtile(source: Source, trace: Trace, tile: int, k: int, b: int = 0) -> hv.R
 
 
 def prediction(trace: Trace, class_names: list[str] | None = None, b: int = 0) -> hv.Bars:
-    """``softmax(g(z))``."""
-    p = trace.probs[b].detach().float()
+    """This one drawn pass's class probabilities (``softmax`` of its logits), labelled as one pass."""
+    return probability_bars(trace.probs[b], class_names, "one pass (drawn)")
+
+
+def probability_bars(probs: torch.Tensor, class_names: list[str] | None = None, label: str = "answer") -> hv.Bars:
+    """Class probabilities (classes,) as bars titled ``label: predicted class``."""
+    p = probs.detach().float().flatten()
     names = class_names or [str(c) for c in range(p.numel())]
     return hv.Bars(list(zip(names, p.tolist())), "class", "probability").opts(
-        ylim=(0, 1), title=f"prediction: {names[int(p.argmax())]}", tools=["hover"])
+        ylim=(0, 1), title=f"{label}: {names[int(p.argmax())]}", tools=["hover"])
+
+
+def readout_label(readout) -> str:
+    """``answer (mixture, 24 passes)``: what the answer bars show, from a ``ReadoutConfig``."""
+    if readout is None:
+        return "answer"
+    passes = "1 top-k pass" if readout.mode == "topk" else f"{readout.passes} pass{'es' * (readout.passes != 1)}"
+    return f"answer ({readout.method}, {passes})"
 
 
 def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 0) -> hv.Bars:

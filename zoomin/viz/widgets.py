@@ -97,9 +97,10 @@ class ExplorerWidget(W.HBox):
     def show(self) -> None:
         s = self.state
         p = s.trace.probs[s.b]
+        answer = "" if s.answer is None else f"answer: class {int(s.answer.argmax())} (p={float(s.answer.max()):.3f}); "
         self.status.value = (f"<b>{s.name or ''}</b> N={int(s.trace.tile_counts[s.b].sum())}, "
-                             f"{int(s.trace.distinct_tiles[s.b])} distinct tiles, predicted class {int(p.argmax())} "
-                             f"(p={float(p.max()):.3f})")
+                             f"{int(s.trace.distinct_tiles[s.b])} distinct tiles, {answer}this pass: class "
+                             f"{int(p.argmax())} (p={float(p.max()):.3f})")
         with self.out:
             self.out.clear_output(wait=True)
             display(self.current())
