@@ -348,8 +348,8 @@ def train_run(cfg: Config, device: torch.device, datasets, work: Path) -> tuple[
         losses = trainer.train_epoch(train_loader)
         sync(device)
         t1 = time.perf_counter()
-        evaluate(trainer.model, test_loader, device, cfg.train.eval_mode, cfg.train.eval_passes, trainer.amp_dtype,
-                 progress=False, **({"read_ahead": trainer.read_ahead} if hasattr(trainer, "read_ahead") else {}))
+        evaluate(trainer.model, test_loader, device, cfg.readout, trainer.amp_dtype, progress=False,
+                 read_ahead=trainer.read_ahead)
         sync(device)
         t2 = time.perf_counter()
     torch.set_num_threads(threads)

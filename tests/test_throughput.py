@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 pytest.importorskip("large_image")
 
-from zoomin.config import Config, ModelConfig, TrainConfig  # noqa: E402
+from zoomin.config import Config, ModelConfig, ReadoutConfig, TrainConfig  # noqa: E402
 from zoomin.geometry import crop  # noqa: E402
 from zoomin.loader import batches  # noqa: E402
 from zoomin.slides import SlideSource, group_boxes, windows  # noqa: E402
@@ -91,7 +91,7 @@ def slide_config(manifest: Path) -> Config:
     model = ModelConfig(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
                         n_samples=4, feature_dim=8, feature_width=8, foreground="otsu_dark", augment=True)
     cfg = Config(model=model, train=TrainConfig(epochs=2, batch_size=2, contrastive_weight=0.5, threads=1,
-                                                eval_passes=2, eval_every=1, seed=5))
+                                                eval_every=1, seed=5), readout=ReadoutConfig(passes=2))
     cfg.data.task, cfg.data.manifest = "manifest", str(manifest)
     return cfg
 

@@ -72,15 +72,15 @@ def test_the_answer_adds_the_evidence_and_follows_it():
 
 
 def test_evidence_answer_needs_evidence():
-    with pytest.raises(ValueError, match="model.evidence_answer needs model.evidence"):
-        ModelConfig(**{**MODEL, "evidence": False})
+    with pytest.raises(ValueError, match="model.evidence_answer is a setting of model.evidence"):
+        Config.from_dict({"model": {"evidence_answer": True}})
 
 
 def test_three_classes_train_predict_and_report_a_macro_auc(slides, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": MODEL, "train": {
-        "epochs": 1, "batch_size": 4, "threads": 1, "eval_passes": 1, "bn_recalibrate": 0, "contrastive_weight": 0.5,
-        "evidence_weight": 1.0, "instance_weight": 1.0, "entropy_weight": 0.0}}))
+        "epochs": 1, "batch_size": 4, "threads": 1, "bn_recalibrate": 0, "contrastive_weight": 0.5,
+        "evidence_weight": 1.0, "instance_weight": 1.0, "entropy_weight": 0.0}, "readout": {"passes": 1}}))
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--manifest", str(slides), "--out", str(out), "--quiet"]) == 0
     log = capsys.readouterr().out
