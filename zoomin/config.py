@@ -144,7 +144,7 @@ class ReadoutConfig(Section):
     passes: int = 1  # mode sample: passes read out together per image
     place_radius: float = 0.0  # method places: draws closer than this (level-0 px) are one place (0: auto)
     place_confidence: float = 0.5  # method places: a place votes when its top class probability is this
-    place_full_rate: float = 0.5  # method places: draws per pass for a whole vote (fewer: that share)
+    place_full_rate: float = 0.5  # method places: draws per pass for a whole vote (fewer: that share; 0: all whole)
 
     def __post_init__(self):
         check_fields("readout", self)

@@ -42,7 +42,7 @@ RANGES = {  # (lower, bound[, upper, bound]): ">=" / ">" below, "<=" / "<" above
     "train.num_workers": NOT_NEGATIVE, "train.eval_every": NOT_NEGATIVE, "train.bn_recalibrate": NOT_NEGATIVE,
     "train.threads": NOT_NEGATIVE, "train.stall_epochs": NOT_NEGATIVE,
     "readout.passes": AT_LEAST_1, "readout.place_radius": NOT_NEGATIVE,
-    "readout.place_confidence": (">=", 0, "<=", 1), "readout.place_full_rate": (">", 0),
+    "readout.place_confidence": (">=", 0, "<=", 1), "readout.place_full_rate": NOT_NEGATIVE,
 }
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 # a setting -> the switch it belongs to and the value that switches it on: set while off, it is an error
