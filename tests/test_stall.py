@@ -58,3 +58,44 @@ def test_stalled_reads_the_last_epochs():
     assert not stalled([row(0.5, ev=0.8), row(0.5, ev=0.9)], 2)  # the evidence learns: not silent
     assert not stalled([{"train_accuracy": 0.5}, {"train_accuracy": 0.5}], 2)  # history from before "chance"
     assert stalled([{"train_accuracy": 0.6, "chance": 0.5, "samples": 60}] * 2, 2)  # within 2 sd of 60 coin flips
+
+
+def manifest_run(tmp_path, shuffle: bool) -> dict:
+    """The packaged slide config on 24 small real-tissue-style slides (large dark foci), labels as
+    written or shuffled, through ``zoomin train --manifest`` as a user runs it."""
+    import csv
+
+    from zoomin.cli import main
+    from zoomin.tissue_slides import tissue_slides
+    d = tmp_path / "slides"
+    if not (d / "manifest.csv").exists():
+        tissue_slides(d, 24, size=768, mpp=1.0, background="synthetic", classes=("nuclei",), roi_ratio=0.01,
+                      foci=2, distractors=0, seed=3)
+    rows = list(csv.DictReader(open(d / "manifest.csv")))
+    if shuffle:
+        labels = [r["label"] for r in rows if r["split"] == "train"]
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).tolist()
+        for r, i in zip((r for r in rows if r["split"] == "train"), perm):
+            r["label"] = labels[i]
+    m = tmp_path / ("shuffled.csv" if shuffle else "learnable.csv")
+    with open(m, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "path": str(d / r["path"])} for r in rows)
+    out = tmp_path / m.stem
+    assert main(["train", "--manifest", str(m), "--out", str(out), "--quiet", "--epochs", "4",
+                 "--set", "train.stall_epochs=4", "--set", "train.batch_size=6", "--set", "train.eval_every=0",
+                 "--set", "train.threads=2", "--set", "model.stage1_mpp=8"]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+def test_the_packaged_config_warns_on_a_shuffled_manifest_and_not_on_a_learnable_one(tmp_path, capsys):
+    learnable = manifest_run(tmp_path, shuffle=False)
+    assert learnable["warnings"] == [], learnable["history"]
+    shuffled = manifest_run(tmp_path, shuffle=True)
+    assert len(shuffled["warnings"]) == 1 and shuffled["warnings"][0].startswith("no learning"), shuffled["history"]
+    assert capsys.readouterr().err.count("zoomin: warning: no learning") == 1

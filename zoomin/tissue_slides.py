@@ -22,7 +22,7 @@ import numpy as np
 
 # kind: (cell radius µm, cell cover of the focus area, RGB, opacity)
 LESIONS = {
-    "dab": (3.5, 0.8, (140, 85, 45), 0.9),         # brown DAB-positive cells
+    "dab": (5.0, 0.8, (115, 65, 30), 0.95),        # brown DAB-positive cells
     "nuclei": (3.2, 0.55, (70, 40, 115), 0.9),     # crowded dark hematoxylin nuclei
     "giant": (11.0, 0.35, (85, 45, 120), 0.85),    # a few nuclei 3x a normal one
     "rbc": (3.6, 0.6, (205, 45, 55), 0.8),         # red blood cells (a small haemorrhage)
