@@ -97,6 +97,11 @@ def test_three_classes_train_predict_and_report_a_macro_auc(slides, tmp_path, ca
     got = rows(csv_out)
     assert len(got) == 12 and {"p_0", "p_1", "p_2"} <= set(got[0])
     assert all(abs(sum(float(r[f"p_{c}"]) for c in range(3)) - 1) < 1e-4 for r in got)
+    capsys.readouterr()
+    one = str(slides.parent / "tissue_0002.tif")
+    assert main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "one.csv"), one]) == 0
+    err = capsys.readouterr().err
+    assert "zoomin predict: 1 slide, read at 1 µm/px; stage I at 16 µm/px: a 64 x 64 view" in err
 
 
 def test_doctor_probes_each_resolution_and_writes_a_config_train_takes(slides, tmp_path, capsys):

@@ -135,14 +135,16 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     return replace(cfg, model=model), rows
 
 
-def reading(cfg: Config, entries, n_test: int = 0) -> str:
-    """One line on how a run reads its slides: how many, at what µm/px against the files' own, and
-    the stage-I view and the pixels read per pass on the first slide."""
+def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float | None = None) -> str:
+    """One line on how a run reads its slides: how many (``n_test`` None: "N slides", else "N training
+    and M test slides"), at what µm/px against the files' own, and the stage-I view and the pixels
+    read per pass on the first slide (``entries``: rows with ``slide_id``, ``path`` and ``mpp``)."""
     from .geometry import view_size
     from .model import stage1_scale_for
     from .slides import SlideSource
     m, e = cfg.model, entries[0]
-    src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+    src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp,
+                      fallback_mpp=fallback_mpp)
     s1 = stage1_scale_for(m, src.size)
     h, w = view_size(*src.size, s1)
     level0 = e.mpp or src.file_mpp
@@ -153,5 +155,6 @@ def reading(cfg: Config, entries, n_test: int = 0) -> str:
     per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
     stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
     stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
-    return (f"{len(entries)} training and {n_test} test slides, {read}; stage I at {stage1}: a {h} x {w} view of "
+    count = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}" if n_test is None else f"{len(entries)} training and {n_test} test slides"
+    return (f"{count}, {read}; stage I at {stage1}: a {h} x {w} view of "
             f"{e.slide_id}{stage2}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")

@@ -277,6 +277,12 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     model.to(device)
     readout = cfg.readout if passes is None else passes_readout(cfg.readout, passes)
     slides = list_slides(inputs)
+    if progress and distributed.is_main() and slides:
+        from .doctor import reading  # how the slides are read, before the first one is predicted
+        try:
+            print(f"zoomin predict: {reading(cfg, slides, fallback_mpp=mpp)}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # the first slide is unreadable: its row says so
+            pass
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     if explore:
