@@ -65,3 +65,59 @@ def test_nothing_points_outside_the_repository():
            for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
            if OUTSIDE.search(line)]
     assert not bad, "references to files outside the repository:\n" + "\n".join(bad)
+
+
+README = REPO / "README.md"
+
+
+def test_readme_keeps_its_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert "```bash\nbash scripts/demo.sh\n```" in text and "```bash\nbash scripts/test.sh\n```" in text
+    assert len(text.splitlines()) <= 200
+
+
+def results_rows() -> list[tuple[str, str, str]]:
+    """(figure, page, command) of each row of the README's results table."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and (m := re.search(r"\]\(([^)]+)\)", cells[2])):
+            rows.append((cells[1], m.group(1), cells[3]))
+    return rows
+
+
+def test_every_readme_figure_is_on_the_page_that_measures_it():
+    rows, bad = results_rows(), []
+    assert len(rows) >= 5
+    for figure, page, command in rows:
+        assert command, f"no command for {figure!r}"
+        text = (REPO / page).read_text(encoding="utf-8")
+        bad += [f"{n} ({page})" for n in re.findall(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", figure)
+                if not re.search(r"(?<![\d.])" + re.escape(n) + r"(?![\d])", text)]
+    assert not bad, "README figures not on their page: " + ", ".join(bad)
+
+
+PENDING = {"docs/weak_labels_matrix.md"}  # written on the lead's branch (benchmarks/weak_labels_matrix.py)
+
+
+def test_relative_links_in_the_docs_resolve():
+    pages = [README, *sorted((REPO / "docs").glob("*.md"))]
+    bad = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)|src=\"([^\"]+)\"", text):
+            target = next(t for t in target if t)
+            if re.match(r"(https?:|mailto:|#)", target):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.exists() and str(path.relative_to(REPO)) not in PENDING:
+                bad.append(f"{page.relative_to(REPO)}: {target}")
+    assert not bad, "links to nothing:\n" + "\n".join(bad)
+
+
+def test_the_index_lists_every_page():
+    index = (REPO / "docs" / "index.md").read_text(encoding="utf-8")
+    missing = [p.name for p in (REPO / "docs").glob("*.md") if p.name != "index.md" and f"]({p.name})" not in index]
+    assert not missing, f"docs/index.md lists no link to {missing}"
