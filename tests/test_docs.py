@@ -121,3 +121,52 @@ def test_the_index_lists_every_page():
     index = (REPO / "docs" / "index.md").read_text(encoding="utf-8")
     missing = [p.name for p in (REPO / "docs").glob("*.md") if p.name != "index.md" and f"]({p.name})" not in index]
     assert not missing, f"docs/index.md lists no link to {missing}"
+
+
+# Results in the package's docstrings, comments and config comments: accuracies and AUCs, times,
+# speed-ups, rates. They belong on a benchmark page beside the command that measured them.
+RESULT = re.compile(r"""(?ix)
+    \b(?:AUC|accuracy)\b[^.;:()]{0,25}?(?<![\w.])\d?\.\d+     # AUC 0.97, accuracy of 0.95
+  | (?<![\w.])0\.\d{3,}\b(?!\s*(?:µm|um|mm))                  # 0.984 (three decimals or more; not a µm/px)
+  | \b(?:in|took|takes|take)\s+\d+(?:\.\d+)?\s*(?:s|ms|min|minutes?|seconds?|hours?)\b   # in 62 s
+  | \b\d+(?:\.\d+)?\s*(?:s|ms|min)\s+(?:an?|per|instead\s+of)\b                       # 7.1 s an epoch
+  | \b\d+(?:\.\d+)?\s*[x×]\s+(?:faster|slower|cheaper|quicker)\b                      # 1.45x faster
+  | \b\d[\d,.]*\s*(?:steps/s|slides/h|slides\s+(?:per|an)\s+hour)\b                   # 1.2 steps/s
+""")
+ALLOWED = ("e.g. 0.001",)  # examples of a setting's values, not results
+
+
+def comment_lines(path: Path):
+    """(line number, text) of the comments and docstrings of a Python file, or a YAML file's comments."""
+    import io
+    import tokenize
+    src = path.read_text(encoding="utf-8")
+    if path.suffix == ".yaml":
+        yield from ((i, line[line.index("#"):]) for i, line in enumerate(src.splitlines(), 1) if "#" in line)
+        return
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            yield tok.start[0], tok.string
+        elif tok.type == tokenize.STRING and tok.string.lstrip("rbuRBU").startswith(('"""', "'''")):
+            yield from ((tok.start[0] + j, line) for j, line in enumerate(tok.string.splitlines()))
+
+
+def results_in(text: str) -> list[str]:
+    return [] if any(a in text for a in ALLOWED) else [m.group(0) for m in RESULT.finditer(text)]
+
+
+def test_the_results_pattern():
+    for text in ("held-out AUC 0.97", "test accuracy 0.984", "trains in 62 s", "1.45x faster steps",
+                 "7.1 s an epoch", "1.2 steps/s of 8 slides", "0.982 / 0.974"):
+        assert results_in(text), text
+    for text in ("threshold 0.5", "0.499 µm/px", "probability >= 0.5", "default 8 MB", "eq 3", "N = 10",
+                 "(e.g. 0.001 to 0.00005)", "s1 = 0.1", "lr 3e-3", "1/16 of the memory"):
+        assert not results_in(text), text
+
+
+def test_no_results_in_the_package_source():
+    pkg = REPO / "zoomin"
+    bad = [f"{p.relative_to(REPO)}:{i}: {found}"
+           for p in sorted([*pkg.rglob("*.py"), *(pkg / "configs").glob("*.yaml")])
+           for i, text in comment_lines(p) if (found := results_in(text))]
+    assert not bad, ("results belong on a benchmark page (docs/), not in the package:\n" + "\n".join(bad))
