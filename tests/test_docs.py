@@ -170,3 +170,30 @@ def test_no_results_in_the_package_source():
            for p in sorted([*pkg.rglob("*.py"), *(pkg / "configs").glob("*.yaml")])
            for i, text in comment_lines(p) if (found := results_in(text))]
     assert not bad, ("results belong on a benchmark page (docs/), not in the package:\n" + "\n".join(bad))
+
+
+def architecture_table() -> dict[str, set[str]]:
+    """docs/architecture.md's module table: module file (``data/factory.py``) -> the zoomin modules it
+    says that module imports (``data.factory``)."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text.split("## One line per module", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and (m := re.fullmatch(r"`([\w/]+\.py)`", cells[0])):
+            out[m.group(1)] = set() if cells[2] == "—" else {s.strip() for s in cells[2].split(",")}
+    return out
+
+
+def test_architecture_lists_every_module_and_its_imports():
+    from test_architecture import import_graph, modules
+
+    graph, files = import_graph(), modules()
+    pkg = REPO / "zoomin"
+    actual = {files[m].relative_to(pkg).as_posix(): {t.removeprefix("zoomin.") for t in graph.successors(m)}
+              for m in files}
+    stated = architecture_table()
+    assert sorted(stated) == sorted(actual), (f"modules not in docs/architecture.md: {sorted(set(actual) - set(stated))}; "
+                                              f"listed but absent: {sorted(set(stated) - set(actual))}")
+    wrong = {m: (sorted(stated[m]), sorted(actual[m])) for m in actual if stated[m] != actual[m]}
+    assert not wrong, f"imports in docs/architecture.md (stated, actual): {wrong}"
