@@ -51,7 +51,8 @@ def test_every_method_reference_resolves():
         for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             bad += [f"{p.relative_to(REPO)}:{i}: method §{n}" for n in section_refs(line) if n not in sections]
     arch = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")  # its tables say "§N" for method §N
-    bad += [f"docs/architecture.md: §{n}" for n in re.findall(r"(?<!paper )§(\d+)(?!\.\d)", arch) if n not in sections]
+    bad += [f"docs/architecture.md: §{n}" for n in re.findall(r"(?<!paper )§(\d+)(?!\.\d)", arch)
+            if n not in sections]
     assert not bad, "references to no section of docs/method.md:\n" + "\n".join(bad)
 
 
@@ -193,7 +194,36 @@ def test_architecture_lists_every_module_and_its_imports():
     actual = {files[m].relative_to(pkg).as_posix(): {t.removeprefix("zoomin.") for t in graph.successors(m)}
               for m in files}
     stated = architecture_table()
-    assert sorted(stated) == sorted(actual), (f"modules not in docs/architecture.md: {sorted(set(actual) - set(stated))}; "
-                                              f"listed but absent: {sorted(set(stated) - set(actual))}")
+    assert sorted(stated) == sorted(actual), (
+        f"modules not in docs/architecture.md: {sorted(set(actual) - set(stated))}; "
+        f"listed but absent: {sorted(set(stated) - set(actual))}")
     wrong = {m: (sorted(stated[m]), sorted(actual[m])) for m in actual if stated[m] != actual[m]}
     assert not wrong, f"imports in docs/architecture.md (stated, actual): {wrong}"
+
+
+def test_every_name_on_the_method_page_exists():
+    """Each `module.function` of docs/method.md is in the package, each `section.field` in the config."""
+    import importlib
+
+    from zoomin.config import Config
+
+    fields = {f"{s}.{name}" for s in ("model", "data", "train", "readout")
+              for name in getattr(Config(), s).__dataclass_fields__}
+    bad = []
+    page = METHOD_PAGE.read_text(encoding="utf-8")
+    for name in sorted(set(re.findall(r"`([a-z_0-9]+(?:\.[A-Za-z_]\w*)+)(?:\([^`]*\))?`", page))):
+        if name in fields or name in ("module.name", "section.field"):  # the page's notation
+            continue
+        parts, obj = name.split("."), None
+        for i in range(len(parts), 0, -1):
+            try:
+                obj, rest = importlib.import_module("zoomin." + ".".join(parts[:i])), parts[i:]
+                break
+            except ImportError:
+                continue
+        try:
+            for r in rest if obj is not None else [None]:
+                obj = getattr(obj, r)
+        except (AttributeError, TypeError):
+            bad.append(name)
+    assert not bad, f"docs/method.md names what does not exist: {bad}"
