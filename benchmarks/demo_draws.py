@@ -13,7 +13,7 @@ in one of the label digits (the class seen three times), in a distractor digit, 
   weight on label digits against distractors, and on the least / most covered digit.
 
 It measures a trained model, reading its trace (no training). It shows what limits the demo's
-accuracy (README, "The demo"). Writes ``docs/demo_draws.md``.
+accuracy (docs/demo.md). Writes ``docs/demo_draws.md``.
 """
 from __future__ import annotations
 

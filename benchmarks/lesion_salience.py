@@ -15,7 +15,7 @@ as the model's attention nets see it, and two fixed scores rank every tissue loc
 The lesion's best rank (``zoomin.evidence.roi_attention``; 1 = the top location is in a lesion)
 says how far a lesion stands out of its slide's own tissue at stage I, the ceiling a
 learning-free draw would have. It measures the data generator, not a model: it explains why the
-weak-label benchmark passes at 4,096² / ROI 0.05% and fails at ROI 0.01% (README, "Learning from
+weak-label benchmark passes at 4,096² / ROI 0.05% and fails at ROI 0.01% (docs/guide_slides.md, "Learning from
 slide labels alone"). Writes ``docs/lesion_salience.md``.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Where the real images used by the tests live: files that ship inside installed packages
-(PyPI wheels and Debian packages), found on disk, never downloaded (README, "Real data", lists them).
+(PyPI wheels and Debian packages), found on disk, never downloaded (docs/real_data.md lists them).
 
 A missing file or reader skips its test locally with the command that installs it; under CI
 (``ZOOMIN_REQUIRE_REAL_DATA=1``, set by ``.ci/run``) it fails instead, so a broken install step

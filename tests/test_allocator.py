@@ -1,6 +1,6 @@
 """zoomin.allocator: fixed glibc heap settings for streamed stage I (opt-out by environment).
 
-What the settings buy is measured, not asserted here (peak RSS depends on the whole process): README,
+What the settings buy is measured, not asserted here (peak RSS depends on the whole process): docs/guide_slides.md,
 "Stage I streamed", and benchmarks/slide_memory.py."""
 import platform
 

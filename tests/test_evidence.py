@@ -1,4 +1,4 @@
-"""The dense learning signal from image labels (METHOD §10, zoomin/evidence.py): pooling, input
+"""The dense learning signal from image labels (method §10, zoomin/evidence.py): pooling, input
 standardisation, the diagnostics, and the mechanism itself — on a tiny problem the evidence heads
 put the ROI at rank 1 in alpha after a few label-only steps, where the plain model does not."""
 import pytest

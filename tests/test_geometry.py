@@ -39,7 +39,7 @@ def test_every_location_maps_inside_and_tiles_cover(H, W, s, t):
     assert (c[:, 0] >= 0).all() and (c[:, 0] < H).all() and (c[:, 1] >= 0).all() and (c[:, 1] < W).all()
     boxes = centred_boxes(c, (t, t))
     assert (boxes[:, 2] == t).all() and (boxes[:, 3] == t).all()
-    # METHOD §2 says h1 > 1/s guarantees coverage; exactly, the tile must span the spacing of the
+    # method §2 says h1 > 1/s guarantees coverage; exactly, the tile must span the spacing of the
     # centres, ceil((H-1)/(h-1)), which is about 1/s for large images but larger for small ones
     spacing = max(-(-(H - 1) // max(h - 1, 1)), -(-(W - 1) // max(w - 1, 1)))
     if t >= spacing and h > 1 and w > 1:

@@ -90,7 +90,7 @@ def test_negatives_trace(cfg):
     neg = tr.negatives
     assert neg is not None and neg.logits.shape == tr.logits.shape and neg.negatives is None
     assert (neg.tile_counts.sum(1) == 8).all()
-    L = tr.alpha[0].numel()  # tiles drawn from the complement (1 - alpha) normalised (METHOD §6)
+    L = tr.alpha[0].numel()  # tiles drawn from the complement (1 - alpha) normalised (method §6)
     assert torch.allclose(neg.alpha, (1 - tr.alpha) / (L - 1), atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""Stage I drawn from a proposal (METHOD §10): ``q = (1 - eps) alpha + eps u`` with ``u`` uniform
+"""Stage I drawn from a proposal (method §10): ``q = (1 - eps) alpha + eps u`` with ``u`` uniform
 over the foreground, each draw weighted by ``alpha / q``. Monte-Carlo tests in the manner of
 tests/test_estimators.py: the mean value and mean gradients (features, stage-I logits, stage-II
 logits) match the exact eq-5 sums within 0.01, with and without a foreground mask, at a sharp

@@ -1,7 +1,7 @@
 """Real images through zoomin (issue #15 item 3): OpenSlide's CMU-1-Small-Region (real H&E, Aperio
 SVS) through both large-image readers, the tissue mask against a hand-checked figure, a forward
 pass, and ``zoomin predict`` on it, on a real IHC image and on a real satellite mosaic, with every
-export read back by its readers. Where each file comes from: README, "Real data", and realdata.py."""
+export read back by its readers. Where each file comes from: docs/real_data.md and realdata.py."""
 import csv
 import json
 import subprocess

@@ -13,8 +13,8 @@ top is trimmed above ``TRIM_BYTES``; one arena. Measured on the 2-core reference
 ``zoomin predict`` and ``zoomin train`` on slides (``data.task: manifest``) call it;
 ``ZOOMIN_MALLOC=default`` keeps glibc's defaults. Training on in-memory canvases (``zoomin demo``,
 Megapixel MNIST) does not: there every step frees and reallocates activations and batches of 10-25 MB,
-which the fixed 8 MB threshold maps and faults in afresh each time (the demo's epoch took 10 s
-instead of 7, with 10x the system time), where glibc's adaptive threshold reuses them. Elsewhere
+which the fixed 8 MB threshold maps and faults in afresh each time (measured in docs/demo.md,
+"glibc's heap"), where glibc's adaptive threshold reuses them. Elsewhere
 (musl, macOS, Windows) it does nothing.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Region annotations (GeoJSON polygons in level-0 pixels, as QuPath, ``zoomin synth-slides`` and
 ``zoomin manifest`` write them) as a lazy one-channel ``Source`` for the annotation loss
-(METHOD §7): any view or region is rasterised on demand, so a 100,000² slide's mask never exists
+(method §7): any view or region is rasterised on demand, so a 100,000² slide's mask never exists
 whole. Polygons classified ``Exclusion`` are cut out of the others (CAMELYON16's ``_2`` group)."""
 from __future__ import annotations
 

@@ -3,12 +3,11 @@
 
 Histology and overhead imagery have no preferred orientation, so a rotated or mirrored patch keeps
 its label. With a few dozen slides, ``f`` otherwise learns the training slides' lesion patches by
-heart (measured: training accuracy 1.00 while the held-out AUC fell from 0.94 to 0.85 on the
-weak-label benchmark). Objects with an orientation (digits: a 6 is not a 9) keep it under ``affine``
+heart (measured on the
+weak-label benchmark: docs/benchmarks.md, "Figures that were in the package"). Objects with an orientation (digits: a 6 is not a 9) keep it under ``affine``
 instead: a few degrees of rotation, a little scaling and shear make each training object look new
-without changing what it is (Megapixel MNIST's reader memorises its 4,000 training digits: the
-40-epoch two-stage model reads 0.967 of images made of them in new places against 0.952 of the test
-images, 16 passes; ``benchmarks/paired_test.py --seen-digits``). Only what ``f`` sees changes; the
+without changing what it is (Megapixel MNIST's reader memorises its 4,000 training digits: docs/benchmarks.md,
+``benchmarks/paired_test.py --seen-digits``). Only what ``f`` sees changes; the
 attention maps, the draws and the estimators (value and gradient) are untouched.
 """
 from __future__ import annotations

@@ -39,7 +39,7 @@ class ModelConfig(Section):
     dropout: float = 0.0  # dropout before g's linear layer
     topk_subtiles: int = 2  # readout.mode topk: sub-tiles kept per tile
     foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright, otsu_dark
-    evidence: bool = False  # MIL evidence heads: a and b give evidence maps, f an instance head (§10)
+    evidence: bool = False  # MIL evidence heads: a and b give evidence maps, f an instance head (method §10)
     evidence_sharpness: float = 1.0  # model.evidence: attention logits = sharpness x evidence
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits
     evidence_prior: float = 0.0  # model.evidence: weight of a fixed outlier score added to stage I's evidence
@@ -113,13 +113,13 @@ class TrainConfig(Section):
     warmup_steps: int = 0  # linear learning-rate warm-up steps
     cosine: bool = True  # cosine decay of the learning rate to 5% over all steps
     clip_grad: float = 5.0  # gradient-norm clip (0 disables)
-    entropy_weight: float = 0.01  # weight of the attention entropy regulariser (METHOD §3)
-    contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (METHOD §6)
+    entropy_weight: float = 0.01  # weight of the attention entropy regulariser (method §3)
+    contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (method §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
     evidence_weight: float = 0.0  # weight of the MIL losses on the pooled evidence (needs model.evidence)
     mixture_weight: float = 0.0  # weight of the mixture's cross-entropy (needs model.pooling: both)
     instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (needs an instance head)
-    annotation_weight: float = 0.0  # weight of the annotation loss (METHOD §7) on slides with an annotation
+    annotation_weight: float = 0.0  # weight of the annotation loss (method §7) on slides with an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)
     amp_cpu: bool = False  # bf16 autocast on CPU where oneDNN has bf16 (train.cpu_bf16_supported)
     device: str = "auto"  # "auto" picks cuda -> mps -> cpu

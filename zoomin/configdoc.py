@@ -42,12 +42,12 @@ HELP = {
                               "or `timm-cache` (timm's own cache; zoomin never downloads).",
     "model.topk_subtiles": "Only `readout.mode: topk` reads it: stage II keeps this many of each kept tile's most attended "
                            "sub-tiles.",
-    "model.evidence": "MIL evidence heads (METHOD §10): `a` and `b` give a per-location evidence map that is the attention "
+    "model.evidence": "MIL evidence heads (method §10): `a` and `b` give a per-location evidence map that is the attention "
                       "logits, pooled into auxiliary predictions (`train.evidence_weight`); `f` gets an instance head; "
                       "views are standardised over the foreground.",
     "model.evidence_sharpness": "> 1 concentrates alpha and beta on the most evident locations.",
     "model.attention_score_grad": "The score gradient of eqs 3 and 9 into the attention logits is scaled by this; 0: "
-                                  "alpha and beta learn from the evidence losses only (METHOD §10).",
+                                  "alpha and beta learn from the evidence losses only (method §10).",
     "model.evidence_prior": "A fixed outlier score (`zoomin.evidence.outlier_score`) is added with this weight: the "
                             "slide's most unusual places come first from step one.",
     "model.evidence_answer": "The answer's class logits are `g(z)` (or the mixture) plus the pooled stage-I evidence and, "
@@ -55,7 +55,7 @@ HELP = {
                              "product of the experts, so a model whose evidence ranks the slides cannot answer against it.",
     "model.augment_affine": "1: up to 15 degrees, 10% scale, 0.1 shear (`zoomin.augment.affine`); for objects whose "
                             "orientation matters.",
-    "model.proposal_floor": "Draws are weighted by alpha / q, so the estimate stays unbiased (METHOD §10); 0: from alpha.",
+    "model.proposal_floor": "Draws are weighted by alpha / q, so the estimate stays unbiased (method §10); 0: from alpha.",
     "model.instance_pool": "`max`: the instance head's cross-entropy pooled by a smooth maximum over the draws (needs "
                            "`model.evidence`). `mean`: each draw labelled with its image's label, its cross-entropy weighted "
                            "by its weight in `z` as the forward pass computed it (`Trace.draw_weights`): for labels most "
@@ -67,7 +67,7 @@ HELP = {
     "model.stage2_mpp": "Sets `scale2 = mpp / stage2_mpp`; give it or `scale2`, not both.",
     "model.view_size": "The stage-I resolution is given one way: `scale1`, `view_size` or `stage1_mpp`.",
     "train.amp_cpu": "Faster steps on CPUs with AMX / AVX-512 BF16; not measured where bf16 is emulated.",
-    "train.evidence_weight": "The MIL losses on the pooled stage-I and stage-II evidence (METHOD §10).",
+    "train.evidence_weight": "The MIL losses on the pooled stage-I and stage-II evidence (method §10).",
     "train.mixture_weight": "The cross-entropy of the mixture `log E[softmax(g(f))]` (`zoomin.losses.mixture_loss`).",
     "train.instance_weight": "The instance head exists with `model.evidence: true` or `model.instance_pool: mean`.",
     "train.stall_epochs": "Chance: the largest class's share of the epoch's training labels, plus two binomial standard "

@@ -48,7 +48,7 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
 
 def roi_diagnostics(traces, sources) -> list[tuple[float, int]]:
     """(attention mass on the ROI, the ROI's best rank in alpha) of each image whose source carries
-    an outline mask (``source.mask``, METHOD §7) with something inside its stage-I view. Outlines
+    an outline mask (``source.mask``, method §7) with something inside its stage-I view. Outlines
     are only looked at here, never trained on (that is ``train.annotation_weight``)."""
     from .evidence import roi_attention
     out = []
@@ -105,7 +105,7 @@ def iter_answers(model, loader, device, readout, amp_dtype=None, progress: bool 
 def evaluate(model, loader, device, readout, amp_dtype=None, progress: bool = True, seed: int | None = None,
              read_ahead: int = 1) -> dict:
     """Accuracy and ROC AUC (``_scores``) of the answers over a loader (``iter_answers``); with
-    evidence heads also those of the stage-I evidence (``test_evidence_*``, METHOD §10), and where test
+    evidence heads also those of the stage-I evidence (``test_evidence_*``, method §10), and where test
     slides carry outlines the mean attention mass on them, their median rank in alpha and the share of
     slides whose ROI is ranked first (``test_roi_mass``, ``test_roi_rank``, ``test_roi_first``)."""
     probs, evidence, labels, roi = [], [], [], []

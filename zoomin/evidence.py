@@ -1,4 +1,4 @@
-"""Learning from image labels alone (METHOD §10): a dense, per-location signal that needs no hit.
+"""Learning from image labels alone (method §10): a dense, per-location signal that needs no hit.
 
 At initialisation ``alpha`` is uniform over the foreground, so a lesion that fills one location in
 ~15,000 is drawn once in hundreds of slide-steps and the sampled estimate (eq 3, eq 9) gives the
@@ -32,7 +32,7 @@ def evidence_channels(num_classes: int) -> int:
 
 def standardise(view: torch.Tensor, fg: torch.Tensor | None,
                 stats: tuple[torch.Tensor, torch.Tensor] | None = None, eps: float = 1e-3):
-    """Per-image, per-channel standardisation over the foreground (METHOD §10).
+    """Per-image, per-channel standardisation over the foreground (method §10).
 
     view: (B, C, h, w); fg: (B, h*w) bool or None (all locations). ``stats`` (mean, std), each
     (B, C), are used instead of fitting: stage-II views of one image reuse the stage-I statistics,
@@ -63,7 +63,7 @@ def moment_stats(s1: torch.Tensor, s2: torch.Tensor, n: torch.Tensor, eps: float
 
 
 def mil_pool(values: torch.Tensor, valid: torch.Tensor | None, k: int) -> torch.Tensor:
-    """Smooth maximum: the mean of the ``k`` largest values over the valid locations (METHOD §10).
+    """Smooth maximum: the mean of the ``k`` largest values over the valid locations (method §10).
 
     A location's evidence enters unaveraged; with fewer than ``k`` valid locations the mean is over
     those there are. values: (..., L); valid: (..., L) bool or None -> (...).
@@ -96,7 +96,7 @@ def attention_logits(evidence: torch.Tensor, sharpness: float = 1.0) -> torch.Te
 
 
 def outlier_score(view: torch.Tensor, window: int = 5, fg: torch.Tensor | None = None) -> torch.Tensor:
-    """A fixed prior for the stage-I evidence (METHOD §10, the cold start; ``model.evidence_prior``):
+    """A fixed prior for the stage-I evidence (method §10, the cold start; ``model.evidence_prior``):
     how far each location's neighbourhood stands out of its image's tissue — the norm over channels
     of the standardised view averaged over a ``window x window`` neighbourhood (no parameters, any
     appearance: darker, paler or another hue). Added to the learnt evidence, it puts the slide's

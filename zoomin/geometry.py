@@ -1,4 +1,4 @@
-"""Views, view-location -> level-0 mapping, tile and sub-tile boxes (METHOD §2).
+"""Views, view-location -> level-0 mapping, tile and sub-tile boxes (method §2).
 
 One vocabulary, used everywhere in zoomin:
 
@@ -18,7 +18,7 @@ import torch
 
 
 def view_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """Size ``(h, w)`` of the view ``V(x, s)``: ``h = floor(s H)``, ``w = floor(s W)`` (METHOD §2).
+    """Size ``(h, w)`` of the view ``V(x, s)``: ``h = floor(s H)``, ``w = floor(s W)`` (method §2).
 
     *(zoomin)* at least 1 x 1, so images smaller than ``1/s`` still have one location.
     """
@@ -29,7 +29,7 @@ def view_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def location_centres(index: torch.Tensor, view_hw: tuple[int, int], full_hw: tuple[int, int]) -> torch.Tensor:
-    """Level-0 centres ``(row, col)`` of flat view locations (METHOD §2, the ``T_s(x, c)`` map).
+    """Level-0 centres ``(row, col)`` of flat view locations (method §2, the ``T_s(x, c)`` map).
 
     Location ``(i, j)`` of an ``h x w`` view maps to ``(floor(i (H-1)/(h-1)), floor(j (W-1)/(w-1)))``:
     it depends only on the image size and the view size, never on the tile size. A view axis of
@@ -49,7 +49,7 @@ def centred_boxes(centres: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tens
     """Level-0 boxes ``(x, y, w, h)`` of ``size_hw`` centred on ``centres`` (..., 2) ``(row, col)``.
 
     The top-left corner is ``centre - floor(size / 2)``: the same as zero-padding the image by
-    ``floor(h1/2), floor(w1/2)`` on every side and cutting the tile there (METHOD §2).
+    ``floor(h1/2), floor(w1/2)`` on every side and cutting the tile there (method §2).
     """
     th, tw = size_hw
     y = centres[..., 0] - th // 2
@@ -65,7 +65,7 @@ def tile_boxes(index: torch.Tensor, view_hw: tuple[int, int], full_hw: tuple[int
 
 def subtile_boxes(tiles: torch.Tensor, index: torch.Tensor, view_hw: tuple[int, int],
                   tile_hw: tuple[int, int], subtile_hw: tuple[int, int]) -> torch.Tensor:
-    """Boxes of sub-tiles ``T_s2(T_s1(x, c), c')`` in level-0 pixels (METHOD §4).
+    """Boxes of sub-tiles ``T_s2(T_s1(x, c), c')`` in level-0 pixels (method §4).
 
     The tile is treated as an image of its own: location ``c'`` of its ``u x v`` view maps into
     the tile with the same rule as stage I, then offsets by the tile's top-left corner.

@@ -1,6 +1,6 @@
-"""Training objectives: cross-entropy, the attention entropy regulariser (METHOD §3), the
-contrastive-negatives loss (METHOD §6, §2.3), the multiple-instance losses that let attention
-learn from image labels alone (METHOD §10) and annotation supervision (METHOD §7)."""
+"""Training objectives: cross-entropy, the attention entropy regulariser (method §3), the
+contrastive-negatives loss (method §6), the multiple-instance losses that let attention
+learn from image labels alone (method §10) and annotation supervision (method §7)."""
 from __future__ import annotations
 
 import torch
@@ -41,7 +41,7 @@ def contrastive_loss(trace: Trace, y: torch.Tensor, reference_class: int = 0) ->
 
 
 def evidence_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
-    """Multiple-instance learning on the views (METHOD §10): cross-entropy of the stage-I evidence
+    """Multiple-instance learning on the views (method §10): cross-entropy of the stage-I evidence
     pooled by a smooth maximum and, for two stages, of the stage-II evidence pooled over the drawn
     tiles, against the image labels. Every location gets a gradient; no draw has to hit the ROI."""
     terms = [F.cross_entropy(lg, y) for lg in (trace.evidence_logits, trace.evidence2_logits) if lg is not None]
@@ -49,7 +49,7 @@ def evidence_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
 
 
 def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
-    """The instance head on each drawn sub-tile against the image label (METHOD §10), in one of two
+    """The instance head on each drawn sub-tile against the image label (method §10), in one of two
     forms (``model.instance_pool``):
 
     - "max": the head pooled by a smooth maximum over the draws, then cross-entropy: one hit trains
@@ -100,7 +100,7 @@ def total_loss(trace: Trace, y: torch.Tensor, entropy_weight: float = 0.0, contr
 
 
 def annotation_loss(trace: Trace, mask, floor: float = -30.0) -> torch.Tensor:
-    """Pixel-level supervision of the attention (METHOD §7): cross-entropy from the ROI mask,
+    """Pixel-level supervision of the attention (method §7): cross-entropy from the ROI mask,
     resampled to each view and normalised to a distribution, to ``alpha`` (mask read at
     ``trace.scale1``) — and, for two stages, to every drawn tile's ``beta`` (mask read at
     ``trace.scale2`` over the tile, on the ``trace.subview_hw`` grid). Equal to the KL divergence

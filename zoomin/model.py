@@ -100,14 +100,14 @@ class _AttentionSampler(nn.Module):
                                        width=cfg.feature_width, depth=cfg.feature_depth,
                                        norm=cfg.feature_norm)
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
-        with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (METHOD §10)
+        with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (method §10)
         self.instance_head = nn.Linear(cfg.feature_dim, evidence_channels(cfg.num_classes)) if with_head else None
 
     def attend(self, src: Source) -> Stage1:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of
         ``cfg.stage1_chunk`` (``zoomin.stage1``). With ``evidence``, ``a`` sees the view standardised
         over the foreground and its output is the evidence map whose ``attention_logits`` are
-        alpha's logits (METHOD §10)."""
+        alpha's logits (method §10)."""
         scale = self.stage1_scale(src.size)
         h, w = view_size(*src.size, scale)
         if hasattr(src, "view_rows") and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
@@ -162,7 +162,7 @@ class _AttentionSampler(nn.Module):
                   generator: torch.Generator | None = None, complement: bool = False,
                   pooling: str | None = None) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
-        METHOD §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
+        method §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
         classify each patch and estimate the expected class probabilities instead)."""
         B, cfg, pooling = src.batch_size, self.cfg, pooling or self.pooling
@@ -187,7 +187,7 @@ class _AttentionSampler(nn.Module):
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
         z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode, log_q=tiles.log_q)  # (B, D)
         heads = {}
-        if s1.evidence_logits is not None and not complement:  # MIL heads (METHOD §10): every location
+        if s1.evidence_logits is not None and not complement:  # MIL heads (method §10): every location
             heads = dict(evidence_logits=s1.evidence_logits, evidence2_logits=s2.evidence_logits)
         if self.instance_head is not None and not complement:  # and every draw
             inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
@@ -209,7 +209,7 @@ class _AttentionSampler(nn.Module):
                 mixture = probability_logits(expected)
             else:
                 logits, draw_probs = probability_logits(expected), probs
-        if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (METHOD §10)
+        if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (method §10)
             heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"))
             logits = logits + heads["answer_evidence"]
         return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=s1.view_hw,

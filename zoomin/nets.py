@@ -1,5 +1,5 @@
 """The four networks of the method: attention ``a`` (stage I) and ``b`` (stage II), feature
-extractor ``f`` and classifier ``g`` (METHOD §3-4). Small CNNs in the spirit of ATS's defaults;
+extractor ``f`` and classifier ``g`` (method §3-4). Small CNNs in the spirit of ATS's defaults;
 ``f`` is pluggable through a registry of backbones, and any timm model (``zoomin.backbones``)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 class AttentionNet(nn.Module):
     """``a`` / ``b``: a fully convolutional net giving ``out_channels`` maps per view location: the
-    attention logit, or the evidence channels it is derived from (``zoomin.evidence``, METHOD §10).
+    attention logit, or the evidence channels it is derived from (``zoomin.evidence``, method §10).
 
     (B, C, h, w) -> (B, out_channels, h, w). 'Same' padding and no striding keep the map aligned
     with the view, and no location's output is an average over an area (no pooling).

@@ -1,4 +1,4 @@
-"""Samplers and estimators (METHOD §3-4). Samplers draw locations; estimators turn drawn
+"""Samplers and estimators (method §3-4). Samplers draw locations; estimators turn drawn
 features into unbiased estimates of the attention-weighted sums of eq 2 and eq 5.
 
 Unbiasedness, for the value *and* for the gradients with respect to the features, the
@@ -15,7 +15,7 @@ constant) and whose gradient is a score:
   exact ``grad sum_j beta_j f_j`` for every prefix, hence unbiased. Using the inclusive sum, or
   letting the gradient flow through ``R_m`` instead, is biased (tests/test_estimators.py shows both).
 
-A third reweighting is optional (METHOD §10, "importance-weighted proposal"): stage I may draw from
+A third reweighting is optional (method §10, "importance-weighted proposal"): stage I may draw from
 ``q = (1 - eps) alpha + eps u`` (``u`` uniform over the foreground), so a floor of draws explores
 locations alpha has not found yet; each draw is then weighted by ``alpha_c / stopgrad(q_c)``
 (value ``alpha/q <= 1/(1 - eps)``, gradient ``(alpha/q) grad log alpha``), which keeps eq 3
@@ -62,7 +62,7 @@ def _check_mode(mode: str) -> None:
 def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generator | None = None,
          replacement: bool = True, masses: torch.Tensor | None = None, floor: float = 0.0,
          fg: torch.Tensor | None = None) -> Draws:
-    """The one public sampler, for both stages (METHOD §3-4).
+    """The one public sampler, for both stages (method §3-4).
 
     * ``replacement=True`` (stage I, eq 3): ``n`` (int) i.i.d. draws per row of ``log_p`` (B, L),
       grouped into distinct locations with their counts -> (B, P). ``mode="topk"``: the
@@ -75,7 +75,7 @@ def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generato
     ``masses``: ``block_masses(log_p)`` when the caller keeps it (passes that redraw from one alpha).
     ``floor`` (stage I, ``mode="sample"``): draw from the proposal ``q = (1 - floor) p + floor u``,
     ``u`` uniform over the foreground ``fg`` (B, L) bool (None: every location); the result's
-    ``log_q`` is what ``two_stage_estimate`` needs to weight the draws by ``p / q`` (METHOD §10).
+    ``log_q`` is what ``two_stage_estimate`` needs to weight the draws by ``p / q`` (method §10).
     """
     _check_mode(mode)
     if replacement:
@@ -94,7 +94,7 @@ def draw(log_p: torch.Tensor, n, mode: str = "sample", generator: torch.Generato
 
 
 def complement_log_probs(log_p: torch.Tensor, fg: torch.Tensor | None = None) -> torch.Tensor:
-    """Contrastive sampling distribution ``(1 - p)`` normalised, in log space (METHOD §6, §2.3),
+    """Contrastive sampling distribution ``(1 - p)`` normalised, in log space (method §6),
     over the same foreground ``fg`` (..., L) as ``p``. log_p: (..., L) -> (..., L)."""
     if log_p.shape[-1] == 1:
         return log_p
@@ -132,7 +132,7 @@ def iid_draws(log_p: torch.Tensor, n: int, generator: torch.Generator | None = N
 
 
 def sample_with_replacement(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> Draws:
-    """Stage I (METHOD §3-4): ``n`` i.i.d. locations per row of ``probs`` (B, L), grouped."""
+    """Stage I (method §3-4): ``n`` i.i.d. locations per row of ``probs`` (B, L), grouped."""
     return group_draws(_draws_from_probs(probs, n, generator), probs.shape[-1])
 
 
@@ -148,7 +148,7 @@ def _draws_from_probs(probs: torch.Tensor, n: int, generator: torch.Generator | 
 
 def proposal_draws(log_p: torch.Tensor, draws: torch.Tensor, floor: float, fg: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> Draws:
-    """Stage I from the proposal ``q = (1 - floor) p + floor u`` (METHOD §10): each of the draws
+    """Stage I from the proposal ``q = (1 - floor) p + floor u`` (method §10): each of the draws
     ``draws`` (B, n) from ``p`` is replaced, with probability ``floor``, by a location drawn
     uniformly from the foreground ``fg`` (B, L) bool (None, or an image with none: every location).
     -> grouped ``Draws`` with ``log_q`` (B, P) at the drawn locations (0 in padding)."""
@@ -218,7 +218,7 @@ def block_masses(log_p: torch.Tensor, shift: torch.Tensor | None = None) -> torc
 
 def blocked_draws(log_p: torch.Tensor, n: int, generator: torch.Generator | None = None,
                   masses: torch.Tensor | None = None) -> torch.Tensor:
-    """``n`` i.i.d. draws per row of ``log_p`` (B, L) (METHOD §3), exact and two-level: a block by
+    """``n`` i.i.d. draws per row of ``log_p`` (B, L) (method §3), exact and two-level: a block by
     its mass (``block_masses``), then a location within it by inverting the block's own CDF. Only
     the drawn blocks are exponentiated in full -> (B, n) locations."""
     B, L = log_p.shape
@@ -267,7 +267,7 @@ def _unit_with_score(log_p: torch.Tensor) -> torch.Tensor:
 def expected_with_replacement(log_alpha: torch.Tensor, tile_sums: torch.Tensor, n: int,
                               log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Eq 3: ``(1/N) sum_{i<N} f(T(x, c_i))`` with ``c_i ~ alpha`` i.i.d., unbiased in value and gradient.
-    With ``c_i ~ q`` (``log_q`` (B, P) of the drawn locations, METHOD §10) each draw is weighted by
+    With ``c_i ~ q`` (``log_q`` (B, P) of the drawn locations, method §10) each draw is weighted by
     ``alpha / stopgrad(q)``: value ``alpha / q``, gradient ``(alpha / q) grad log alpha`` — unbiased too.
 
     Draws of one location are grouped (``Draws``), so the caller passes per distinct location

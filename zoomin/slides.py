@@ -1,4 +1,4 @@
-"""Slides as sources (METHOD §2, §5): a whole-slide image read lazily through large-image.
+"""Slides as sources (method §2, §5, §13): a whole-slide image read lazily through large-image.
 
 ``SlideSource`` answers the same two questions as ``ArraySource`` — ``view(scale)`` and
 ``read(batch_index, boxes, scale, size_hw)`` — so ``ZoomInNet`` runs on a slide unchanged. Every

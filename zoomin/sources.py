@@ -1,4 +1,4 @@
-"""Image sources: what the model reads pixels from (METHOD §2, §5).
+"""Image sources: what the model reads pixels from (method §2, §5).
 
 A source is a batch of images of one size that answers two questions:
 
@@ -83,7 +83,7 @@ class ArraySource:
         self.max_pixels = pixel_budget(max_pixels)
 
     def view(self, scale: float) -> torch.Tensor:
-        """``V(x, s)`` (METHOD §2): area resampling to ``floor(s H) x floor(s W)``; cached per scale."""
+        """``V(x, s)`` (method §2): area resampling to ``floor(s H) x floor(s W)``; cached per scale."""
         if scale not in self._levels:
             h, w = view_size(*self.size, scale)
             check_budget("array", f"a {w}x{h} view", h * w * self.batch_size, self.max_pixels)

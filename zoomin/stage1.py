@@ -1,4 +1,4 @@
-"""Stage I (eq 1) over a view of any size, streamed in pieces (METHOD §2, §3).
+"""Stage I (eq 1) over a view of any size, streamed in pieces (method §3, §12).
 
 ``alpha = softmax(a(V(x, s1)))`` over the foreground, computed without ever holding the attention
 net's activations for the whole view:
@@ -44,7 +44,7 @@ class Stage1:
     scale: float  # s1
     view: torch.Tensor | None  # (B, C, h, w) V(x, s1) as the source gave it (uint8 for a slide; None when streamed)
     threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
-    evidence_logits: torch.Tensor | None = None  # (B, classes) evidence pooled over the foreground (METHOD §10)
+    evidence_logits: torch.Tensor | None = None  # (B, classes) evidence pooled over the foreground (method §10)
     stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
 
     @property
@@ -147,9 +147,9 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
            topk: int = 8, chunk: int = 0, device: torch.device | None = None, prior: float = 0.0) -> Stage1:
     """Stage I, eq 1, on ``view`` (B, C, h, w) with attention net ``net`` (``zoomin.nets.AttentionNet``):
     log alpha over the foreground; with ``evidence``, ``net``'s output is the evidence map, pooled
-    by a top-``topk`` mean over the foreground (``zoomin.evidence``, METHOD §10) and standardised
+    by a top-``topk`` mean over the foreground (``zoomin.evidence``, method §10) and standardised
     inputs; ``prior`` > 0 adds that times ``outlier_score`` of the standardised view to the evidence
-    (METHOD §10, the cold start). Streamed in ``chunk x chunk`` pieces (0: one piece); the result
+    (method §10, the cold start). Streamed in ``chunk x chunk`` pieces (0: one piece); the result
     equals one piece. The view stays where it is (a slide's on the CPU); each piece moves to
     ``device`` (the net's)."""
     prior = prior if evidence else 0.0

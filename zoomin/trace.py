@@ -39,7 +39,7 @@ class Trace:
     z: torch.Tensor  # (B, D) aggregated feature
     log_alpha: torch.Tensor  # (B, h*w) log-softmax of the stage-I logits; ``alpha`` is derived from it
     log_beta: Optional[torch.Tensor] = None  # (B, P, u*v) stage-II log attention of each tile (losses)
-    negatives: Optional["Trace"] = None  # the contrastive negatives' trace (METHOD §6), if asked for
+    negatives: Optional["Trace"] = None  # the contrastive negatives' trace (method §6), if asked for
     image_size: tuple[int, int] = (0, 0)  # level-0 (H, W)
     view_hw: tuple[int, int] = (0, 0)  # (h, w) of the stage-I view
     mode: str = "sample"  # "sample" (Monte Carlo, eqs 3/9) or "topk" (deterministic)
@@ -47,13 +47,13 @@ class Trace:
     scale2: float = 0.0  # the stage-II view scale (two stages; 0 for one stage)
     subview_hw: tuple[int, int] = (0, 0)  # (u, v) the stage-II view of a tile (two stages)
     head_weight: Optional[torch.Tensor] = field(default=None, metadata=SHARED)  # (classes, D) g's linear map
-    evidence_logits: Optional[torch.Tensor] = None  # (B, classes) stage-I evidence pooled by a smooth max (METHOD §10)
+    evidence_logits: Optional[torch.Tensor] = None  # (B, classes) stage-I evidence pooled by a smooth max (method §10)
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
     instance_draw_logits: Optional[torch.Tensor] = None  # (B, P, K, E) instance head on each drawn sub-tile, unpooled (model.instance_pool: mean; 0 where not drawn)
     mixture_logits: Optional[torch.Tensor] = None  # (B, classes) log E[softmax(g(f))] beside g(z) (model.pooling: both, training)
     draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
-    tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (METHOD §10)
+    tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (method §10)
     answer_evidence: Optional[torch.Tensor] = None  # (B, classes) the pooled evidence added to logits (model.evidence_answer)
     draw_weights: Optional[torch.Tensor] = None  # (B, P, K) each draw's weight in z as the forward pass computed it (losses that need it)
 

@@ -1,4 +1,4 @@
-"""Megapixel MNIST (METHOD §9, the ATS benchmark), offline and lazy.
+"""Megapixel MNIST (method §9, the ATS benchmark), offline and lazy.
 
 Each image is a small *record* (which digits, where, which scribbles) that is a pure function of
 ``(seed, split, epoch, index)``; pixels are rasterised only when the image is asked for, so a data

@@ -97,7 +97,7 @@ def subtile(s: ExplorerState):
 
 
 def negatives(s: ExplorerState):
-    """The contrastive negatives (METHOD §6): ``1 - alpha`` renormalised, their tiles and sub-tiles."""
+    """The contrastive negatives (method §6): ``1 - alpha`` renormalised, their tiles and sub-tiles."""
     neg = s.trace.negatives
     if neg is None:
         return hv.Overlay([_overview(s)]).opts(title="no negatives in this trace (forward with negatives=True)")
