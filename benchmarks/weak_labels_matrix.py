@@ -95,9 +95,10 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
 
 
 def report(rows: list[dict], args) -> str:
-    lines = [f"# Weak labels on slides the defaults were not tuned on", "",
-             f"Written by `python benchmarks/weak_labels_matrix.py {' '.join(sys.argv[1:])}`"
-             f" ({args.n} slides of {args.size:,}² per run, a quarter held out, balanced; slide labels only; "
+    command = "python benchmarks/weak_labels_matrix.py " + " ".join(a for a in sys.argv[1:] if a != "--collect")
+    head = f"Collected from runs trained by `{command}`" if args.collect else f"Written by `{command}`"
+    lines = ["# Weak labels on slides the defaults were not tuned on", "",
+             head + f" ({args.n} slides of {args.size:,}² per run, a quarter held out, balanced; slide labels only; "
              f"{'the config `zoomin doctor` recommends' if args.doctor else 'the packaged `slides.yaml`'}"
              f"{'; overrides: ' + ', '.join(args.overrides) if args.overrides else ''}; {args.threads} CPU thread(s) per run, "
              f"{args.jobs} run(s) at once).",

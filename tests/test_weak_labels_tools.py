@@ -123,3 +123,21 @@ def test_doctor_refuses_a_manifest_without_two_classes(tmp_path, capsys):
     assert main(["doctor", str(m), "--out", str(tmp_path / "c.yaml"), "--candidates", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "at least two training slides of each of two classes" in err
+
+
+@pytest.mark.slow
+def test_the_matrix_benchmark_trains_reports_and_collects(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    args = [sys.executable, str(root / "benchmarks" / "weak_labels_matrix.py"), "--cells", "synthetic-nuclei-1",
+            "--seeds", "0", "--n", "6", "--size", "768", "--epochs", "1", "--work", str(tmp_path / "w")]
+    subprocess.run(args + ["--out", str(tmp_path / "m.md")], check=True, cwd=root, capture_output=True)
+    page = (tmp_path / "m.md").read_text()
+    assert "| synthetic-nuclei-1 | tuning | synthetic | nuclei | 1 | 0.05% |" in page
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert len(rows) == 1 and rows[0]["finished"] and rows[0]["epochs"] == 1 and 0 <= rows[0]["auc"] <= 1
+    subprocess.run(args + ["--collect", "--out", str(tmp_path / "c.md")], check=True, cwd=root, capture_output=True)
+    assert "Collected from runs trained by" in (tmp_path / "c.md").read_text()
+    assert json.loads((tmp_path / "c.json").read_text()) == rows
