@@ -195,8 +195,7 @@ class MemorySource:
         self.path, self.size, self.channels, self.batch_size = src.path, src.size, src.channels, 1
         self.k, self.mpp, self.file_size = getattr(src, "k", 1.0), src.mpp, src.file_size
         self.pixels_read = 0
-        if hasattr(src, "mask"):
-            self.mask = src.mask
+        self.mask = src.mask
         self.calls = rec.calls
         self._views = {k[1] for k in rec.calls if k[0] == "raw_view"}
 

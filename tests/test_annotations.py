@@ -65,8 +65,16 @@ def test_a_bad_outline_file_skips_its_slide_before_training(tmp_path, capsys):
     assert kept == entries[1:]
     err = capsys.readouterr().err
     assert "skipped" in err and "not valid GeoJSON" in err and err.count("\n") == 1
-    cfg.train.annotation_weight = 0.0  # outlines are not read when they are not used
-    assert usable_slides(entries, cfg) == entries
+    cfg.train.annotation_weight = 0.0  # outlines that are not trained on: the slide is kept without them
+    bad = entries[0].annotation
+    kept = usable_slides(entries, cfg)
+    assert kept[1:] == entries[1:] and kept[0].annotation is None and kept[0].path == entries[0].path
+    assert entries[0].annotation == bad  # the caller's rows are not changed
+    assert "outlines ignored" in capsys.readouterr().err
+    from zoomin.data.slides import SlideDataset
+    ds = SlideDataset(kept, annotations=True)
+    assert ds[0][0].mask is None and ds[1][0].mask is not None and ds[1][0].slide_id == kept[1].slide_id
+    assert SlideDataset(kept)[1][0].mask is None  # annotations=False: no outlines read
 
 
 def test_bad_geojson_is_one_line(tmp_path):

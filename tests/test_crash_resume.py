@@ -82,6 +82,22 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
     assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.ones(3))
 
 
+def test_every_atomic_writer_replaces_whole_files(tmp_path):
+    """metrics.json and the predictions CSV go through the same tmp-then-rename as checkpoints."""
+    from zoomin.files import atomic_write_text
+    from zoomin.predict import start_csv
+    path = tmp_path / "metrics.json"
+    atomic_write_text(path, "old")
+    with pytest.raises(UnicodeEncodeError):  # fails halfway through the write
+        atomic_write_text(path, "new \u00b5m", encoding="ascii")
+    assert path.read_text() == "old"
+    start_csv(tmp_path / "p.csv", ["slide_id", "p"], [["a", "0.5"]])
+    start_csv(tmp_path / "q.csv", ["slide_id", "p"], [])
+    assert (tmp_path / "p.csv").read_bytes() == b"slide_id,p\r\na,0.5\r\n"
+    assert (tmp_path / "q.csv").read_bytes() == b"slide_id,p\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "p.csv", "q.csv"]  # no .tmp left
+
+
 def test_checkpoint_restores_every_random_state(tmp_path):
     import random
 

@@ -191,6 +191,17 @@ def test_unexpected_errors_are_one_line_too(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "KeyError" in err and "--debug" in err
 
 
+def test_one_line_for_a_command_and_for_a_skipped_slide():
+    from zoomin.errors import one_line
+    path = "/d/a.tif"
+    assert one_line(ValueError(f"{path}: bad\nmore")) == f"{path}: bad"  # a command names the file
+    assert one_line(ValueError(f"{path}: bad\nmore"), path, command=False) == "bad"  # after "skipped PATH: "
+    assert one_line(KeyError("k")) == "KeyError: 'k' (--debug for the traceback)"
+    assert one_line(ValueError("")) == "ValueError: no detail (--debug for the traceback)"
+    assert one_line(KeyError("k"), path, command=False) == "'k'"
+    assert one_line(RuntimeError(""), path, command=False) == "RuntimeError"
+
+
 # -- memory guard -----------------------------------------------------------------------------
 def test_memory_guard_names_file_size_and_budget(hostile, monkeypatch):
     src = SlideSource(hostile["grayscale.tif"], max_pixels=10_000)

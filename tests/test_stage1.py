@@ -108,6 +108,50 @@ def test_without_evidence_heads_streaming_is_exact_too():
     assert torch.allclose(one.log_alpha.exp(), many.log_alpha.exp(), atol=1e-7)
 
 
+class Spied:
+    """A ``StreamedSource`` over in-memory images that records which of its methods stage I calls."""
+
+    def __init__(self, x):
+        self.src, self.calls = ArraySource(x), []
+
+    def __getattr__(self, name):  # batch_size, channels, size, view, read
+        return getattr(self.src, name)
+
+    def raw_view(self, scale):
+        self.calls.append("raw_view")
+        return self.src.view(scale)
+
+    def has_view(self, scale):
+        return False
+
+    def check_view(self, scale):
+        self.calls.append("check_view")
+
+    def view_rows(self, scale, r0, r1):
+        self.calls.append("view_rows")
+        return self.src.view(scale)[:, :, r0:r1]
+
+
+def test_stage1_streams_a_streamed_source_only_above_stream_above(monkeypatch):
+    from zoomin.sampling import BLOCKED_ABOVE
+    from zoomin.sources import streamed
+    assert stage1_module.STREAM_ABOVE == BLOCKED_ABOVE == 2**20  # pixels and draws: the same size of view
+    forwarded = type("Forwarded", (), {"__init__": lambda self, s: setattr(self, "s", s),
+                                       "__getattr__": lambda self, n: getattr(self.s, n)})
+    x = tissue()
+    assert streamed(Spied(x)) and streamed(forwarded(Spied(x))) and not streamed(ArraySource(x))
+    model, ref = stage1()
+    with torch.no_grad():
+        held = Spied(x)
+        a = model.attend(held)
+        monkeypatch.setattr(stage1_module, "STREAM_ABOVE", 100)
+        bands = Spied(x)
+        b = model.attend(bands)
+    assert held.calls == ["raw_view"] and bands.calls[0] == "check_view" and set(bands.calls[1:]) == {"view_rows"}
+    assert a.view is not None and b.view is None
+    assert torch.allclose(a.log_alpha, ref.log_alpha) and torch.allclose(b.log_alpha.exp(), ref.log_alpha.exp(), atol=1e-7)
+
+
 def test_a_large_slide_view_is_streamed_from_the_file_band_by_band(tmp_path, monkeypatch):
     """Above STREAM_ABOVE locations stage I reads the slide's view band by band (never whole) and
     gets what it gets from the decoded view."""

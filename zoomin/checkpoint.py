@@ -6,7 +6,6 @@ scheduler, AMP scaler, epoch, step, history, config and ``rng_state()``; ``load_
 only its ``model`` and ``config`` entries, which is all ``save_model`` writes."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -14,16 +13,10 @@ import numpy as np
 import torch
 
 from .config import Config
+from .files import atomic_save  # noqa: F401  (the trainer and tests import it from here)
 from .model import build_model
 
 CHECKPOINT = "checkpoint.pt"  # the file name in a run's output folder
-
-
-def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

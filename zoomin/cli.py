@@ -15,6 +15,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from .errors import one_line
+
 
 def _packaged_config(name: str):
     from .config import Config
@@ -251,13 +253,6 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_manifest)
 
     return p
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line; messages that are not ours keep their type name."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    ours = isinstance(e, (FileNotFoundError, ValueError, RuntimeError, OSError))
-    return text if ours and text else f"{type(e).__name__}: {text or 'no detail'} (--debug for the traceback)"
 
 
 def _one_line_warnings(shown):

@@ -72,11 +72,6 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def shard(items: list, rank: int, world: int) -> list:
-    """Rank ``rank``'s share of ``items``: every ``world``-th one, starting at ``rank``."""
-    return items[rank::world]
-
-
 def close() -> None:
     """Leave the process group (end of a command)."""
     if dist.is_available() and dist.is_initialized():

@@ -29,7 +29,7 @@ from .evidence import attention_logits, evidence_channels, pooled_logits, scale_
 from .geometry import subtile_boxes, tile_boxes, view_size
 from .nets import AttentionNet, Classifier, build_backbone, feature_output
 from .sampling import MODES, Draws, complement_log_probs, draw, two_stage_estimate, two_stage_weights
-from .sources import Source, as_source
+from .sources import Source, as_source, streamed
 from .stage1 import Stage1
 from .trace import Trace
 
@@ -110,11 +110,12 @@ class _AttentionSampler(nn.Module):
         alpha's logits (method §10)."""
         scale = self.stage1_scale(src.size)
         h, w = view_size(*src.size, scale)
-        if hasattr(src, "view_rows") and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
+        raw = streamed(src)  # a StreamedSource: the file's pixels, held or band by band
+        if raw and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
             src.check_view(scale)  # the memory guard: what reading it would decode
             view = stage1.Bands(lambda r0, r1: src.view_rows(scale, r0, r1), (src.batch_size, src.channels, h, w))
         else:
-            view = src.raw_view(scale) if hasattr(src, "raw_view") else src.view(scale)  # (B, C, h, w)
+            view = src.raw_view(scale) if raw else src.view(scale)  # (B, C, h, w)
         return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
                              prior=self.cfg.evidence_prior)  # attend applies it only with evidence

@@ -7,7 +7,6 @@ import dataclasses
 import glob
 import io
 import math
-import os
 import sys
 import time
 from collections import deque
@@ -20,7 +19,9 @@ import torch
 
 from . import distributed
 from . import loader
+from .errors import one_line
 from .evaluate import image_generator
+from .files import atomic_write_text
 from .heatmaps import heatmap_dsa, heatmap_geojson, heatmap_png, write_heatmaps  # noqa: F401  (also read from here)
 from .readout import answer
 from .trace import Trace
@@ -166,7 +167,7 @@ class Run:
                 raise src
             probs, tr = predict_slide(self.model, src, slide.slide_id, self.readout, self.seed)
         except (OSError, ValueError, RuntimeError) as e:
-            print(f"zoomin: skipped {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
+            print(f"zoomin: skipped {slide.path}: {one_line(e, slide.path, command=False)}", file=sys.stderr)
             return None
         try:
             if self.heatmaps:
@@ -174,7 +175,7 @@ class Run:
             if self.explore:
                 write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed, probs, self.readout)
         except (OSError, ValueError, RuntimeError) as e:  # the prediction is still written
-            print(f"zoomin: no heatmaps/explorer for {slide.path}: {_one_line(e, slide.path)}", file=sys.stderr)
+            print(f"zoomin: no heatmaps/explorer for {slide.path}: {one_line(e, slide.path, command=False)}", file=sys.stderr)
         return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())]
 
 
@@ -293,12 +294,6 @@ def _rows(run: Run, slides, prefetch: int, workers: int):
         yield item, row, waited + time.perf_counter() - t0
 
 
-def _one_line(e: Exception, path: Path) -> str:
-    """The problem without the path when the message already starts with it."""
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return msg[len(str(path)) + 2:] if msg.startswith(f"{path}: ") else msg
-
-
 def part_path(out_csv: Path, rank: int) -> Path:
     return out_csv.with_name(f"{out_csv.name}.part{rank}")
 
@@ -336,15 +331,12 @@ def previous_rows(out_csv: Path, parts: list[Path], header: list[str]) -> list[l
 
 
 def start_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """``path`` (re)written with ``header`` and ``rows`` (atomically when there are rows to keep);
-    predictions are appended after."""
-    tmp = path.with_name(path.name + ".tmp") if rows else path
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    if rows:
-        os.replace(tmp, path)
+    """``path`` (re)written with ``header`` and ``rows``, atomically; predictions are appended after."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue(), newline="")
 
 
 def merge_parts(out_csv: Path, world: int, header: list[str]) -> None:

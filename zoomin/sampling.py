@@ -199,6 +199,8 @@ def inverse_cdf_draws(probs: torch.Tensor, n: int, generator: torch.Generator | 
 
 
 BLOCKED_ABOVE = 2**20  # stage-I views with more locations are sampled block by block (``blocked_draws``)
+# so that alpha's probabilities are never a second map of the view's size; a "gigapixel" view. Its pixels
+# have their own threshold, ``zoomin.stage1.STREAM_ABOVE``, derived from this one
 BLOCK = 2**14  # locations per block
 
 

@@ -33,6 +33,8 @@ class SlideSource:
     a model sees tissue at the same physical resolution on slides of any size and scan resolution.
     ``slide_mpp`` overrides the file's own pixel size (a manifest row that states it);
     ``fallback_mpp`` is used only when the file does not state one (``zoomin predict --mpp``).
+    ``mask`` (None unless set): the slide's outline mask, a ``zoomin.annotations.MaskSource`` that
+    ``zoomin.data.slides.SlideDataset`` sets for an annotated manifest row; ``slide_id``: its row's name.
     """
 
     batch_size = 1
@@ -84,6 +86,8 @@ class SlideSource:
         self.requests = 0  # region requests made to large-image
         self._views: dict[float, torch.Tensor] = {}
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
+        self.mask = None  # the outline mask (annotation loss, ROI diagnostics), when a data set sets one
+        self.slide_id: str | None = None  # the manifest row's slide_id, when a data set opened it
 
     def _to_tensor(self, arr: np.ndarray, raw: bool = False) -> torch.Tensor:
         """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]; with ``raw``, 8-bit pixels stay uint8."""

@@ -65,6 +65,30 @@ class Source(Protocol):
              size_hw: tuple[int, int]) -> torch.Tensor: ...
 
 
+class StreamedSource(Source, Protocol):
+    """A ``Source`` whose stage-I view can be had as the file's own pixels, whole or band by band
+    (``zoomin.slides.SlideSource``): ``ZoomInNet.attend`` streams a view of more than
+    ``zoomin.stage1.STREAM_ABOVE`` locations from it instead of holding it (``streamed`` tells)."""
+
+    def raw_view(self, scale: float) -> torch.Tensor: ...  # V(x, s) as stored (uint8 for 8-bit) -> (B, C, h, w)
+
+    def has_view(self, scale: float) -> bool: ...  # whether raw_view(scale) is decoded already (prefetched)
+
+    def check_view(self, scale: float) -> None: ...  # the memory guard for raw_view(scale), reading nothing
+
+    def view_rows(self, scale: float, r0: int, r1: int) -> torch.Tensor: ...  # rows r0:r1 of raw_view(scale)
+
+
+STREAMED = ("raw_view", "has_view", "check_view", "view_rows")  # what a StreamedSource adds to a Source
+
+
+def streamed(src) -> bool:
+    """Whether ``src`` is a ``StreamedSource``: it has each of ``STREAMED``, looked up as attributes
+    (a wrapper forwarding them through ``__getattr__`` counts, which ``isinstance`` on a runtime
+    protocol does not promise: Python 3.12 looks them up statically)."""
+    return all(callable(getattr(src, name, None)) for name in STREAMED)
+
+
 class ArraySource:
     """A batch of in-memory images (B, C, H, W) as a source; levels are area-resampled on demand."""
 

@@ -71,7 +71,9 @@ class Stage1:
         return standardise(x, None, (self.stats[0][rows], self.stats[1][rows]))[0]
 
 
-STREAM_ABOVE = 2**20  # stage-I views with more locations are read from the source band by band (``Bands``)
+STREAM_ABOVE = BLOCKED_ABOVE  # stage-I views with more locations are read from the source band by band (``Bands``)
+# instead of held. Another saving than ``zoomin.sampling.BLOCKED_ABOVE``'s (the view's pixels, not alpha's
+# draws), at the same size of view; each can be changed (or patched in a test) without the other
 BAND = 1024  # rows per band when the fit samples a streamed view
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -30,6 +29,7 @@ from .config import NOT_THE_MODEL, Config, TrainConfig
 from .data.factory import make_datasets
 from .distributed import select_device
 from .evaluate import evaluate, forward_batch, recalibrate_batch_norm
+from .files import atomic_write_text
 from .loader import DEPTH, batches, stage1_views
 from .losses import annotation_loss, total_loss
 from .model import build_model
@@ -316,9 +316,7 @@ class Trainer:
 
     def write_metrics(self) -> dict:
         metrics = self.metrics()
-        tmp = self.out / (METRICS + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, self.out / METRICS)
+        atomic_write_text(self.out / METRICS, json.dumps(metrics, indent=2))
         return metrics
 
     def metrics(self) -> dict:

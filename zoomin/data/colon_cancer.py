@@ -14,8 +14,6 @@ import numpy as np
 
 from ..manifest import Entry
 
-NUCLEI = ("epithelial", "fibroblast", "inflammatory", "others")
-
 
 def read_detections(path: str | Path) -> np.ndarray:
     """The ``detection`` array of one ``imgN_<type>.mat`` as (n, 2) float (x, y), as stored

@@ -2,6 +2,7 @@
 manifest (unreadable slides reported on one line each and left out before training starts)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from torch.utils.data import Dataset
@@ -13,7 +14,9 @@ from ..model import stage1_scale_for
 
 def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
     """The manifest rows whose slide opens and whose stage-I view fits the pixel budget; each
-    other one is reported on one line (``zoomin: skipped PATH: problem``) and left out."""
+    other one is reported on one line (``zoomin: skipped PATH: problem``) and left out. A row
+    whose outlines cannot be read (and are not trained on) is kept as a copy without them;
+    ``entries`` are not changed."""
     from ..slides import SlideSource
     kept = []
     for e in entries:
@@ -30,7 +33,7 @@ def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
                         raise
                     if report and distributed.is_main():  # outlines only feed the diagnostics: keep the slide
                         print(f"zoomin: outlines ignored: {err}", file=sys.stderr)
-                    e.annotation = None
+                    e = dataclasses.replace(e, annotation=None)
             kept.append(e)
         except (OSError, ValueError) as err:
             if report and distributed.is_main():

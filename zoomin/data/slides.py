@@ -8,7 +8,7 @@ from ..manifest import Entry
 
 
 class SlideDataset(Dataset):
-    """``annotations=True`` attaches each annotated row's outline mask as ``source.mask`` (parsed
+    """``annotations=True`` sets each annotated row's outline mask as ``SlideSource.mask`` (parsed
     once per row, then kept with its rasterised views) for the annotation loss."""
 
     read_ahead = True  # zoomin.loader.batches opens the next batches' slides in threads
