@@ -141,3 +141,32 @@ def test_the_matrix_benchmark_trains_reports_and_collects(tmp_path):
     subprocess.run(args + ["--collect", "--out", str(tmp_path / "c.md")], check=True, cwd=root, capture_output=True)
     assert "Collected from runs trained by" in (tmp_path / "c.md").read_text()
     assert json.loads((tmp_path / "c.json").read_text()) == rows
+
+
+def test_the_whitened_prior_singles_out_a_colour_off_the_slides_mix():
+    from zoomin.evidence import moment_stats, moments, outlier_score, standardise, whitening
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(1, 1, 64, 64, generator=g)  # each pixel a mix of two stains, as H&E is
+    pink, purple = torch.tensor([0.86, 0.55, 0.75]), torch.tensor([0.45, 0.25, 0.60])
+    view = t * pink.view(1, 3, 1, 1) + (1 - t) * purple.view(1, 3, 1, 1) + 0.02 * torch.randn(1, 3, 64, 64, generator=g)
+    view[..., 10:13, 10:13] = (purple * 0.55).view(1, 3, 1, 1)  # darker, on the stains' line
+    view[..., 40:43, 40:43] = torch.tensor([0.55, 0.35, 0.20]).view(1, 3, 1, 1)  # brown, off it
+    stats = moment_stats(*moments(view, None))
+    x = standardise(view, None, stats)[0]
+    plain, white = outlier_score(x, 3), outlier_score(x, 3, None, whitening(view, None, stats))
+    ratio = lambda s: float(s[0, 0, 41, 41] / s[0, 0, 11, 11])  # noqa: E731  brown over dark
+    assert ratio(white) > 1.5 and ratio(white) > 1.3 * ratio(plain)
+
+
+def test_the_whitened_prior_streams_like_one_piece():
+    from zoomin.nets import AttentionNet
+    from zoomin.stage1 import attend
+    torch.manual_seed(0)
+    net = AttentionNet(3, 4, 2).eval()
+    view = (torch.rand(1, 3, 96, 80) * 255).to(torch.uint8)
+    with torch.no_grad():
+        one = attend(net, view, 0.1, "otsu_dark", 2.0, True, 8, 0, prior=1.0, whiten=True)
+        pieces = attend(net, view, 0.1, "otsu_dark", 2.0, True, 8, 32, prior=1.0, whiten=True)
+        plain = attend(net, view, 0.1, "otsu_dark", 2.0, True, 8, 0, prior=1.0)
+    assert torch.allclose(one.log_alpha, pieces.log_alpha, atol=1e-5)
+    assert not torch.allclose(one.log_alpha, plain.log_alpha)

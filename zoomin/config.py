@@ -43,6 +43,7 @@ class ModelConfig(Section):
     evidence_sharpness: float = 1.0  # model.evidence: attention logits = sharpness x evidence
     attention_score_grad: float = 1.0  # scale of the estimators' score gradient into the attention logits
     evidence_prior: float = 0.0  # model.evidence: weight of a fixed outlier score added to stage I's evidence
+    evidence_prior_whiten: bool = False  # model.evidence_prior: measured in the slide's whitened colours
     evidence_answer: bool = False  # model.evidence: the answer adds the pooled evidence to g(z)
     evidence_topk: int = 8  # model.evidence: the evidence pooling is the mean of the k largest locations
     augment: bool = False  # training only: each patch fed to f under a random rotation / mirror

@@ -49,6 +49,7 @@ DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 SETTING_OF = {
     "model.evidence_sharpness": ("model.evidence", True), "model.evidence_prior": ("model.evidence", True),
     "model.evidence_topk": ("model.evidence", True), "model.evidence_answer": ("model.evidence", True),
+    "model.evidence_prior_whiten": ("model.evidence", True),
     "readout.place_radius": ("readout.method", "places"), "readout.place_confidence": ("readout.method", "places"),
     "readout.place_full_rate": ("readout.method", "places"),
 }

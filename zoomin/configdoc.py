@@ -50,6 +50,9 @@ HELP = {
                                   "alpha and beta learn from the evidence losses only (method §10).",
     "model.evidence_prior": "A fixed outlier score (`zoomin.evidence.outlier_score`) is added with this weight: the "
                             "slide's most unusual places come first from step one.",
+    "model.evidence_prior_whiten": "The outlier score is the Mahalanobis distance in the slide's own colours "
+                                   "(`zoomin.evidence.whitening`) instead of the norm of the standardised channels: a "
+                                   "colour off the slide's usual mix stands out as much as a darker or paler one.",
     "model.evidence_answer": "The answer's class logits are `g(z)` (or the mixture) plus the pooled stage-I evidence and, "
                              "for two stages, the stage-II evidence of the drawn tiles (`zoomin.model.answer_evidence`): a "
                              "product of the experts, so a model whose evidence ranks the slides cannot answer against it.",

@@ -95,7 +95,21 @@ def attention_logits(evidence: torch.Tensor, sharpness: float = 1.0) -> torch.Te
     return sharpness * (evidence[:, 0] if evidence.shape[1] == 1 else evidence.logsumexp(1))
 
 
-def outlier_score(view: torch.Tensor, window: int = 5, fg: torch.Tensor | None = None) -> torch.Tensor:
+def whitening(sample: torch.Tensor, fg: torch.Tensor | None, stats, eps: float = 1e-2) -> torch.Tensor:
+    """The colour whitening of ``model.evidence_prior_whiten``: the inverse Cholesky factor (B, C, C) of
+    the channels' correlation over the foreground of ``sample`` (B, C, h, w) standardised with
+    ``stats``; ``fg``: (B, h*w) bool or None. Applied to a standardised pixel it gives coordinates in
+    which the slide's own colours are uncorrelated and unit, so a colour off the slide's usual
+    mix (a brown stain on H&E) stands out as much as a darker or paler one."""
+    x = standardise(sample, None, stats)[0].double().flatten(2)  # (B, C, L)
+    w = torch.ones_like(x[:, :1]) if fg is None else fg.unsqueeze(1).to(x.dtype)  # (B, 1, L)
+    corr = (x * w) @ x.transpose(1, 2) / w.sum(-1, keepdim=True).clamp(min=1)  # (B, C, C)
+    corr = corr + eps * torch.eye(x.shape[1], dtype=x.dtype)
+    return torch.linalg.inv(torch.linalg.cholesky(corr)).float()
+
+
+def outlier_score(view: torch.Tensor, window: int = 5, fg: torch.Tensor | None = None,
+                  whiten: torch.Tensor | None = None) -> torch.Tensor:
     """A fixed prior for the stage-I evidence (method §10, the cold start; ``model.evidence_prior``):
     how far each location's neighbourhood stands out of its image's tissue — the norm over channels
     of the standardised view averaged over a ``window x window`` neighbourhood (no parameters, any
@@ -103,9 +117,12 @@ def outlier_score(view: torch.Tensor, window: int = 5, fg: torch.Tensor | None =
     most unusual places first in alpha and in the top-k pooling from the first step, so the MIL
     loss learns which of them are lesions instead of waiting for a random net to rank one high.
     The average is over the neighbourhood's foreground only (``fg``), so the edge of the tissue
-    does not stand out for the glass beside it. view: (B, C, h, w) standardised; fg: (B, h, w)
-    bool or None -> (B, 1, h, w)."""
+    does not stand out for the glass beside it; ``whiten`` (``whitening``) measures it in the
+    slide's whitened colours. view: (B, C, h, w) standardised; fg: (B, h, w) bool or None;
+    whiten: (B, C, C) or None -> (B, 1, h, w)."""
     pool = lambda t: torch.nn.functional.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)  # noqa: E731
+    if whiten is not None:  # (B, C, C) from ``whitening``: Mahalanobis instead of the channels' norm
+        view = torch.einsum("bij,bjhw->bihw", whiten.to(view.device), view.float())
     if fg is None:
         smooth = pool(view.float())
     else:

@@ -118,7 +118,7 @@ class _AttentionSampler(nn.Module):
             view = src.raw_view(scale) if raw else src.view(scale)  # (B, C, h, w)
         return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
-                             prior=self.cfg.evidence_prior)  # attend applies it only with evidence
+                             prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""

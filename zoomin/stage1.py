@@ -32,7 +32,7 @@ from . import foreground
 from .sampling import BLOCKED_ABOVE, block_masses
 from .sources import to_unit
 from .evidence import (attention_logits, evidence_class_logits, mean_finite, moment_stats, moments, outlier_score,
-                       pooled_logits, standardise, top_values)
+                       pooled_logits, standardise, top_values, whitening)
 
 
 @dataclass
@@ -109,12 +109,13 @@ def fit_stride(h: int, w: int) -> int:
     return max(1, math.ceil(math.sqrt(h * w / FIT_LOCATIONS)))
 
 
-def fit(view: torch.Tensor, kind: str, with_stats: bool):
+def fit(view: torch.Tensor, kind: str, with_stats: bool, whiten: bool = False):
     """Foreground threshold (B,) (``zoomin.foreground``, Otsu), whether each image has foreground
     (B,) bool, and with ``with_stats`` the foreground mean and std (B, C) each (``zoomin.evidence``),
     of ``view`` (B, C, h, w), on an evenly strided sample of at most about ``FIT_LOCATIONS``
     locations (every location of a view up to that size) -> (threshold, has_fg, stats); None for
-    what is not asked for. The same sample whether or not stage I is streamed."""
+    what is not asked for. The same sample whether or not stage I is streamed. ``whiten`` (with
+    stats) adds a fourth result, ``zoomin.evidence.whitening`` of the sample."""
     h, k = view.shape[-2], fit_stride(*view.shape[-2:])
     if isinstance(view, torch.Tensor):
         sample = to_unit(view[..., ::k, ::k])  # (B, C, h/k, w/k)
@@ -130,6 +131,8 @@ def fit(view: torch.Tensor, kind: str, with_stats: bool):
         has_fg = fg.any(-1)
         fg = fg | ~has_fg.unsqueeze(-1)  # an image with no foreground keeps every location
     stats = moment_stats(*moments(sample, fg)) if with_stats else None
+    if whiten and stats is not None:  # the outlier prior's colour whitening, from the same sample
+        return threshold, has_fg, stats, whitening(sample, fg, stats)
     return threshold, has_fg, stats
 
 
@@ -146,18 +149,21 @@ PRIOR_WINDOW = 5  # view pixels a side of the outlier prior's neighbourhood (zoo
 
 
 def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 1.0, evidence: bool = False,
-           topk: int = 8, chunk: int = 0, device: torch.device | None = None, prior: float = 0.0) -> Stage1:
+           topk: int = 8, chunk: int = 0, device: torch.device | None = None, prior: float = 0.0,
+           whiten: bool = False) -> Stage1:
     """Stage I, eq 1, on ``view`` (B, C, h, w) with attention net ``net`` (``zoomin.nets.AttentionNet``):
     log alpha over the foreground; with ``evidence``, ``net``'s output is the evidence map, pooled
     by a top-``topk`` mean over the foreground (``zoomin.evidence``, method §10) and standardised
-    inputs; ``prior`` > 0 adds that times ``outlier_score`` of the standardised view to the evidence
+    inputs; ``prior`` > 0 adds that times ``outlier_score`` of the standardised view (``whiten``: in
+    the slide's whitened colours) to the evidence
     (method §10, the cold start). Streamed in ``chunk x chunk`` pieces (0: one piece); the result
     equals one piece. The view stays where it is (a slide's on the CPU); each piece moves to
     ``device`` (the net's)."""
     prior = prior if evidence else 0.0
     B, C, h, w = view.shape
     device = device or view.device
-    threshold, has_fg, stats = fit(view, kind, evidence)
+    threshold, has_fg, stats, *white = fit(view, kind, evidence, whiten=bool(prior) and whiten)
+    white = white[0].to(device) if white else None  # (B, C, C) the prior's colour whitening (whiten)
     threshold, has_fg, stats = (None if threshold is None else threshold.to(device),
                                 None if has_fg is None else has_fg.to(device),
                                 None if stats is None else tuple(t.to(device) for t in stats))
@@ -187,7 +193,7 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
         out = net(x) if one_piece or not grad else checkpoint(net, x, use_reentrant=False)
         out = out[own].float()  # (B, E, ph, pw) the piece's own locations
         if prior:  # a fixed score, no gradient: added after the (checkpointed) net
-            out = out + prior * outlier_score(x, PRIOR_WINDOW, fgp)[own]  # (B, 1, ph, pw) broadcast
+            out = out + prior * outlier_score(x, PRIOR_WINDOW, fgp, white)[own]  # (B, 1, ph, pw) broadcast
         a = attention_logits(out, sharpness)  # (B, ph, pw)
         att[:, r0:r1, c0:c1] = a if f is None else a + (~f).to(a.dtype) * foreground.MASKED
         if ev_map is not None:
