@@ -30,7 +30,6 @@ run (the share of time a kernel was running), its mean; "n/a" on a CPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import shlex
 import subprocess

@@ -352,7 +352,7 @@ def test_heatmap_geojson_uses_the_same_builder():
     import torch
     from types import SimpleNamespace
 
-    from zoomin.predict import heatmap_geojson
+    from zoomin.heatmaps import heatmap_geojson
     alpha = torch.zeros(1, 4, 4)
     alpha[0, 1, 2] = 1.0
     tr = SimpleNamespace(alpha=alpha, image_size=(400, 800), subtile_valid=torch.tensor([[True, False]]),

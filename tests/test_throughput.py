@@ -17,7 +17,6 @@ from zoomin.config import Config, ModelConfig, ReadoutConfig, TrainConfig  # noq
 from zoomin.geometry import crop  # noqa: E402
 from zoomin.loader import batches  # noqa: E402
 from zoomin.slides import SlideSource, group_boxes, windows  # noqa: E402
-from zoomin.sources import to_unit  # noqa: E402
 from zoomin.synth import synth_slides  # noqa: E402
 
 ROOT = Path(__file__).parents[1]

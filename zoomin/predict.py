@@ -22,9 +22,8 @@ from . import loader
 from .errors import one_line
 from .evaluate import image_generator
 from .files import atomic_write_text
-from .heatmaps import heatmap_dsa, heatmap_geojson, heatmap_png, write_heatmaps  # noqa: F401  (also read from here)
+from .heatmaps import write_heatmaps
 from .readout import answer
-from .trace import Trace
 
 
 class Slide(NamedTuple):
