@@ -61,16 +61,15 @@ def load_run(run: str | Path, test_size: int = 0, method: str = "", seen_digits:
     under data seed ``seed + SEEN_SEED_OFFSET``: the digits the run trained on, in new places and
     combinations (what the reader has memorised against what generalises).
     In top-k mode the model (in eval mode, as ``load_model`` gives it) keeps one sub-tile per
-    stage-I tile (this loaded copy only), so both kinds read N patches in all, as in training.
+    stage-I tile (``readout.subtiles`` 1 in the ``cfg`` returned), so both kinds read N patches in all, as in training.
     ``method`` (when set) replaces the run's ``readout.method`` in the ``cfg`` returned: how the same
     weights are read out (``zoomin.readout``). ``data``: ``DataConfig`` fields to change
     for the images scored (e.g. ``{"n_noise": 100}``: the same weights on busier canvases)."""
     from zoomin.config import ReadoutConfig
     from zoomin.data.megapixel_mnist import MegapixelMNIST
     model, cfg = load_model(Path(run) / "checkpoint.pt")
-    model.cfg.topk_subtiles = 1
-    if method:
-        cfg.readout = ReadoutConfig(**{**vars(cfg.readout), "method": method})  # checked as a config's
+    method = {"method": method} if method else {}
+    cfg.readout = ReadoutConfig(**{**vars(cfg.readout), "subtiles": 1, **method})  # checked as a config's
     cfg.data = replace(cfg.data, **(data or {}))  # an unknown field is a TypeError naming it
     cfg.data.test_size = test_size or cfg.data.test_size
     if seen_digits:

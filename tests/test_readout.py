@@ -140,3 +140,27 @@ def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
     assert int(draws.sum()) == drawn == 3 * 4 * 6  # two stages: one sub-tile per stage-I draw
     assert valid.shape[1] == max(sum(int(t.subtile_valid[b].sum()) for t in traces) for b in range(3))
     assert torch.allclose(probs[valid].sum(0), sum(t.draw_probs[t.subtile_valid].sum(0) for t in traces), atol=1e-5)
+
+
+@pytest.mark.parametrize("subtiles", [1, 3])
+def test_a_topk_readout_keeps_readout_subtiles_per_kept_tile(subtiles):
+    from zoomin.config import Config
+    from zoomin.model import build_model
+    from zoomin.readout import answer
+    cfg = Config.from_dict({"model": {"in_channels": 1, "num_classes": 2, "scale1": 0.125, "tile": 32, "scale2": 0.5,
+                                      "subtile": 8, "n_samples": 4},
+                            "readout": {"mode": "topk", "subtiles": subtiles}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    _, traces = answer(model, torch.rand(2, 1, 128, 128), cfg.readout)
+    kept = traces[0].subtile_valid.sum(-1)  # (B, P) sub-tiles per kept tile
+    assert (kept[traces[0].tile_counts > 0] == subtiles).all()
+
+
+def test_the_old_model_topk_subtiles_key_is_read_as_readout_subtiles():
+    from zoomin.config import Config
+    with pytest.warns(FutureWarning, match="readout.subtiles"):
+        cfg = Config.from_dict({"model": {"topk_subtiles": 3}, "readout": {"mode": "topk"}})
+    assert cfg.readout.subtiles == 3
+    with pytest.raises(ValueError, match="readout.subtiles"):  # a readout setting without its readout
+        Config.from_dict({"readout": {"subtiles": 3}})

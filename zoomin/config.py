@@ -11,7 +11,7 @@ from .config_check import (LEGACY, Section, check_fields, cross_check, read_lega
 
 FEATURE_OUTPUTS = ("linear", "l2")
 POOLINGS = ("features", "probabilities", "both")
-NOT_THE_MODEL = ("backbone_weights", "topk_subtiles")  # model fields a resume may change: f's start, a readout setting
+NOT_THE_MODEL = ("backbone_weights",)  # model fields a resume may change: f's start
 SECTIONS = ("model", "data", "train", "readout")
 
 
@@ -37,7 +37,6 @@ class ModelConfig(Section):
     attention_hidden: int = 8  # channels of the attention nets a and b
     attention_depth: int = 3  # conv layers of a and b
     dropout: float = 0.0  # dropout before g's linear layer
-    topk_subtiles: int = 2  # readout.mode topk: sub-tiles kept per tile
     foreground: str = "none"  # mask background out of both attention maps: none, otsu_bright, otsu_dark
     evidence: bool = False  # MIL evidence heads: a and b give evidence maps, f an instance head (method §10)
     evidence_sharpness: float = 1.0  # model.evidence: attention logits = sharpness x evidence
@@ -143,6 +142,7 @@ class ReadoutConfig(Section):
     method: str = "auto"  # how passes become the answer: auto, features, mixture or places
     mode: str = "sample"  # sample (Monte-Carlo passes) or topk (one deterministic pass)
     passes: int = 1  # mode sample: passes read out together per image
+    subtiles: int = 2  # mode topk: sub-tiles kept per kept tile
     place_radius: float = 0.0  # method places: draws closer than this (level-0 px) are one place (0: auto)
     place_confidence: float = 0.5  # method places: a place votes when its top class probability is this
     place_full_rate: float = 0.5  # method places: draws per pass for a whole vote (fewer: that share; 0: all whole)

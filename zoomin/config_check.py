@@ -26,7 +26,7 @@ RANGES = {  # (lower, bound[, upper, bound]): ">=" / ">" below, "<=" / "<" above
     "model.view_size": NOT_NEGATIVE, "model.tile": AT_LEAST_1, "model.scale2": (">", 0, "<=", 1),
     "model.subtile": AT_LEAST_1, "model.n_samples": AT_LEAST_1, "model.feature_dim": AT_LEAST_1,
     "model.feature_width": AT_LEAST_1, "model.feature_depth": AT_LEAST_1, "model.attention_hidden": AT_LEAST_1,
-    "model.attention_depth": AT_LEAST_1, "model.dropout": (">=", 0, "<", 1), "model.topk_subtiles": AT_LEAST_1,
+    "model.attention_depth": AT_LEAST_1, "model.dropout": (">=", 0, "<", 1), "readout.subtiles": AT_LEAST_1,
     "model.evidence_sharpness": (">", 0), "model.attention_score_grad": NOT_NEGATIVE,
     "model.evidence_prior": NOT_NEGATIVE, "model.evidence_topk": AT_LEAST_1, "model.augment_affine": NOT_NEGATIVE,
     "model.proposal_floor": (">=", 0, "<", 1), "model.instance_topk": AT_LEAST_1, "model.mpp": NOT_NEGATIVE,
@@ -51,13 +51,14 @@ SETTING_OF = {
     "model.evidence_topk": ("model.evidence", True), "model.evidence_answer": ("model.evidence", True),
     "model.evidence_prior_whiten": ("model.evidence", True),
     "readout.place_radius": ("readout.method", "places"), "readout.place_confidence": ("readout.method", "places"),
-    "readout.place_full_rate": ("readout.method", "places"),
+    "readout.place_full_rate": ("readout.method", "places"), "readout.subtiles": ("readout.mode", "topk"),
 }
 # keys of earlier versions -> today's key, and how their values read today
 TEST_POOLING = {"": "auto", "features": "features", "probabilities": "mixture", "places": "places"}
 LEGACY = {"model.test_pooling": ("readout.method", TEST_POOLING), "model.place_radius": ("readout.place_radius", None),
           "model.place_confidence": ("readout.place_confidence", None),
           "model.place_full_rate": ("readout.place_full_rate", None),
+          "model.topk_subtiles": ("readout.subtiles", None),
           "train.eval_mode": ("readout.mode", None), "train.eval_passes": ("readout.passes", None)}
 
 

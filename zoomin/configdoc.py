@@ -20,8 +20,7 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 CLASSES = C.SECTION_CLASSES
 INTRO = {
     "model": "What the network is: its two stages, the feature net `f`, the attention nets `a` and `b`, the classifier "
-             "`g`, and what it trains on. A resume refuses another model section (except `backbone_weights` and "
-             "`topk_subtiles`).",
+             "`g`, and what it trains on. A resume refuses another model section (except `backbone_weights`).",
     "data": "What it learns from: the built-in Megapixel MNIST, or slides listed in a manifest CSV.",
     "train": "How it learns: the optimiser, the losses' weights, precision and when it tests.",
     "readout": "The model's answer for an image (`zoomin.readout.answer`): what the trainer's test scores, what "
@@ -40,8 +39,6 @@ HELP = {
                       "(`zoomin.backbones`).",
     "model.backbone_weights": "Used when training from scratch: `\"\"` (random), a state-dict file (.pth / .safetensors), "
                               "or `timm-cache` (timm's own cache; zoomin never downloads).",
-    "model.topk_subtiles": "Only `readout.mode: topk` reads it: stage II keeps this many of each kept tile's most attended "
-                           "sub-tiles.",
     "model.evidence": "MIL evidence heads (method §10): `a` and `b` give a per-location evidence map that is the attention "
                       "logits, pooled into auxiliary predictions (`train.evidence_weight`); `f` gets an instance head; "
                       "views are standardised over the foreground.",
@@ -84,8 +81,10 @@ HELP = {
                       "digit): the draws of all passes are grouped into places (draws closer than `place_radius`), "
                       "and each place the reader is sure of (`place_confidence`) casts one vote; not for labels meaning "
                       "\"some object present\", where one place should decide (`zoomin.readout`).",
-    "readout.mode": "`topk` keeps the N most attended tiles and `model.topk_subtiles` sub-tiles of each, renormalised "
+    "readout.mode": "`topk` keeps the N most attended tiles and `subtiles` sub-tiles of each, renormalised "
                     "(a truncation, not an unbiased estimate): one pass, `passes` stays 1.",
+    "readout.subtiles": "Only `mode: topk` reads it: stage II keeps this many of each kept tile's most attended "
+                        "sub-tiles.",
     "readout.passes": "Each pass redraws from the same stage I; the passes are read out together as `method` says.",
     "readout.place_radius": "Draws whose patch centres are closer than this are one place (chained); 0: half the side "
                             "of the patches fed to `f`.",
@@ -141,7 +140,8 @@ def render() -> str:
              "- `train.mixture_weight` needs `model.pooling: both`; `train.evidence_weight` needs `model.evidence: true`; "
              "`train.instance_weight` needs an instance head (`model.evidence: true` or `model.instance_pool: mean`).",
              "- A setting of a switch that is off is an error: " + "; ".join(
-                 ", ".join(f"`{k}`" for k, sv in SETTING_OF.items() if sv == (s, v)) + f" need `{s}: {'true' if v is True else v}`"
+                 ", ".join(f"`{k}`" for k, sv in SETTING_OF.items() if sv == (s, v))
+                 + f" need{'s' * (list(SETTING_OF.values()).count((s, v)) == 1)} `{s}: {'true' if v is True else v}`"
                  for s, v in dict.fromkeys(SETTING_OF.values())) + ".",
              "- `readout.passes` > 1 needs `readout.mode: sample`.",
              "- The stage-I resolution is given one way (`model.scale1`, `model.view_size` or `model.stage1_mpp`), the "

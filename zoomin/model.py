@@ -11,7 +11,7 @@ Inference modes:
   passes with different generators give different (unbiased) predictions; average several
   passes to reduce variance.
 * ``mode="topk"``: deterministic. Stage I keeps the ``N`` most attended tiles, stage II the
-  ``topk_subtiles`` most attended sub-tiles of each, and the attention is renormalised over what
+  ``readout.subtiles`` most attended sub-tiles of each, and the attention is renormalised over what
   was kept (a truncation of eq 2 / eq 5, not an unbiased estimate).
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Stage2:
 class _AttentionSampler(nn.Module):
     """What both models share: stage-I attention ``a``, features ``f``, classifier ``g`` and the
     draw -> read -> estimate -> trace pass. Each subclass says what ``f`` sees with
-    ``stage2(src, s1, tiles, boxes, mode, generator, complement) -> Stage2``."""
+    ``stage2(src, s1, tiles, boxes, mode, generator, complement, subtiles) -> Stage2``."""
 
     def __init__(self, cfg: ModelConfig, patch: int):
         super().__init__()
@@ -143,10 +143,11 @@ class _AttentionSampler(nn.Module):
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
                 generator: torch.Generator | None = None, stage1: Stage1 | None = None,
-                pooling: str | None = None) -> Trace:
+                pooling: str | None = None, subtiles: int = 2) -> Trace:
         """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace.
         ``stage1``: ``attend(x)`` computed before (passes that only redraw share it). ``pooling``:
-        what this pass averages (``features`` or ``probabilities``; None: ``self.pooling``)."""
+        what this pass averages (``features`` or ``probabilities``; None: ``self.pooling``).
+        ``subtiles``: ``mode="topk"`` only, the sub-tiles kept per kept tile (``readout.subtiles``)."""
         src = as_source(x)
         if src.channels != self.cfg.in_channels:
             raise ValueError(f"model expects {self.cfg.in_channels} channel(s), the input has {src.channels}")
@@ -154,14 +155,15 @@ class _AttentionSampler(nn.Module):
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
         s1 = stage1 or self.attend(src)
-        trace = self.aggregate(src, s1, n, mode, generator, pooling=pooling)
+        trace = self.aggregate(src, s1, n, mode, generator, pooling=pooling, subtiles=subtiles)
         if negatives and s1.log_alpha.shape[-1] > 1:
-            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True, pooling=pooling)
+            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True, pooling=pooling,
+                                             subtiles=subtiles)
         return trace
 
     def aggregate(self, src: Source, s1: Stage1, n: int, mode: str = "sample",
                   generator: torch.Generator | None = None, complement: bool = False,
-                  pooling: str | None = None) -> Trace:
+                  pooling: str | None = None, subtiles: int = 2) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
         method §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
@@ -172,7 +174,7 @@ class _AttentionSampler(nn.Module):
         tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses,
                      floor=floor, fg=s1.fg if floor else None)  # (B, P) distinct tiles, counts (and log q)
         boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
-        s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement)
+        s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement, subtiles)
         drawn = s2.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
         patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
@@ -227,7 +229,7 @@ class AttentionSamplingNet(_AttentionSampler):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, cfg.tile)
 
-    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
+    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
         """No stage II: each drawn tile is the patch (K = 1)."""
         one = Draws(torch.zeros_like(tiles.index).unsqueeze(-1), tiles.valid.long().unsqueeze(-1))  # (B, P, 1)
         return Stage2(one, boxes.unsqueeze(2))  # boxes (B, P, 1, 4)
@@ -260,9 +262,9 @@ class ZoomInNet(_AttentionSampler):
         log_beta = foreground.apply(attention_logits(out, self.sharpness), fg)
         return log_beta, fg, out if s1 is not None and s1.stats is not None else None
 
-    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False) -> Stage2:
+    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
         """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's
-        sub-tiles without replacement: one per stage-I draw (eq 9), or the ``topk_subtiles`` best."""
+        sub-tiles without replacement: one per stage-I draw (eq 9), or the ``subtiles`` best."""
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
@@ -279,7 +281,7 @@ class ZoomInNet(_AttentionSampler):
                 fg = torch.ones_like(log_beta, dtype=torch.bool)  # (B, P, S) padding: all foreground
                 fg[valid] = fg_valid
             log_beta = complement_log_probs(log_beta, fg)
-        k = tiles.count if mode == "sample" else self.cfg.topk_subtiles * valid  # (B, P) sub-tiles per tile
+        k = tiles.count if mode == "sample" else subtiles * valid  # (B, P) sub-tiles per tile
         subtiles = draw(log_beta, k, mode, generator, replacement=False)  # (B, P, K) in draw order
         tile_hw = (self.cfg.tile, self.cfg.tile)
         sboxes = subtile_boxes(boxes, subtiles.index, self.subview_hw, tile_hw, self.patch_hw)  # (B, P, K, 4)

@@ -35,11 +35,12 @@ PASS_POOLING = {"auto": None, "features": "features", "mixture": "probabilities"
 
 @torch.no_grad()
 def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None,
-                pooling: str | None = None):
+                pooling: str | None = None, subtiles: int = 2):
     """The passes over ``x`` (a tensor batch, a source, or a list of sources), one at a time: a list
     of traces per pass, one per source. Stage I once (it draws nothing), then ``passes`` redraws in
     ``sample`` mode (``topk`` is deterministic: one pass) from ``generator`` (None: torch's global one;
-    a list: one generator per source). ``pooling``: what each pass pools (None: as trained)."""
+    a list: one generator per source). ``pooling``: what each pass pools (None: as trained);
+    ``subtiles``: ``topk`` mode's sub-tiles per kept tile."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     n = max(1, passes) if mode == "sample" else 1
     sources = [as_source(s) for s in (x if isinstance(x, list) else [x])]  # a tensor batch is one source
@@ -50,7 +51,7 @@ def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None,
         stage1 = [model.attend(s) for s in sources]
     for _ in range(n):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = [model(s, mode=mode, generator=g, stage1=s1, pooling=pooling)
+            traces = [model(s, mode=mode, generator=g, stage1=s1, pooling=pooling, subtiles=subtiles)
                       for s, s1, g in zip(sources, stage1, gens)]
         yield traces
 
@@ -66,7 +67,7 @@ def answer(model, x, readout, generator=None, amp_dtype=None) -> tuple[torch.Ten
     places = readout.method == "places"  # needs every pass's draws; the mean only a running sum
     probs, first, kept, n = 0, None, [], 0
     for traces in iter_passes(model, x, readout.mode, readout.passes, amp_dtype, generator,
-                              PASS_POOLING[readout.method]):
+                              PASS_POOLING[readout.method], readout.subtiles):
         first, n = first or traces, n + 1
         if places:
             kept.append(traces)

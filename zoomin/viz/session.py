@@ -76,8 +76,9 @@ class Session:
         """One forward pass on image ``name`` with ``n`` samples, reproducible from ``seed``."""
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
+        subtiles = self.readout.subtiles if self.readout is not None else 2  # topk: the answer's sub-tiles per tile
         return self.model(self.source(name), n=n, mode=self.mode, negatives=self.negatives,
-                          generator=generator).detach()
+                          generator=generator, subtiles=subtiles).detach()
 
     @torch.no_grad()
     def answer(self, name: str, seed: int = 0) -> torch.Tensor:
