@@ -2,8 +2,8 @@
 weights from a local file or from timm's own cache. zoomin never downloads.
 
 * ``model.backbone: timm:NAME`` (e.g. ``timm:resnet18``, ``timm:resnet18.a1_in1k``) builds
-  ``timm.create_model(NAME, pretrained=False, in_chans=C, num_classes=K)``: (M, C, h2, w2) patches
-  -> (M, K) features, timm's pooling and a new linear head. Needs the optional ``timm`` extra.
+  ``timm.create_model(NAME, pretrained=False, in_chans=C, num_classes=D)``: (M, C, h2, w2) patches
+  -> (M, D) features, timm's pooling and a new linear head. Needs the optional ``timm`` extra.
 * ``model.backbone_weights``: ``""`` (random initialisation), a file (``.pth``/``.pt``/``.bin`` or
   ``.safetensors``: a state dict, a checkpoint holding one, or a zoomin checkpoint, whose ``f`` is
   taken), or ``timm-cache`` (the weights of the model's pretrained tag, if timm already has them on

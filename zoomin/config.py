@@ -26,7 +26,7 @@ class ModelConfig(Section):
     scale2: float = 0.25  # s2: scale at which a tile is viewed for stage II (two stages only)
     subtile: int = 50  # h2 = w2: sub-tile side in level-0 pixels, the patch fed to f (two stages only)
     n_samples: int = 10  # N: stage-I draws per image (= sub-tiles per image)
-    feature_dim: int = 64  # K: size of f's output and g's input
+    feature_dim: int = 64  # D: size of f's output and g's input
     feature_width: int = 32  # channels of f's conv blocks
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none

@@ -72,8 +72,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
 def register_backbone(name: str):
     """Decorator: make a feature extractor available as ``ModelConfig.backbone = name``.
 
-    The factory is called as ``factory(in_channels=C, out_dim=K, width=W, depth=D, norm=N)`` and must map
-    (M, C, h2, w2) patches to (M, K) features.
+    The factory is called as ``factory(in_channels=C, out_dim=D, width=width, depth=depth, norm=norm)`` and
+    must map (M, C, h2, w2) patches to (M, D) features.
     """
     def wrap(factory):
         BACKBONES[name] = factory
@@ -94,7 +94,7 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 def feature_output(f: torch.Tensor, kind: str) -> torch.Tensor:
     """The last step of ``f`` (``ModelConfig.feature_output``), before eq 3 / eq 5 average the features.
-    (M, K) -> (M, K).
+    (M, D) -> (M, D).
 
     ``linear``: as the backbone gives them. ``l2``: unit length, as ATS normalises its features
     (Katharopoulos & Fleuret 2019: sampling from the attention is then the minimum-variance
@@ -105,7 +105,7 @@ def feature_output(f: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    """``g``: aggregated feature (B, K) -> class logits (B, num_classes)."""
+    """``g``: aggregated feature (B, D) -> class logits (B, num_classes)."""
 
     def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
