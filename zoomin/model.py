@@ -87,7 +87,7 @@ class Stage2:
 class _AttentionSampler(nn.Module):
     """What both models share: stage-I attention ``a``, features ``f``, classifier ``g`` and the
     draw -> read -> estimate -> trace pass. Each subclass says what ``f`` sees with
-    ``stage2(src, s1, tiles, boxes, mode, generator, complement, subtiles) -> Stage2``."""
+    ``stage2(src, first, tiles, boxes, mode, generator, complement, subtiles) -> Stage2``."""
 
     def __init__(self, cfg: ModelConfig, patch: int):
         super().__init__()
@@ -124,10 +124,10 @@ class _AttentionSampler(nn.Module):
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
         return stage1_scale_for(self.cfg, size)
 
-    def embed(self, patches: torch.Tensor, s1: Stage1, rows: torch.Tensor) -> torch.Tensor:
+    def embed(self, patches: torch.Tensor, first: Stage1, rows: torch.Tensor) -> torch.Tensor:
         """``f`` on full-resolution patches (M, C, h2, w2) of images ``rows`` (M,): standardised with
         their image's stage I, the backbone, then ``cfg.feature_output`` -> (M, D) float."""
-        return feature_output(self.features(s1.standardised(patches, rows)).float(), self.cfg.feature_output)
+        return feature_output(self.features(first.standardised(patches, rows)).float(), self.cfg.feature_output)
 
     @property
     def pooling(self) -> str:
@@ -154,14 +154,14 @@ class _AttentionSampler(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
-        s1 = stage1 or self.attend(src)
-        trace = self.aggregate(src, s1, n, mode, generator, pooling=pooling, subtiles=subtiles)
-        if negatives and s1.log_alpha.shape[-1] > 1:
-            trace.negatives = self.aggregate(src, s1, n, mode, generator, complement=True, pooling=pooling,
+        first = stage1 or self.attend(src)
+        trace = self.aggregate(src, first, n, mode, generator, pooling=pooling, subtiles=subtiles)
+        if negatives and first.log_alpha.shape[-1] > 1:
+            trace.negatives = self.aggregate(src, first, n, mode, generator, complement=True, pooling=pooling,
                                              subtiles=subtiles)
         return trace
 
-    def aggregate(self, src: Source, s1: Stage1, n: int, mode: str = "sample",
+    def aggregate(self, src: Source, first: Stage1, n: int, mode: str = "sample",
                   generator: torch.Generator | None = None, complement: bool = False,
                   pooling: str | None = None, subtiles: int = 2) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
@@ -169,35 +169,35 @@ class _AttentionSampler(nn.Module):
         estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
         classify each patch and estimate the expected class probabilities instead)."""
         B, cfg, pooling = src.batch_size, self.cfg, pooling or self.pooling
-        log_alpha = complement_log_probs(s1.log_alpha, s1.fg) if complement else s1.log_alpha  # (B, L)
+        log_alpha = complement_log_probs(first.log_alpha, first.fg) if complement else first.log_alpha  # (B, L)
         floor = cfg.proposal_floor if self.training and mode == "sample" and not complement else 0.0
-        tiles = draw(log_alpha, n, mode, generator, masses=None if complement else s1.masses,
-                     floor=floor, fg=s1.fg if floor else None)  # (B, P) distinct tiles, counts (and log q)
-        boxes = tile_boxes(tiles.index, s1.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
-        s2 = self.stage2(src, s1, tiles, boxes, mode, generator, complement, subtiles)
-        drawn = s2.subtiles.valid  # (B, P, K)
+        tiles = draw(log_alpha, n, mode, generator, masses=None if complement else first.masses,
+                     floor=floor, fg=first.fg if floor else None)  # (B, P) distinct tiles, counts (and log q)
+        boxes = tile_boxes(tiles.index, first.view_hw, src.size, (self.cfg.tile, self.cfg.tile))  # (B, P, 4)
+        second = self.stage2(src, first, tiles, boxes, mode, generator, complement, subtiles)
+        drawn = second.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
-        patches = src.read(rows[drawn], s2.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
+        patches = src.read(rows[drawn], second.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
         if cfg.augment and self.training:
             patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
         if cfg.augment_affine and self.training:
             patches = affine(patches, cfg.augment_affine, generator)  # (M, C, h2, w2) a little rotated, scaled, sheared
-        f = self.embed(patches, s1, rows[drawn])  # (M, D)
+        f = self.embed(patches, first, rows[drawn])  # (M, D)
         feats = f.new_zeros(*drawn.shape, f.shape[-1])
         feats[drawn] = f  # (B, P, K, D)
-        la, lb = log_alpha.gather(1, tiles.index), s2.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
+        la, lb = log_alpha.gather(1, tiles.index), second.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
         if cfg.attention_score_grad != 1.0:  # same value; the score gradient into alpha and beta rescaled
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
-        z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, s2.num_subtiles, mode, log_q=tiles.log_q)  # (B, D)
+        z = two_stage_estimate(la, lb, feats, tiles.count, drawn, n, second.num_subtiles, mode, log_q=tiles.log_q)  # (B, D)
         heads = {}
-        if s1.evidence_logits is not None and not complement:  # MIL heads (method §10): every location
-            heads = dict(evidence_logits=s1.evidence_logits, evidence2_logits=s2.evidence_logits)
+        if first.evidence_logits is not None and not complement:  # MIL heads (method §10): every location
+            heads = dict(evidence_logits=first.evidence_logits, evidence2_logits=second.evidence_logits)
         if self.instance_head is not None and not complement:  # and every draw
             inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
             inst[drawn] = self.instance_head(f).float()  # float under autocast too
             if cfg.instance_pool == "mean":  # the per-draw loss weighs each draw as the estimator weighed it in z
                 heads["instance_draw_logits"] = inst
-                heads["draw_weights"] = two_stage_weights(la.detach(), lb.detach(), tiles.count, drawn, s2.num_subtiles,
+                heads["draw_weights"] = two_stage_weights(la.detach(), lb.detach(), tiles.count, drawn, second.num_subtiles,
                                                           mode, tiles.log_q)  # (B, P, K)
             else:
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
@@ -206,7 +206,7 @@ class _AttentionSampler(nn.Module):
         if pooling != "features":  # the same estimator over each patch's class probabilities
             probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
             probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
-            expected = two_stage_estimate(la, lb, probs, tiles.count, drawn, n, s2.num_subtiles, mode,
+            expected = two_stage_estimate(la, lb, probs, tiles.count, drawn, n, second.num_subtiles, mode,
                                           log_q=tiles.log_q)  # (B, classes)
             if pooling == "both":  # training: g(z) stays the prediction, the mixture a second loss
                 mixture = probability_logits(expected)
@@ -215,10 +215,10 @@ class _AttentionSampler(nn.Module):
         if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (method §10)
             heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"))
             logits = logits + heads["answer_evidence"]
-        return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=s1.view_hw,
-                     tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=s2.subtiles.index, subtile_valid=drawn,
-                     subtile_boxes=s2.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=s2.log_beta,
-                     image_size=src.size, mode=mode, scale1=s1.scale, scale2=s2.scale, subview_hw=s2.view_hw,
+        return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=first.view_hw,
+                     tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=second.subtiles.index, subtile_valid=drawn,
+                     subtile_boxes=second.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=second.log_beta,
+                     image_size=src.size, mode=mode, scale1=first.scale, scale2=second.scale, subview_hw=second.view_hw,
                      head_weight=self.classifier.linear.weight.detach().clone(), **heads)
 
 
@@ -229,7 +229,7 @@ class AttentionSamplingNet(_AttentionSampler):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, cfg.tile)
 
-    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
+    def stage2(self, src, first, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
         """No stage II: each drawn tile is the patch (K = 1)."""
         one = Draws(torch.zeros_like(tiles.index).unsqueeze(-1), tiles.valid.long().unsqueeze(-1))  # (B, P, 1)
         return Stage2(one, boxes.unsqueeze(2))  # boxes (B, P, 1, 4)
@@ -247,28 +247,28 @@ class ZoomInNet(_AttentionSampler):
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
 
     def zoom(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
-             s1: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+             first: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage II, eq 4: ``beta^c = softmax(b(V(x, s2, c)))`` for tiles ``boxes`` (M, 4) of images
         ``rows`` (M,) -> log beta (M, u*v) and its foreground mask. Called once per distinct tile;
-        ``s1`` (the images' stage I) gives the foreground threshold and the standardisation."""
-        return self._zoom(src, rows, boxes, s1)[:2]
+        ``first`` (the images' ``Stage1``) gives the foreground threshold and the standardisation."""
+        return self._zoom(src, rows, boxes, first)[:2]
 
-    def _zoom(self, src, rows, boxes, s1: Stage1 | None = None):
+    def _zoom(self, src, rows, boxes, first: Stage1 | None = None):
         """``zoom`` plus the evidence map (M, E, u*v) with evidence heads, else None."""
         views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw).to(boxes.device)  # (M, C, u, v)
-        threshold = None if s1 is None or s1.threshold is None else s1.threshold[rows]
+        threshold = None if first is None or first.threshold is None else first.threshold[rows]
         fg = foreground.mask(views, threshold, self.cfg.foreground)
-        out = self.attention2(views if s1 is None else s1.standardised(views, rows)).flatten(2).float()  # (M, E, u*v)
+        out = self.attention2(views if first is None else first.standardised(views, rows)).flatten(2).float()  # (M, E, u*v)
         log_beta = foreground.apply(attention_logits(out, self.sharpness), fg)
-        return log_beta, fg, out if s1 is not None and s1.stats is not None else None
+        return log_beta, fg, out if first is not None and first.stats is not None else None
 
-    def stage2(self, src, s1, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
+    def stage2(self, src, first, tiles, boxes, mode, generator=None, complement=False, subtiles=2) -> Stage2:
         """``beta`` (eq 4; its complement for the negatives) once per distinct tile, then each tile's
         sub-tiles without replacement: one per stage-I draw (eq 9), or the ``subtiles`` best."""
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
-        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], s1)
+        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], first)
         pooled = None
         if ev is not None and not complement:  # stage-II evidence over every location of the drawn tiles
             ev = ev if fg_valid is None else ev.masked_fill(~fg_valid.unsqueeze(1), -float("inf"))  # (M, E, S)

@@ -51,8 +51,8 @@ def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None,
         stage1 = [model.attend(s) for s in sources]
     for _ in range(n):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = [model(s, mode=mode, generator=g, stage1=s1, pooling=pooling, subtiles=subtiles)
-                      for s, s1, g in zip(sources, stage1, gens)]
+            traces = [model(s, mode=mode, generator=g, stage1=first, pooling=pooling, subtiles=subtiles)
+                      for s, first, g in zip(sources, stage1, gens)]
         yield traces
 
 

@@ -213,7 +213,7 @@ def attend(net, view: torch.Tensor, scale: float, kind: str, sharpness: float = 
         pooled = pooled_logits(ev_map.flatten(2), None if fg is None else fg.unsqueeze(1), topk)
     elif evidence:
         pooled = evidence_class_logits(mean_finite(top_values(tops, None, topk)))
-    s1 = Stage1(log_alpha, (h, w), scale, view if isinstance(view, torch.Tensor) else None, threshold, pooled, stats)
+    first = Stage1(log_alpha, (h, w), scale, view if isinstance(view, torch.Tensor) else None, threshold, pooled, stats)
     if masses is not None and log_alpha.shape[-1] > BLOCKED_ABOVE:
-        s1.__dict__["masses"] = masses  # what Stage1.masses would compute, from the pass just made
-    return s1
+        first.__dict__["masses"] = masses  # what Stage1.masses would compute, from the pass just made
+    return first
