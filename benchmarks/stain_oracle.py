@@ -11,7 +11,7 @@ densities (scikit-image's ``rgb2hed``), and two slide scores are ranked against 
 What it says: the resolution (if any) at which the lesions of a cell are visible to a stain count,
 the bar a learnt stage I should reach there. Writes ``docs/weak_labels_oracle.md``.
 
-    python benchmarks/stain_oracle.py --cell cmu-dab-0.5 --seed 0 --mpp 4,2,1
+    python benchmarks/stain_oracle.py --cell cmu-dab-0.5 --seed 0 --view-mpp 4,2,1
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cell", default="cmu-dab-0.5", choices=sorted(CELLS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mpp", default="4,2,1", help="view resolutions to try, µm/px, comma-separated")
+    p.add_argument("--view-mpp", default="4,2,1", help="view resolutions to try, µm/px, comma-separated")
     p.add_argument("--n", type=int, default=64, help="slides (as weak_labels_matrix.py writes them)")
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     entries = read_manifest(manifest)
     y = np.array([e.label for e in entries])
     rows = []
-    for view_mpp in (float(a) for a in args.mpp.split(",")):
+    for view_mpp in (float(a) for a in args.view_mpp.split(",")):
         t0 = time.perf_counter()
         vs = views(entries, cfg, view_mpp)
         s = scores([dab(v) for v in vs])

@@ -260,8 +260,8 @@ def test_mpp_flag_and_manifest_mpp_reach_the_source(slides, tmp_path, opened):
     d, _, ckpt = slides
     manifest = many(d, 2, mpp=[0.25, None])
     assert main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--quiet", "--passes", "1",
-                 "--mpp", "0.5", str(manifest), str(d / "synth_0001.tif")]) == 0
-    # the manifest's value overrides the file's for its row; --mpp only fills in for files that state none
+                 "--slide-mpp", "0.5", str(manifest), str(d / "synth_0001.tif")]) == 0
+    # the manifest's value overrides the file's for its row; --slide-mpp only fills in for files that state none
     assert [(c["slide_mpp"], c["fallback_mpp"]) for c in opened] == [(0.25, 0.5), (None, 0.5), (None, 0.5)]
     assert all(c["mpp"] == getattr(load_model(ckpt)[1].model, "mpp", 0.0) for c in opened)
 
@@ -382,3 +382,11 @@ def test_heatmaps_are_in_the_files_pixels_under_physical_units(slides, tmp_path)
     cells = [f["geometry"]["coordinates"][0] for f in gj["features"] if f["properties"].get("name") == "attention"]
     right = max(p[0] for ring in cells for p in ring)
     assert 512 < right <= 1024 + 1  # past the 512 pixels the model sees across: the file's 1,024
+
+
+def test_predict_slide_mpp_is_the_slides_own_pixel_size_and_mpp_its_old_spelling(capsys):
+    from zoomin.cli import parser
+    new = parser().parse_args(["predict", "s.tif", "--checkpoint", "ck.pt", "--out", "p.csv", "--slide-mpp", "0.5"])
+    assert new.mpp == 0.5 and "now --slide-mpp" not in capsys.readouterr().err
+    old = parser().parse_args(["predict", "s.tif", "--checkpoint", "ck.pt", "--out", "p.csv", "--mpp", "0.25"])
+    assert old.mpp == 0.25 and "--mpp is now --slide-mpp" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_a_slide_without_a_pixel_size_is_a_clear_error(tmp_path):
     from PIL import Image
     png = tmp_path / "x.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(png)
-    with pytest.raises(ValueError, match=r"x\.png: the file does not state its pixel size.*--mpp"):
+    with pytest.raises(ValueError, match=r"x\.png: the file does not state its pixel size.*--slide-mpp"):
         SlideSource(png, mpp=1.0)
     src = SlideSource(png, mpp=1.0, slide_mpp=0.5)  # the user says 0.5 µm/px
     assert src.size == (32, 32) and src.view(1.0).shape == (1, 3, 32, 32)

@@ -18,6 +18,15 @@ from pathlib import Path
 from .errors import one_line
 
 
+
+class _OldSpelling(argparse.Action):
+    """Stores the value; a flag's old spelling (its last option string) also prints a one-line notice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.option_strings[-1] and len(self.option_strings) > 1:
+            print(f"zoomin: note: {option_string} is now {self.option_strings[0]}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
 def _packaged_config(name: str):
     from .config import Config
     with resources.as_file(resources.files("zoomin") / "configs" / name) as path:
@@ -217,9 +226,10 @@ def parser() -> argparse.ArgumentParser:
                         "else $ZOOMIN_MAX_PIXELS, else 2**28)")
     q.add_argument("--explore", default=None,
                    help="folder for one offline explorer HTML per slide (needs the 'viz' extra)")
-    q.add_argument("--mpp", type=float, default=None,
-                   help="the slides' pixel size in µm/px when the files do not state it (a manifest's mpp column wins)")
-    q.add_argument("--prefetch", type=int, default=1, metavar="K",
+    q.add_argument("--slide-mpp", "--mpp", dest="mpp", type=float, default=None, action=_OldSpelling,
+                   help="the slides' own pixel size in µm/px when the files do not state it (a manifest's mpp column "
+                        "wins; not model.mpp, the resolution slides are read at). --mpp: the old spelling")
+    q.add_argument("--prefetch", type=int, default=1, metavar="N",
                    help="slides opened and decoded ahead in background threads while the model runs (0: off)")
     q.add_argument("--resume", action="store_true",
                    help="keep the complete rows of an existing --out CSV and predict only the other slides")

@@ -145,7 +145,7 @@ class Run:
     readout: object = None  # zoomin.config.ReadoutConfig: the answer (cfg.readout, passes as --passes says)
     seed: int = 0
     max_pixels: int = 0
-    mpp: float | None = None  # --mpp
+    mpp: float | None = None  # --slide-mpp
     heatmaps: Path | None = None
     explore: Path | None = None
 
@@ -203,7 +203,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     if prefetch < 0:
         raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
     if mpp is not None and not mpp > 0:
-        raise ValueError(f"--mpp {mpp}: a pixel size must be > 0 µm")
+        raise ValueError(f"--slide-mpp {mpp}: a pixel size must be > 0 µm")
     if workers < 1:
         raise ValueError(f"workers {workers}: expected 1 or more slides at once")
     model, cfg = load_model(checkpoint)

@@ -32,7 +32,7 @@ class SlideSource:
     resolution, and each read asks large-image for the file region at the output size it needs, so
     a model sees tissue at the same physical resolution on slides of any size and scan resolution.
     ``slide_mpp`` overrides the file's own pixel size (a manifest row that states it);
-    ``fallback_mpp`` is used only when the file does not state one (``zoomin predict --mpp``).
+    ``fallback_mpp`` is used only when the file does not state one (``zoomin predict --slide-mpp``).
     ``mask`` (None unless set): the slide's outline mask, a ``zoomin.annotations.MaskSource`` that
     ``zoomin.data.slides.SlideDataset`` sets for an annotated manifest row; ``slide_id``: its row's name.
     """
@@ -75,7 +75,7 @@ class SlideSource:
         if mpp:
             if not level0:
                 raise ValueError(f"{self.path}: the file does not state its pixel size; give it in µm per pixel "
-                                 f"(zoomin predict --mpp, or an mpp column in the manifest)")
+                                 f"(zoomin predict --slide-mpp, or an mpp column in the manifest)")
             self.k = mpp / level0
         H, W = self.file_size
         self.size = (max(1, math.floor(H / self.k + 1e-9)), max(1, math.floor(W / self.k + 1e-9)))  # (H, W) read at mpp
