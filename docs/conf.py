@@ -92,6 +92,32 @@ def _relink(app, docname, source):
     else:
         source[0] = source[0].replace("](../notebooks/README.md)", "](_notebooks/README.md)")
 
+# --- the benchmarks' interactive plots ------------------------------------------------------
+# The bokeh HTML a benchmark's command saved beside its page, shown on that page in a frame (it
+# is written by zoomin.viz.offline.save_html: scripts and stylesheets inline). Not framed:
+# docs/bench/memory.html and accuracy.html, saved before save_html existed, whose panel
+# stylesheets and icons come from cdn.holoviz.org (benchmarks.md shows memory.html as a PNG;
+# rerunning benchmarks/bench.py writes offline ones).
+PLOTS = {
+    "slide_memory": [("slide_memory.html", "zoomin predict: memory and time against slide size", 470)],
+}
+_extra = DOCS / "_extra"
+shutil.rmtree(_extra, ignore_errors=True)
+(_extra / "plots").mkdir(parents=True)
+for _plots in PLOTS.values():
+    for _file, _, _ in _plots:
+        shutil.copyfile(DOCS / _file, _extra / "plots" / Path(_file).name)
+html_extra_path = ["_extra"]
+
+
+def _add_plots(app, docname, source):
+    if docname in PLOTS:
+        source[0] += "\n## Interactive plots\n\nThe plots the command above saved (bokeh, offline; in the repository: " + \
+            ", ".join(f"`docs/{f}`" for f, _, _ in PLOTS[docname]) + ").\n\n" + "".join(
+                f'<iframe src="plots/{Path(f).name}" title="{t}" width="100%" height="{h}" style="border:0"></iframe>\n\n'
+                for f, t, h in PLOTS[docname])
+
+
 # --- API reference ---------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = False
@@ -135,3 +161,4 @@ def _add_navigation(app, docname, source):
 def setup(app):
     app.connect("source-read", _add_navigation)
     app.connect("source-read", _relink)
+    app.connect("source-read", _add_plots)

@@ -131,7 +131,9 @@ const plots = [...document.querySelectorAll('[data-root-id]')].filter(r => {
   const out = r.closest('.output') || r.parentElement.parentElement;
   return [...out.querySelectorAll('script')].some(s => s.textContent.includes('"name":"Figure"'));
 });
-return plots.map(r => within(r, 'canvas').filter(drawn).length);
+return plots.map(r => within(r, 'canvas').filter(drawn).length)
+  .concat([...document.querySelectorAll('iframe')].map(f =>  // the benchmarks' saved plots
+    f.contentDocument ? deep(f.contentDocument, 'canvas').filter(drawn).length : 0));
 """
 
 
@@ -144,19 +146,24 @@ def _open(driver, url: str, plots: bool, shot: Path | None = None):
         drawn = driver.execute_script(CANVAS_JS + ROOTS_JS)
         if not plots or (drawn and all(drawn)):
             break
-    if shot is not None:
+    if shot is not None:  # ZOOMIN_SITE_SCREENSHOTS: the page's top, or its first plot's cell
+        driver.execute_script("""const o = [...document.querySelectorAll('[data-root-id]')]
+          .map(r => r.closest('.cell_output') || r.parentElement).filter(o => o.getBoundingClientRect().height > 200)[0];
+          if (o) o.scrollIntoView();""")
+        time.sleep(1)
         shot.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shot))
     return drawn
 
 
-PAGES = {  # page: has bokeh plots
+PAGES = {  # page: has bokeh plots (every one must draw)
     "index.html": False,
     "getting_started.html": False,
     "config.html": False,
     "api.html": False,
     "_api/zoomin.model.html": False,
     "benchmarks.html": False,
+    "slide_memory.html": True,  # the plot benchmarks/slide_memory.py saved, in a frame
     "throughput.html": False,
     "method.html": False,
     **{f"_notebooks/{n}.html": True for n in NOTEBOOKS},
