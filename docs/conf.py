@@ -45,6 +45,7 @@ html_theme = "furo"
 html_title = "zoomin"
 html_static_path = ["_static"]
 html_favicon = "_static/favicon.svg"  # else every page asks the server for /favicon.ico
+html_css_files = ["site.css"]
 html_last_updated_fmt = None
 html_copy_source = False
 
