@@ -120,6 +120,21 @@ def _add_plots(app, docname, source):
 
 
 # --- API reference ---------------------------------------------------------------------------
+def api_modules() -> list[str]:
+    """Every module of the package (``zoomin.data.slides``), but ``zoomin.__main__``."""
+    out = []
+    for path in sorted((REPO / "zoomin").rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] != "__main__":  # importing it runs the command line
+            out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def _api_list(app, docname, source):
+    if docname == "api":  # api.md names the package; one autosummary entry per module
+        source[0] = source[0].replace("\n   zoomin\n", "\n" + "".join(f"   {m}\n" for m in api_modules()), 1)
+
+
 autosummary_generate = True
 autosummary_imported_members = False
 # each object once, on its own module's page (zoomin/__init__.py re-exports the main classes)
@@ -163,3 +178,4 @@ def setup(app):
     app.connect("source-read", _add_navigation)
     app.connect("source-read", _relink)
     app.connect("source-read", _add_plots)
+    app.connect("source-read", _api_list)
