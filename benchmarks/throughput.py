@@ -412,7 +412,7 @@ def render(rows: list[dict]) -> str:
             sub = med[med["slide"] == s].set_index("reads")["wall_s"]
             if {"slides", "in memory"} <= set(sub.index):
                 ratio.append(f"{what} {s}: real / compute-only wall = {sub['slides'] / sub['in memory']:.2f}×")
-        lines += [f"### {'Predict' if what == 'predict' else 'Training (one epoch) and its test pass'}", "",
+        lines += [f"## {'Predict' if what == 'predict' else 'Training (one epoch) and its test pass'}", "",
                   table(t, text=("slide", "reads", "device busy")), ""] + [f"- {r}" for r in ratio] + [""]
     return "\n".join(lines)
 
