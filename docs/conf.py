@@ -101,6 +101,8 @@ def _relink(app, docname, source):
 # rerunning benchmarks/bench.py writes offline ones).
 PLOTS = {
     "slide_memory": [("slide_memory.html", "zoomin predict: memory and time against slide size", 470)],
+    "benchmarks": [("bench/memory.html", "memory per call, estimator variance", 880),
+                   ("bench/accuracy.html", "accuracy against memory, and during training", 460)],
 }
 _extra = DOCS / "_extra"
 shutil.rmtree(_extra, ignore_errors=True)

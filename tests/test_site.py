@@ -148,7 +148,7 @@ PAGES = {  # page: has bokeh plots (every one must draw)
     "config.html": False,
     "api.html": False,
     "_api/zoomin.model.html": False,
-    "benchmarks.html": False,
+    "benchmarks.html": True,  # bench.py's memory and accuracy plots (benchmarks/replot.py), in frames
     "slide_memory.html": True,  # the plot benchmarks/slide_memory.py saved, in a frame
     "throughput.html": False,
     "method.html": False,
