@@ -53,13 +53,13 @@ def probability_logits(expected: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return expected.clamp_min(eps).log()
 
 
-def answer_evidence(stage1: torch.Tensor, stage2: torch.Tensor | None) -> torch.Tensor:
+def answer_evidence(evidence1: torch.Tensor, evidence2: torch.Tensor | None) -> torch.Tensor:
     """``model.evidence_answer``: what the pooled evidence adds to the answer's class logits (B, classes),
     the stage-I evidence plus, for two stages, the stage-II evidence of the drawn tiles. The answer
     is then ``g(z)`` (or the mixture) plus this sum, a product of the experts' class probabilities:
     a model whose evidence ranks the slides cannot answer against it, and a ``g`` that has not yet
     learnt to read the sampled patches leaves the answer to the evidence instead of a constant."""
-    return stage1 if stage2 is None else stage1 + stage2
+    return evidence1 if evidence2 is None else evidence1 + evidence2
 
 
 @dataclass
@@ -142,10 +142,10 @@ class _AttentionSampler(nn.Module):
         return self.classifier(z)
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
-                generator: torch.Generator | None = None, stage1: Stage1 | None = None,
+                generator: torch.Generator | None = None, first: Stage1 | None = None,
                 pooling: str | None = None, subtiles: int = 2) -> Trace:
         """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace.
-        ``stage1``: ``attend(x)`` computed before (passes that only redraw share it). ``pooling``:
+        ``first``: the ``Stage1`` of ``attend(x)`` computed before (passes that only redraw share it). ``pooling``:
         what this pass averages (``features`` or ``probabilities``; None: ``self.pooling``).
         ``subtiles``: ``mode="topk"`` only, the sub-tiles kept per kept tile (``readout.subtiles``)."""
         src = as_source(x)
@@ -154,7 +154,7 @@ class _AttentionSampler(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
-        first = stage1 or self.attend(src)
+        first = first or self.attend(src)
         trace = self.aggregate(src, first, n, mode, generator, pooling=pooling, subtiles=subtiles)
         if negatives and first.log_alpha.shape[-1] > 1:
             trace.negatives = self.aggregate(src, first, n, mode, generator, complement=True, pooling=pooling,

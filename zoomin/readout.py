@@ -48,11 +48,11 @@ def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None,
     if len(gens) != len(sources):
         raise ValueError(f"{len(gens)} generators for {len(sources)} sources: give one per source")
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        stage1 = [model.attend(s) for s in sources]
+        firsts = [model.attend(s) for s in sources]  # each source's Stage1
     for _ in range(n):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = [model(s, mode=mode, generator=g, stage1=first, pooling=pooling, subtiles=subtiles)
-                      for s, first, g in zip(sources, stage1, gens)]
+            traces = [model(s, mode=mode, generator=g, first=first, pooling=pooling, subtiles=subtiles)
+                      for s, first, g in zip(sources, firsts, gens)]
         yield traces
 
 
