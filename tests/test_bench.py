@@ -245,7 +245,8 @@ def test_paired_test_of_a_run_against_itself_finds_no_difference(tmp_path):
     gen = torch.Generator().manual_seed(7)
     per_pass = torch.stack([predict_proba(model, x, generator=gen).argmax(-1) == y for _ in range(3)])  # (3, 12)
     assert torch.equal(one_batch["single"], per_pass.double().mean(0))  # each image's share of single passes right
-    trace = model(x[:1], mode="topk")
+    assert cfg.readout.subtiles == 1  # load_run: one sub-tile per kept tile
+    trace = model(x[:1], mode="topk", subtiles=cfg.readout.subtiles)
     assert int(trace.subtile_valid.sum()) == cfg.model.n_samples  # N full-resolution patches, as in training
     assert bool(trace.logits.argmax(-1)[0] == y[0]) == bool(mod.correctness(run, [1], 0, 12, topk=True)["topk"][0])
     _, mixture, _ = mod.load_run(run, method="mixture")  # the same weights, read out otherwise
