@@ -147,9 +147,9 @@ def test_predict_cli_on_real_slide_ihc_and_satellite_images(slide_model, tmp_pat
     images = {"cmu_small_region": cmu_svs(), "ihc": ihc_png(), "earth": earth_jpg()}
     out, hm = tmp_path / "pred.csv", tmp_path / "heatmaps"
     # slides.yaml works at 1 µm/px: the SVS states 0.499 µm/px and is read at half its pixels; the PNG and
-    # the JPEG state no pixel size, so --mpp 1 reads them as they are
+    # the JPEG state no pixel size, so --slide-mpp 1 reads them as they are
     run = subprocess.run([sys.executable, "-m", "zoomin", "predict", "--checkpoint", str(ckpt), "--out", str(out),
-                          "--heatmaps", str(hm), "--mpp", "1", "--quiet", *map(str, images.values())],
+                          "--heatmaps", str(hm), "--slide-mpp", "1", "--quiet", *map(str, images.values())],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "zoomin:" not in run.stderr and "3 slide(s) predicted" in run.stdout  # nothing skipped, all exported
