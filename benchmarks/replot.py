@@ -31,7 +31,7 @@ def replot(folder: Path) -> list[Path]:
     written = []
     bench, variance = _rows(folder / "bench.csv"), _rows(folder / "variance.csv")
     if bench or variance:
-        write_plot(medians(bench) if bench else medians([]), variance, folder / "memory.html")
+        write_plot(medians(bench), variance, folder / "memory.html")
         written.append(folder / "memory.html")
     accuracy, curves = _rows(folder / "accuracy.csv"), _rows(folder / "accuracy_curves.csv", ("test_accuracy",))
     if accuracy:

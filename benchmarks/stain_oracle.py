@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weak_labels_matrix import CELLS  # noqa: E402
+from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
 
 QUANTILES = (0.999, 0.9999)
 
@@ -59,13 +59,10 @@ def main(argv=None) -> None:
     from zoomin.cli import _packaged_config
     from zoomin.doctor import views
     from zoomin.manifest import read_manifest
-    from zoomin.tissue_slides import tissue_slides
     background, kinds, mpp, roi, distractors, role = CELLS[args.cell]
     if len(kinds) != 1 or kinds[0] != "dab":
         raise SystemExit(f"--cell {args.cell}: the stain count is for DAB foci against negatives (a 'dab' cell)")
-    manifest = Path(args.work) / args.cell / f"seed{args.seed}" / "slides" / "manifest.csv"
-    if not manifest.exists():
-        tissue_slides(manifest.parent, args.n, args.size, mpp, background, kinds, roi, 2, distractors, seed=args.seed)
+    manifest = cell_slides(args.work, args.cell, args.seed, args.n, args.size)
     cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}"])
     entries = read_manifest(manifest)
     y = np.array([e.label for e in entries])

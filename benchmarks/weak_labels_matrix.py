@@ -48,14 +48,21 @@ def zoomin(*args: str, threads: int = 1) -> None:
     subprocess.run([sys.executable, "-m", "zoomin", *args], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def one_run(args, name: str, seed: int) -> dict:
-    background, kinds, mpp, roi, distractors, role = CELLS[name]
-    out = Path(args.work) / name / f"seed{seed}"
-    manifest = out / "slides" / "manifest.csv"
-    t0 = time.perf_counter()
+def cell_slides(work, name: str, seed: int, n: int, size: int) -> Path:
+    """The manifest of a (cell, seed)'s slides under ``work``, written first if missing."""
+    background, kinds, mpp, roi, distractors, _ = CELLS[name]
+    manifest = Path(work) / name / f"seed{seed}" / "slides" / "manifest.csv"
     if not manifest.exists():
         from zoomin.tissue_slides import tissue_slides
-        tissue_slides(out / "slides", args.n, args.size, mpp, background, kinds, roi, 2, distractors, seed=seed)
+        tissue_slides(manifest.parent, n, size, mpp, background, kinds, roi, 2, distractors, seed=seed)
+    return manifest
+
+
+def one_run(args, name: str, seed: int) -> dict:
+    kinds = CELLS[name][1]
+    out = Path(args.work) / name / f"seed{seed}"
+    t0 = time.perf_counter()
+    manifest = cell_slides(args.work, name, seed, args.n, args.size)
     write_s = time.perf_counter() - t0
     from zoomin.cli import _packaged_config
     cfg = _packaged_config("slides.yaml").override(args.overrides)
