@@ -66,11 +66,14 @@ def one_run(args, name: str, seed: int) -> dict:
     write_s = time.perf_counter() - t0
     from zoomin.cli import _packaged_config
     cfg = _packaged_config("slides.yaml").override(args.overrides)
+    doctor_s = 0.0
     if args.doctor:
+        t0 = time.perf_counter()
         zoomin("doctor", str(manifest), "--out", str(out / "doctor.yaml"), "--set", f"model.num_classes={len(kinds) + 1}",
                *sum((["--set", o] for o in args.overrides), []), threads=1)
         from zoomin.config import Config
         cfg = Config.from_yaml(out / "doctor.yaml")
+        doctor_s = time.perf_counter() - t0
     d = cfg.to_dict()
     d["model"]["num_classes"] = len(kinds) + 1
     d["train"].update(seed=seed, threads=args.threads, **({"epochs": args.epochs} if args.epochs else {}))
@@ -78,7 +81,8 @@ def one_run(args, name: str, seed: int) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     t0 = time.perf_counter()
     zoomin("train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet", threads=args.threads)
-    (out / "times.json").write_text(json.dumps({"train_min": (time.perf_counter() - t0) / 60, "write_min": write_s / 60}))
+    (out / "times.json").write_text(json.dumps({"train_min": (time.perf_counter() - t0) / 60, "write_min": write_s / 60,
+                                                    "doctor_min": doctor_s / 60}))
     return read_run(out, name, seed)
 
 
@@ -98,7 +102,8 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
     return {"cell": name, "seed": seed, "role": CELLS[name][5], "auc": last.get("test_auc"),
             "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
-            "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"], **times}
+            "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"],
+            "count_mpp": cfg["model"].get("count_mpp", 0.0), **times}
 
 
 def report(rows: list[dict], args) -> str:
@@ -111,8 +116,10 @@ def report(rows: list[dict], args) -> str:
              f"{args.jobs} run(s) at once).",
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
-             "| cell | role | background | lesions | µm/px | ROI | AUC per seed | mean ± sd | evidence AUC | warned | min/run |",
-             "|---|---|---|---|---:|---:|---|---:|---|---|---:|"]
+             "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed); "
+             "min/run: training minutes, and the doctor's before them where it ran.", "",
+             "| cell | role | background | lesions | µm/px | ROI | config | AUC per seed | mean ± sd | evidence AUC | warned | min/run |",
+             "|---|---|---|---|---:|---:|---|---|---:|---|---|---:|"]
     for name in dict.fromkeys(r["cell"] for r in rows):
         rs = sorted((r for r in rows if r["cell"] == name), key=lambda r: r["seed"])
         bg, kinds, mpp, roi, _, role = CELLS[name]
@@ -122,9 +129,13 @@ def report(rows: list[dict], args) -> str:
         evid = " / ".join("-" if r["evidence_auc"] is None else f"{r['evidence_auc']:.2f}" for r in rs)
         stopped = "" if all(r["finished"] for r in rs) else \
             f" (stopped at epoch {'/'.join(str(r['epochs']) for r in rs)} of {rs[0]['of']})"
-        lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | "
+        config = " / ".join(f"{r['stage1_mpp']:g}" + (f" + counts {r['count_mpp']:g}" if r.get("count_mpp") else "")
+                            for r in rs)
+        doctor = [r["doctor_min"] for r in rs if r.get("doctor_min")]
+        minutes = (f"{statistics.mean(doctor):.1f} + " if doctor else "") + f"{statistics.mean(r['train_min'] for r in rs):.1f}"
+        lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | {config} | "
                      f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {evid} | "
-                     f"{sum(r['warned'] for r in rs)}/{len(rs)} | {statistics.mean(r['train_min'] for r in rs):.1f}{stopped} |")
+                     f"{sum(r['warned'] for r in rs)}/{len(rs)} | {minutes}{stopped} |")
     held = [r for r in rows if r["role"] == "held-out" and r["auc"] is not None]
     cells = {}
     for r in held:

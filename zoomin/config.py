@@ -55,6 +55,8 @@ class ModelConfig(Section):
     stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1; needs mpp)
     stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2; needs mpp)
     stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece)
+    count_mpp: float = 0.0  # stain counts read at this µm per pixel, a slide-level evidence (0: off; method §10.6)
+    count_directions: int = 64  # model.count_mpp: colour directions the counts are taken along
 
     def __post_init__(self):
         check_fields("model", self)

@@ -9,6 +9,12 @@ than two classes) says how well stage I separates the classes at that resolution
 resolution within ``tolerance`` of the best is recommended and written into a config that
 ``zoomin train --config`` takes as it is. A best AUC below ``WEAK`` is reported as a warning: the
 ROI may be below what stage I can see (or the labels may not follow the slides).
+
+Then the stain counts (``model.count_mpp``, ``zoomin.counts``, method §10.6) are probed the same
+way at ``COUNT_CANDIDATES``: the count head is fitted and trained on one fold's colour histograms
+and scored on the other's. They are switched on in the recommended config when their out-of-fold
+AUC is at least ``WEAK`` and within ``tolerance`` of stage I's best: foci of a few stained cells
+that no stage-I resolution shows are counted at a finer one.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from .stage1 import attend
 from .units import relative_scale
 
 CANDIDATES = (16.0, 8.0, 4.0)  # stage-I µm per view pixel tried by default, coarse to fine
+COUNT_CANDIDATES = (2.0,)  # µm per pixel the stain counts are probed at
 WEAK = 0.75  # a best out-of-fold AUC below this is a warning
 MAX_VIEW = 2048**2  # view locations per slide above which a candidate is skipped (say so)
 
@@ -87,11 +94,56 @@ def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, b
     return auc_of(probs, y)
 
 
+def histograms(entries, cfg: Config, count_mpp: float) -> list[torch.Tensor]:
+    """The colour histograms (1, bins) of ``entries``' foreground read at ``count_mpp`` µm/px, as a
+    model with ``model.count_mpp`` reads them in training (``ZoomInNet.count_histogram``)."""
+    from .model import build_model
+    from .slides import SlideSource
+    m = replace(cfg.model, count_mpp=count_mpp)
+    model, out = build_model(m), []
+    with torch.no_grad():
+        for e in entries:
+            src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+            out.append(model.count_histogram(src, model.attend(src).threshold).to_sparse())
+    return out
+
+
+def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 200, batch: int = 8,
+                lr: float = 3e-3, seed: int = 0) -> float:
+    """Out-of-fold AUC of the stain counts (``zoomin.counts.CountHead``) on colour histograms
+    ``hists`` with labels ``y``: per fold, the head is fitted on the training half's histograms
+    and its linear layer trained by ``steps`` Adam steps of ``batch`` slides (2 folds, stratified)."""
+    from .counts import CountHead
+    m = cfg.model
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(y), int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        fold[idx[1::2]] = 1
+    probs = np.zeros((len(y), m.num_classes))
+    for k in (0, 1):
+        torch.manual_seed(seed * 2 + k)
+        train, held = np.nonzero(fold != k)[0], np.nonzero(fold == k)[0]
+        head = CountHead(m.count_directions, evidence_channels(m.num_classes))
+        head.fit([hists[i] for i in train])
+        feats = torch.cat([head.features(h.to_dense()) for h in hists])  # (S, F) this fold's standardised counts
+        opt = torch.optim.Adam(head.linear.parameters(), lr=lr)
+        for _ in range(steps):
+            pick = rng.choice(train, size=min(batch, len(train)), replace=False)
+            loss = torch.nn.functional.cross_entropy(head.logits(feats[pick]), torch.as_tensor(y[pick]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            probs[held] = head.logits(feats[held]).softmax(-1).numpy()
+    return auc_of(probs, y)
+
+
 def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0, tolerance: float = 0.02,
-             log=print) -> tuple[Config, list[dict]]:
+             log=print, count_candidates=COUNT_CANDIDATES) -> tuple[Config, list[dict]]:
     """Probe every candidate stage-I resolution on ``cfg``'s training rows -> (the recommended
     config, one row per candidate: ``stage1_mpp``, ``view`` (h, w of the first slide), ``auc``,
-    ``seconds`` or ``skipped``)."""
+    ``seconds`` or ``skipped``; then one per stain-count candidate: ``count_mpp``, ``auc``, ``seconds``)."""
     from .data.factory import usable_slides
     from .manifest import read_manifest
     m = cfg.model
@@ -127,11 +179,26 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     stage2 = min(m.stage2_mpp or mpp1, mpp1) if m.kind == "zoom_in" else 0.0
     model = replace(m, stage1_mpp=mpp1, stage2_mpp=max(m.mpp, min(stage2, mpp1 / 2)) if stage2 else 0.0,
                     view_size=0)
+    counted = []
+    for mpp_c in count_candidates if m.evidence and m.in_channels == 3 else ():
+        if mpp_c < m.mpp:
+            continue
+        t0 = time.perf_counter()
+        auc = count_probe(histograms(entries, cfg, mpp_c), y, cfg, seed=seed)
+        counted.append({"count_mpp": mpp_c, "auc": auc, "seconds": time.perf_counter() - t0})
+        log(f"stain counts at {mpp_c:g} µm/px: out-of-fold AUC {auc:.3f} ({counted[-1]['seconds']:.0f} s)")
+    rows += counted
+    good = [r for r in counted if r["auc"] >= max(WEAK, best - tolerance)]
+    if good:
+        best_count = max(good, key=lambda r: r["auc"])
+        model = replace(model, count_mpp=best_count["count_mpp"])
+        best = max(best, best_count["auc"])
     if best < WEAK:
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
             f"lesions may be below what stage I can see at {min(candidates):g} µm/px, the labels may not follow the "
             f"slides, or the classes may differ only at the sub-tile level")
-    log(f"recommended: model.stage1_mpp {mpp1:g} (AUC {pick['auc']:.3f}), model.stage2_mpp {model.stage2_mpp:g}")
+    log(f"recommended: model.stage1_mpp {mpp1:g} (AUC {pick['auc']:.3f}), model.stage2_mpp {model.stage2_mpp:g}"
+        + (f", model.count_mpp {model.count_mpp:g}" if model.count_mpp else ""))
     return replace(cfg, model=model), rows
 
 
@@ -155,6 +222,7 @@ def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float
     per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
     stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
     stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
+    stage2 += f", stain counts at {m.count_mpp:g} µm/px" if m.count_mpp else ""
     count = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}" if n_test is None else f"{len(entries)} training and {n_test} test slides"
     return (f"{count}, {read}; stage I at {stage1}: a {h} x {w} view of "
             f"{e.slide_id}{stage2}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")

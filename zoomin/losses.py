@@ -43,8 +43,10 @@ def contrastive_loss(trace: Trace, y: torch.Tensor, reference_class: int = 0) ->
 def evidence_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
     """Multiple-instance learning on the views (method §10): cross-entropy of the stage-I evidence
     pooled by a smooth maximum and, for two stages, of the stage-II evidence pooled over the drawn
-    tiles, against the image labels. Every location gets a gradient; no draw has to hit the ROI."""
-    terms = [F.cross_entropy(lg, y) for lg in (trace.evidence_logits, trace.evidence2_logits) if lg is not None]
+    tiles, against the image labels, and of the stain counts' logits where the model has them
+    (``model.count_mpp``, method §10.6). Every location gets a gradient; no draw has to hit the ROI."""
+    terms = [F.cross_entropy(lg, y) for lg in (trace.evidence_logits, trace.evidence2_logits, trace.count_logits)
+             if lg is not None]
     return sum(terms) / len(terms)
 
 

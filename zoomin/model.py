@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import foreground, stage1
+from . import counts, foreground, stage1
 from .augment import affine, dihedral
 from .config import ModelConfig
 from .evidence import attention_logits, evidence_channels, pooled_logits, scale_grad
@@ -53,13 +53,15 @@ def probability_logits(expected: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return expected.clamp_min(eps).log()
 
 
-def answer_evidence(evidence1: torch.Tensor, evidence2: torch.Tensor | None) -> torch.Tensor:
+def answer_evidence(evidence1: torch.Tensor, evidence2: torch.Tensor | None,
+                    counted: torch.Tensor | None = None) -> torch.Tensor:
     """``model.evidence_answer``: what the pooled evidence adds to the answer's class logits (B, classes),
-    the stage-I evidence plus, for two stages, the stage-II evidence of the drawn tiles. The answer
+    the stage-I evidence plus, for two stages, the stage-II evidence of the drawn tiles, plus the
+    stain counts' logits where the model has them (``model.count_mpp``, method §10.6). The answer
     is then ``g(z)`` (or the mixture) plus this sum, a product of the experts' class probabilities:
     a model whose evidence ranks the slides cannot answer against it, and a ``g`` that has not yet
     learnt to read the sampled patches leaves the answer to the evidence instead of a constant."""
-    return evidence1 if evidence2 is None else evidence1 + evidence2
+    return sum(e for e in (evidence1, evidence2, counted) if e is not None)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _AttentionSampler(nn.Module):
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
         with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (method §10)
         self.instance_head = nn.Linear(cfg.feature_dim, evidence_channels(cfg.num_classes)) if with_head else None
+        self.counts = counts.CountHead(cfg.count_directions, self.evidence_channels) if cfg.count_mpp else None
 
     def attend(self, src: Source) -> Stage1:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of
@@ -116,9 +119,27 @@ class _AttentionSampler(nn.Module):
             view = stage1.Bands(lambda r0, r1: src.view_rows(scale, r0, r1), (src.batch_size, src.channels, h, w))
         else:
             view = src.raw_view(scale) if raw else src.view(scale)  # (B, C, h, w)
-        return stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
-                             self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
-                             prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
+        first = stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
+                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
+                              prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
+        if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view
+            first.count_logits = self.counts(self.count_histogram(src, first.threshold))
+        return first
+
+    def count_histogram(self, src: Source, threshold: torch.Tensor | None) -> torch.Tensor:
+        """The colour histogram (B, bins) of the foreground of ``src`` read at ``model.count_mpp``
+        (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None. A view
+        larger than ``counts.BAND_PIXELS`` is read band by band, never whole."""
+        scale = self.cfg.mpp / self.cfg.count_mpp
+        h, w = view_size(*src.size, scale)
+        if streamed(src):
+            piece = getattr(src, "piece", 1)  # bands of whole decoding pieces: the same pixels as one read
+            rows = max(1, counts.BAND_PIXELS // w // piece) * piece
+            hist = sum(counts.colour_histogram(src.view_rows(scale, r, min(h, r + rows))) for r in range(0, h, rows))
+        else:  # a tensor source: floats in [0, 1]
+            hist = counts.colour_histogram(src.view(scale).mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
+        tissue = counts.tissue_bins(threshold, self.cfg.foreground)
+        return hist if tissue is None else hist * tissue
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
@@ -192,6 +213,8 @@ class _AttentionSampler(nn.Module):
         heads = {}
         if first.evidence_logits is not None and not complement:  # MIL heads (method §10): every location
             heads = dict(evidence_logits=first.evidence_logits, evidence2_logits=second.evidence_logits)
+        if first.count_logits is not None and not complement:  # the stain counts (method §10.6)
+            heads["count_logits"] = first.count_logits
         if self.instance_head is not None and not complement:  # and every draw
             inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
             inst[drawn] = self.instance_head(f).float()  # float under autocast too
@@ -213,7 +236,8 @@ class _AttentionSampler(nn.Module):
             else:
                 logits, draw_probs = probability_logits(expected), probs
         if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (method §10)
-            heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"))
+            heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"),
+                                                       heads.get("count_logits"))
             logits = logits + heads["answer_evidence"]
         return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=first.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=second.subtiles.index, subtile_valid=drawn,

@@ -46,6 +46,7 @@ class Stage1:
     threshold: torch.Tensor | None = None  # (B,) foreground threshold fitted on the view (None: no mask)
     evidence_logits: torch.Tensor | None = None  # (B, classes) evidence pooled over the foreground (method §10)
     stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
+    count_logits: torch.Tensor | None = None  # (B, classes) the stain counts' logits (zoomin.counts, method §10.6)
 
     @property
     def fg(self) -> torch.Tensor | None:

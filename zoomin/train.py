@@ -33,6 +33,7 @@ from .files import atomic_write_text
 from .loader import DEPTH, batches, stage1_views
 from .losses import annotation_loss, total_loss
 from .model import build_model
+from .sources import as_source
 
 METRICS = "metrics.json"
 __all__ = ["Trainer", "select_device", "METRICS"]
@@ -166,6 +167,23 @@ class Trainer:
             if self.log and self.writer:
                 print(f"f ({m.backbone}) starts from {path}", flush=True)
 
+    @torch.no_grad()
+    def _fit_counts(self) -> None:
+        """Fit the stain counts' buffers (``model.count_mpp``, ``zoomin.counts``) on the training set's
+        colour histograms, once, before the first step; the test set is never read."""
+        head = self.model.counts
+        if head is None or bool(head.fitted):
+            return
+        t0, hists = time.perf_counter(), []
+        for i in range(len(self.train_set)):
+            x = self.train_set[i][0]
+            src = as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
+            hists.append(self.model.count_histogram(src, self.model.attend(src).threshold).to_sparse())
+        head.fit(hists)
+        if self.log and self.writer:
+            print(f"zoomin train: stain counts fitted on {len(hists)} training images at "
+                  f"{self.cfg.model.count_mpp:g} µm/px ({time.perf_counter() - t0:.0f} s)", flush=True)
+
     # -- loop --------------------------------------------------------------------------------
     def loaders(self) -> tuple[DataLoader, DataLoader]:
         """This epoch's training loader (this rank's shard of a permutation that is a function of
@@ -257,11 +275,14 @@ class Trainer:
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict:
         """Train to ``cfg.train.epochs`` (or stop once ``stop_after`` epochs are done, as an
         interruption would); returns (and writes) the metrics."""
-        if not (resume and self.resume()):
+        fresh = not (resume and self.resume())
+        if fresh:
             self._initial_backbone()
         if self.log and self.writer and self.epoch == 0 and hasattr(self.train_set, "entries"):
             from .doctor import reading  # slides: say at what resolution they are read, before the first epoch
             print(f"zoomin train: {reading(self.cfg, self.train_set.entries, len(self.test_set))}", flush=True)
+        if fresh:
+            self._fit_counts()
         last = self.cfg.train.epochs if stop_after is None else min(stop_after, self.cfg.train.epochs)
         while self.epoch < last:
             self._seed_rank()

@@ -1,0 +1,161 @@
+"""Stain counts: a slide-level evidence that a convex head can learn from slide labels (method §10.6).
+
+Small foci of a few stained cells (brown DAB on H&E, red cells, pale patches) are a handful of
+pixels at a fine resolution and nothing at stage I's. A learnt per-pixel detector has to find the
+stain's colour direction by gradient from a random start, and a pixel that is not already in the
+tail it counts gives it no gradient (the cold start of method §10): on real tissue it stays at
+chance. Counting is the part that needs no learning, so it is fixed; only the weighing is learnt:
+
+* the slide is read at ``model.count_mpp`` (finer than stage I) and its foreground pixels are
+  binned by colour (``colour_histogram``: 7 bits a channel, so a slide of any size is one vector
+  of 2^21 counts, streamed band by band);
+* each colour is turned into optical density (``optical_density``, Beer-Lambert: stains add there),
+  standardised with the training slides' mean and spread, and projected on ``n`` directions
+  spread evenly over the sphere (``directions``);
+* a slide's features are ``log(1 + count)`` of its pixels beyond three tail quantiles of the
+  training pixels along each direction (``tail_counts``); the quantiles, the standardisation and
+  the features' own mean and spread are fitted once, before training, on the training slides
+  (``CountHead.fit``) and kept in the checkpoint;
+* a linear head on those features gives class logits (``CountHead.forward``), trained with the
+  slide labels like the pooled evidence: a logistic regression, convex in its weights.
+
+What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only
+(crowded or giant nuclei of the tissue's own colours). Stage I and stage II are left for those.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import foreground
+from .evidence import evidence_class_logits
+
+BITS = 7  # colour bins: the top BITS bits of each 8-bit channel
+QUANTILES = (0.99, 0.999, 0.9999)  # the tails counted along each direction, as quantiles of the training pixels
+BAND_PIXELS = 2**22  # a view larger than this is binned band by band
+
+
+def directions(n: int) -> torch.Tensor:
+    """``n`` unit vectors spread evenly over the sphere (a Fibonacci lattice) -> (n, 3)."""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    polar, turn = torch.acos(1 - 2 * i / n), math.pi * (1 + 5**0.5) * i
+    return torch.stack([polar.sin() * turn.cos(), polar.sin() * turn.sin(), polar.cos()], 1).float()
+
+
+def bin_colours() -> torch.Tensor:
+    """The 8-bit RGB colour at the centre of each bin -> (2^(3 BITS), 3) float."""
+    v = torch.arange(2**BITS, dtype=torch.float32) * 2 ** (8 - BITS) + (2 ** (8 - BITS) - 1) / 2
+    r, g, b = torch.meshgrid(v, v, v, indexing="ij")
+    return torch.stack([r, g, b], -1).view(-1, 3)
+
+
+def optical_density(rgb: torch.Tensor) -> torch.Tensor:
+    """Optical density ``-log((I + 1) / 256)`` of 8-bit intensities (..., 3), Beer-Lambert: the
+    stains of a pixel add up in it."""
+    return -torch.log((rgb + 1) / 256)
+
+
+def colour_histogram(pixels: torch.Tensor) -> torch.Tensor:
+    """How many pixels of each image fall in each colour bin: uint8 (B, 3, h, w) -> (B, 2^(3 BITS))
+    int64. Pixels that are 0 in every channel (the padding outside a slide) are not counted."""
+    q = (pixels >> (8 - BITS)).long()  # (B, 3, h, w)
+    index = ((q[:, 0] << (2 * BITS)) | (q[:, 1] << BITS) | q[:, 2]).flatten(1)  # (B, h*w)
+    keep = pixels.flatten(2).amax(1) > 0  # (B, h*w)
+    return torch.stack([torch.bincount(i[k], minlength=2 ** (3 * BITS)) for i, k in zip(index, keep)])
+
+
+def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | None:
+    """Which colour bins are foreground for each image, by stage I's own threshold (``Stage1.threshold``,
+    ``zoomin.foreground``): (B,) -> (B, bins) bool; None (no mask) -> None."""
+    if threshold is None:
+        return None
+    colours = (bin_colours() / 255).T.reshape(1, 3, -1, 1)  # (1, 3, bins, 1) in [0, 1]
+    return foreground.raw_mask(colours.expand(len(threshold), -1, -1, -1), threshold.cpu(), kind)
+
+
+def tail_counts(hist: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor, dirs: torch.Tensor,
+                thresholds: torch.Tensor) -> torch.Tensor:
+    """``log(1 + count)`` of each image's pixels beyond each threshold along each direction.
+
+    hist (B, bins) counts; od_mean, od_std (3,); dirs (n, 3); thresholds (n, q) -> (B, n * q)."""
+    used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
+    proj = standardised_od(used, od_mean, od_std) @ dirs.T  # (U, n)
+    beyond = (proj.unsqueeze(-1) > thresholds).flatten(1).float()  # (U, n * q)
+    return torch.log1p(hist[:, used].float() @ beyond)  # (B, n * q)
+
+
+def standardised_od(bins: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor) -> torch.Tensor:
+    """The standardised optical density of colour bins (U,) -> (U, 3)."""
+    return (optical_density(bin_colours()[bins]) - od_mean) / od_std
+
+
+def weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, qs) -> torch.Tensor:
+    """Quantiles ``qs`` of ``values`` (U, n) with ``weights`` (U,) per column -> (n, len(qs))."""
+    order = values.argsort(0)  # (U, n)
+    cum = weights[order].double().cumsum(0)  # (U, n)
+    cum = cum / cum[-1]
+    at = torch.stack([torch.searchsorted(cum.T.contiguous(), torch.full((values.shape[1], 1), q, dtype=cum.dtype))
+                      .squeeze(1).clamp(max=len(values) - 1) for q in qs], 1)  # (n, q)
+    return values.gather(0, order.gather(0, at.T)).T  # (n, q)
+
+
+class CountHead(nn.Module):
+    """The stain counts' class logits (method §10.6): fitted buffers, a linear layer on the counts.
+
+    ``fit(hists)`` sets the buffers from the training slides' colour histograms; until then the
+    head says nothing (its logits are 0)."""
+
+    def __init__(self, n_directions: int, out_channels: int):
+        super().__init__()
+        n = n_directions * len(QUANTILES)
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("od_mean", torch.zeros(3))
+        self.register_buffer("od_std", torch.ones(3))
+        self.register_buffer("dirs", directions(n_directions))
+        self.register_buffer("thresholds", torch.zeros(n_directions, len(QUANTILES)))
+        self.register_buffer("feature_mean", torch.zeros(n))
+        self.register_buffer("feature_std", torch.ones(n))
+        self.linear = nn.Linear(n, out_channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def features(self, hist: torch.Tensor) -> torch.Tensor:
+        """Standardised tail counts of colour histograms (B, bins) -> (B, F)."""
+        f = tail_counts(hist.cpu(), self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+        return ((f.to(self.feature_mean.device) - self.feature_mean) / self.feature_std)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """Colour histograms (B, bins) -> class logits (B, classes); 0 before ``fit``."""
+        if not bool(self.fitted):
+            return evidence_class_logits(torch.zeros(len(hist), self.linear.out_features, device=self.linear.weight.device))
+        return self.logits(self.features(hist))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised tail counts (B, F) (``features``) -> class logits (B, classes)."""
+        return evidence_class_logits(self.linear(features))
+
+    @torch.no_grad()
+    def fit(self, hists: list[torch.Tensor]) -> None:
+        """Fit the optical-density standardisation, the tail thresholds and the features' mean and
+        spread on the training images' colour histograms, each (1, bins), dense or sparse."""
+        total = torch.zeros(2 ** (3 * BITS), dtype=torch.int64)
+        for h in hists:
+            total += h.to_dense()[0]
+        used = total.nonzero().squeeze(1)
+        if not len(used):
+            raise ValueError("the stain counts found no foreground pixel in the training images")
+        w = total[used].double()
+        od = optical_density(bin_colours()[used]).double()  # (U, 3)
+        mean = (od * w[:, None]).sum(0) / w.sum()
+        std = ((((od - mean) ** 2) * w[:, None]).sum(0) / w.sum()).sqrt().clamp(min=1e-3)
+        self.od_mean.copy_(mean.float())
+        self.od_std.copy_(std.float())
+        proj = standardised_od(used, self.od_mean, self.od_std) @ self.dirs.T  # (U, n)
+        self.thresholds.copy_(weighted_quantiles(proj, w, QUANTILES))
+        f = torch.cat([tail_counts(h.to_dense(), self.od_mean, self.od_std, self.dirs, self.thresholds)
+                       for h in hists])  # (S, F)
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else torch.ones_like(f[0]))
+        self.fitted.fill_(True)
