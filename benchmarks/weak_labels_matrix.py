@@ -81,9 +81,48 @@ def one_run(args, name: str, seed: int) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     t0 = time.perf_counter()
     zoomin("train", "--config", str(out / "config.yaml"), "--out", str(out / "run"), "--quiet", threads=args.threads)
+    predict_test(out)
     (out / "times.json").write_text(json.dumps({"train_min": (time.perf_counter() - t0) / 60, "write_min": write_s / 60,
                                                     "doctor_min": doctor_s / 60}))
     return read_run(out, name, seed)
+
+
+def predict_test(out: Path) -> None:
+    """``zoomin predict`` on a finished run's held-out rows, as a user would run it: writes
+    ``out/predict.csv`` (once; the run's checkpoint and the manifest's test rows)."""
+    import csv
+    manifest = out / "slides" / "manifest.csv"
+    if (out / "predict.csv").exists() or not (out / "run" / "checkpoint.pt").exists() or not manifest.exists():
+        return
+    with open(manifest, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    for r in rows:
+        r["path"] = str((manifest.parent / r["path"]).resolve())
+    with open(out / "test_rows.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    zoomin("predict", "--checkpoint", str(out / "run" / "checkpoint.pt"), "--out", str(out / "predict.csv"),
+           str(out / "test_rows.csv"), "--quiet")
+
+
+def predict_auc(out: Path) -> float | None:
+    """The held-out AUC of ``out/predict.csv`` against the manifest's labels (macro one-vs-rest for
+    more than two classes); None without it."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+    if not (out / "predict.csv").exists():
+        return None
+    with open(out / "test_rows.csv", newline="") as fh:
+        labels = {r["slide_id"]: int(r["label"]) for r in csv.DictReader(fh)}
+    with open(out / "predict.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("p_0")]
+    y = [labels[r["slide_id"]] for r in rows]
+    probs = [[float(r[k]) for k in sorted((k for k in r if k.startswith("p_")), key=lambda k: int(k[2:]))] for r in rows]
+    if len(probs[0]) == 2:
+        return float(roc_auc_score(y, [p[1] for p in probs]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
 
 
 def read_run(out: Path, name: str, seed: int) -> dict | None:
@@ -103,7 +142,7 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"],
-            "count_mpp": cfg["model"].get("count_mpp", 0.0), **times}
+            "count_mpp": cfg["model"].get("count_mpp", 0.0), "predict_auc": predict_auc(out), **times}
 
 
 def report(rows: list[dict], args) -> str:
@@ -118,8 +157,9 @@ def report(rows: list[dict], args) -> str:
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
              "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
-             "| cell | role | background | lesions | µm/px | ROI | config | AUC per seed | mean ± sd | evidence AUC | warned | min/run |",
-             "|---|---|---|---|---:|---:|---|---|---:|---|---|---:|"]
+             "`zoomin predict`: the AUC of `zoomin predict` run on the held-out rows with the run's checkpoint.", "",
+             "| cell | role | background | lesions | µm/px | ROI | config | AUC per seed | mean ± sd | `zoomin predict` | evidence AUC | warned | min/run |",
+             "|---|---|---|---|---:|---:|---|---|---:|---|---|---|---:|"]
     for name in dict.fromkeys(r["cell"] for r in rows):
         rs = sorted((r for r in rows if r["cell"] == name), key=lambda r: r["seed"])
         bg, kinds, mpp, roi, _, role = CELLS[name]
@@ -133,8 +173,9 @@ def report(rows: list[dict], args) -> str:
                             for r in rs)
         doctor = [r["doctor_min"] for r in rs if r.get("doctor_min")]
         minutes = (f"{statistics.mean(doctor):.1f} + " if doctor else "") + f"{statistics.mean(r['train_min'] for r in rs):.1f}"
+        predicted = " / ".join("-" if r.get("predict_auc") is None else f"{r['predict_auc']:.2f}" for r in rs)
         lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | {config} | "
-                     f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {evid} | "
+                     f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {predicted} | {evid} | "
                      f"{sum(r['warned'] for r in rs)}/{len(rs)} | {minutes}{stopped} |")
     held = [r for r in rows if r["role"] == "held-out" and r["auc"] is not None]
     cells = {}
@@ -176,6 +217,8 @@ def main() -> None:
     if not args.collect:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(guarded, runs))
+    for c, s in runs:  # runs trained before predict was part of a run, or stopped ones since finished
+        predict_test(Path(args.work) / c / f"seed{s}")
     rows = [r for r in (read_run(Path(args.work) / c / f"seed{s}", c, s) for c, s in runs) if r is not None]
     Path(args.out).write_text(report(rows, args))
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))

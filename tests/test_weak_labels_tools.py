@@ -138,6 +138,7 @@ def test_the_matrix_benchmark_trains_reports_and_collects(tmp_path):
     assert "| synthetic-nuclei-1 | tuning | synthetic | nuclei | 1 | 0.05% |" in page
     rows = json.loads((tmp_path / "m.json").read_text())
     assert len(rows) == 1 and rows[0]["finished"] and rows[0]["epochs"] == 1 and 0 <= rows[0]["auc"] <= 1
+    assert 0 <= rows[0]["predict_auc"] <= 1  # zoomin predict on the held-out rows, as a user runs it
     subprocess.run(args + ["--collect", "--out", str(tmp_path / "c.md")], check=True, cwd=root, capture_output=True)
     assert "Collected from runs trained by" in (tmp_path / "c.md").read_text()
     assert json.loads((tmp_path / "c.json").read_text()) == rows
