@@ -25,7 +25,7 @@ import torch
 
 from zoomin.checkpoint import load_model
 from zoomin.data.megapixel_mnist import DIGIT, MegapixelMNIST, load_mnist_digits
-from zoomin.readout import PASS_POOLING
+from zoomin.readout import PASS_ESTIMATE
 
 
 def digit_of_draws(trace, b: int, record) -> tuple[torch.Tensor, np.ndarray]:
@@ -57,7 +57,7 @@ def measure(run: Path, images: int, passes: int) -> dict:
     lin = model.classifier.linear
     for p in range(passes):
         for b0 in range(0, images, 50):
-            tr = model(x[b0:b0 + 50], generator=gen, pooling=PASS_POOLING[cfg.readout.method])  # as the answer reads a pass
+            tr = model(x[b0:b0 + 50], generator=gen, estimate=PASS_ESTIMATE[cfg.readout.method])  # as the answer reads a pass
             probs[b0:b0 + 50] += tr.probs
             if p == 0:
                 one_pass += int((tr.logits.argmax(-1) == y[b0:b0 + 50]).sum())

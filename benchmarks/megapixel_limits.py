@@ -33,7 +33,7 @@ from report import table
 from zoomin.data.megapixel_mnist import DIGIT, load_mnist_digits, rasterise
 from zoomin.geometry import centred_boxes
 from zoomin.nets import feature_output
-from zoomin.readout import PASS_POOLING
+from zoomin.readout import PASS_ESTIMATE
 from zoomin.sources import as_source
 
 
@@ -62,7 +62,7 @@ def analyse(run: Path, test_size: int, batch: int, cover: float, seed: int, mode
         recs = [data.record(i) for i in idx]
         x = torch.stack([torch.from_numpy(rasterise(r, cfg.data.canvas)) for r in recs]).unsqueeze(1)  # (B, 1, H, W)
         y = torch.tensor([r.label for r in recs])
-        tr = model(x, mode=mode, generator=gen, pooling=PASS_POOLING[cfg.readout.method])  # each pass as the answer reads it
+        tr = model(x, mode=mode, generator=gen, estimate=PASS_ESTIMATE[cfg.readout.method])  # each pass as the answer reads it
         boxes = tr.subtile_boxes.flatten(1, 2)  # (B, P * k, 4)
         valid = tr.subtile_valid.flatten(1)  # (B, P * k)
         digits = torch.as_tensor(np.stack([r.corners for r in recs]))  # (B, 5, 2), label-class first

@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from zoomin.checkpoint import load_model
-from zoomin.readout import PASS_POOLING, answer, iter_passes, read_passes
+from zoomin.readout import PASS_ESTIMATE, answer, iter_passes, read_passes
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -104,7 +104,7 @@ def correctness(run: str | Path, passes: list[int], test_size: int = 0, batch: i
     out |= {key: [] for key, on in (("single", single), ("topk", topk)) if on}
     for x, y in batches(data, batch):
         traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen,
-                                          pooling=PASS_POOLING[readout.method])]  # one per pass
+                                          estimate=PASS_ESTIMATE[readout.method])]  # one per pass
         probs = torch.stack([read_passes([t], readout) for t in traces])  # (P, B, K) each pass on its own
         for p in passes:  # answer(passes=p) from the same generator state, without redrawing
             out[p].append(read_passes(traces[:p], readout).argmax(-1) == y)

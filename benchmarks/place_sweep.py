@@ -18,7 +18,7 @@ import torch
 from paired import batches, load_run
 from report import table
 
-from zoomin.readout import PASS_POOLING, iter_passes, read_out
+from zoomin.readout import PASS_ESTIMATE, iter_passes, read_out
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def sweep(run: Path, passes: list[int], confidences: list[float], radii: list[fl
     right = {(p, s): 0 for p in passes for s in settings}
     for x, y in batches(data, batch):
         traces = [t for t, in iter_passes(model, x, passes=max(passes), generator=gen,
-                                          pooling=PASS_POOLING["places"])]  # one per pass
+                                          estimate=PASS_ESTIMATE["places"])]  # one per pass
         for p in passes:
             for s in settings:
                 readout, conf, radius, rate = s

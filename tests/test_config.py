@@ -88,7 +88,7 @@ def test_each_range_and_type_broken_names_the_field(path):
 NO_EVIDENCE = {"evidence": False, "evidence_sharpness": 1.0, "evidence_topk": 8, "evidence_prior": 0.0,
                "instance_pool": "mean"}
 BROKEN = {  # a rule broken -> the field the one-line error names first
-    "mixture": ({"model": {"pooling": "features"}, "train": {"mixture_weight": 0.5}}, "train.mixture_weight"),
+    "mixture": ({"model": {"estimate": "features"}, "train": {"mixture_weight": 0.5}}, "train.mixture_weight"),
     "evidence": ({"model": NO_EVIDENCE, "train": {"evidence_weight": 1.0}}, "train.evidence_weight"),
     "instance": ({"model": {**NO_EVIDENCE, "instance_pool": "max"}, "train": {"instance_weight": 1.0, "evidence_weight": 0}},
                  "train.instance_weight"),
@@ -140,10 +140,33 @@ def test_earlier_keys_are_read_as_the_readout_section_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Config.from_dict(old, warn=False).readout == cfg.readout
-    assert "disagree" in one_line_error({"train": {"eval_passes": 8}, "readout": {"passes": 4}})
+    assert "train.eval_passes and readout.passes both given" in one_line_error(
+        {"train": {"eval_passes": 8}, "readout": {"passes": 4}})
     assert "model.test_pooling (now readout.method) must be one of" in one_line_error({"model": {"test_pooling": "vote"}})
     with pytest.warns(FutureWarning):
         assert Config().override(["model.test_pooling=places"]).readout.method == "places"
+
+
+def test_model_pooling_is_read_as_model_estimate_with_a_warning(tmp_path):
+    """``model.pooling`` (what the estimators average) was renamed ``model.estimate``: a file,
+    ``--set`` and a saved config with the old key still load; both keys at once is an error."""
+    path = tmp_path / "old.yaml"
+    path.write_text("model:\n  pooling: both\ntrain:\n  mixture_weight: 0.5\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert Config.from_yaml(path).model.estimate == "both"
+    assert [str(w.message) for w in seen] == [f"{path}: model.pooling is deprecated, read as model.estimate: 'both'"]
+    with pytest.warns(FutureWarning, match="model.pooling is deprecated"):
+        assert Config().override(["model.pooling=probabilities"]).model.estimate == "probabilities"
+    saved = Config().to_dict()
+    saved["model"]["pooling"] = saved["model"].pop("estimate")  # as a checkpoint of an earlier version holds it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checkpoint's config: read silently
+        assert Config.from_dict(saved, warn=False, rules=False) == Config()
+    msg = one_line_error({"model": {"pooling": "features", "estimate": "features"}})
+    assert "model.pooling and model.estimate both given" in msg and "give model.estimate only" in msg
+    with pytest.warns(FutureWarning):  # a bad value under the old key: the error names today's key
+        assert "model.estimate must be one of" in one_line_error({"model": {"pooling": "votes"}})
 
 
 def test_override_of_a_resolution_replaces_the_scale_it_derived():

@@ -71,11 +71,11 @@ def test_a_model_reads_its_passes_out_as_places():
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2))
     g = torch.Generator().manual_seed(0)  # the same draws again, pass by pass
     with torch.no_grad():
-        traces = [model(x, generator=g, pooling="probabilities") for _ in range(3)]
+        traces = [model(x, generator=g, estimate="probabilities") for _ in range(3)]
     assert torch.allclose(probs, read_out(traces, "places", 0.0, 0.0, 0.5))
     assert torch.allclose(probs, read_out(traces, "places", 8.0, 0.0, 0.5))  # radius 0: half the 16-px patch
     top = answer(model, x, ReadoutConfig(method="places", mode="topk", place_confidence=0.0))[0]  # one deterministic pass
-    assert torch.allclose(top, read_out([model(x, mode="topk", pooling="probabilities")], "places", 0.0, 0.0, 0.5))
+    assert torch.allclose(top, read_out([model(x, mode="topk", estimate="probabilities")], "places", 0.0, 0.0, 0.5))
     with pytest.raises(ValueError, match="readout.place_confidence"):
         ReadoutConfig(method="places", place_confidence=1.5)
     with pytest.raises(ValueError, match="readout.method"):
@@ -90,7 +90,7 @@ def test_a_one_stage_patch_drawn_twice_counts_twice():
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 32, 32)  # a 4 x 4 attention map: 12 draws must repeat patches
     with torch.no_grad():
-        traces = [model(x, generator=torch.Generator().manual_seed(s), pooling="probabilities") for s in range(2)]
+        traces = [model(x, generator=torch.Generator().manual_seed(s), estimate="probabilities") for s in range(2)]
     _, _, draws = _draws(traces)
     assert (draws.sum(1) == 2 * 12).all() and (draws > 1).any()
 
@@ -133,7 +133,7 @@ def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
     model = build_model(cfg).eval()
     x = torch.rand(3, 1, 128, 128)
     with torch.no_grad():
-        traces = [model(x, generator=torch.Generator().manual_seed(s), pooling="probabilities") for s in range(4)]
+        traces = [model(x, generator=torch.Generator().manual_seed(s), estimate="probabilities") for s in range(4)]
     centres, probs, draws = _draws(traces)
     valid = draws > 0
     drawn = sum(int(t.subtile_valid.sum()) for t in traces)

@@ -187,7 +187,7 @@ def test_a_mixture_readout_shows_probability_shares():
     torch.manual_seed(0)
     model = build_model(ModelConfig(**TWO)).eval()
     x = image()
-    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1), pooling="probabilities").detach()
+    tr = model(x, negatives=True, generator=torch.Generator().manual_seed(1), estimate="probabilities").detach()
     ex = Explorer(tr, x)
     cls = int(tr.probs[0].argmax())
     share = tr.contributions[0, ..., cls][tr.subtile_valid[0]].numpy()

@@ -10,7 +10,6 @@ from .config_check import (LEGACY, Section, check_fields, cross_check, read_lega
                            unknown_key, unknown_section)
 
 FEATURE_OUTPUTS = ("linear", "l2")
-POOLINGS = ("features", "probabilities", "both")
 NOT_THE_MODEL = ("backbone_weights",)  # model fields a resume may change: f's start
 SECTIONS = ("model", "data", "train", "readout")
 
@@ -31,7 +30,7 @@ class ModelConfig(Section):
     feature_depth: int = 4  # conv blocks in f
     feature_norm: str = "batch"  # normalisation in f: batch, group or none
     feature_output: str = "linear"  # f's last step: linear (as is) or l2 (unit-length features)
-    pooling: str = "features"  # what training averages over the draws: features, probabilities or both
+    estimate: str = "features"  # what the estimators average over the draws: features, probabilities or both
     backbone: str = "small_cnn"  # feature extractor f: a registered name or timm:NAME (zoomin.backbones)
     backbone_weights: str = ""  # f's starting weights: "" (random), a file, or "timm-cache"
     attention_hidden: int = 8  # channels of the attention nets a and b
@@ -119,7 +118,7 @@ class TrainConfig(Section):
     contrastive_weight: float = 0.0  # weight of the contrastive-negatives loss (method §6)
     reference_class: int = 0  # the "negative" class for contrastive negatives
     evidence_weight: float = 0.0  # weight of the MIL losses on the pooled evidence (needs model.evidence)
-    mixture_weight: float = 0.0  # weight of the mixture's cross-entropy (needs model.pooling: both)
+    mixture_weight: float = 0.0  # weight of the mixture's cross-entropy (needs model.estimate: both)
     instance_weight: float = 0.0  # weight of the instance loss on the drawn sub-tiles (needs an instance head)
     annotation_weight: float = 0.0  # weight of the annotation loss (method §7) on slides with an annotation
     amp: bool = True  # autocast on CUDA (bf16 when supported, else fp16 with a scaler)

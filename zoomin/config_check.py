@@ -12,7 +12,7 @@ CHOICES = {
     "model.kind": ("zoom_in", "one_stage"),
     "model.feature_norm": ("batch", "group", "none"),
     "model.feature_output": ("linear", "l2"),
-    "model.pooling": ("features", "probabilities", "both"),
+    "model.estimate": ("features", "probabilities", "both"),
     "model.foreground": ("none", "otsu_bright", "otsu_dark"),
     "model.instance_pool": ("max", "mean"),
     "data.task": ("megapixel_mnist", "manifest"),
@@ -59,7 +59,8 @@ LEGACY = {"model.test_pooling": ("readout.method", TEST_POOLING), "model.place_r
           "model.place_confidence": ("readout.place_confidence", None),
           "model.place_full_rate": ("readout.place_full_rate", None),
           "model.topk_subtiles": ("readout.subtiles", None),
-          "train.eval_mode": ("readout.mode", None), "train.eval_passes": ("readout.passes", None)}
+          "train.eval_mode": ("readout.mode", None), "train.eval_passes": ("readout.passes", None),
+          "model.pooling": ("model.estimate", None)}
 
 
 def _kind(default) -> type:
@@ -108,8 +109,8 @@ def cross_check(cfg) -> None:
     """The rules between fields of a whole ``Config``: a loss weight needs its head, a setting its
     switch, the readout's passes their mode."""
     m, t, r, d = cfg.model, cfg.train, cfg.readout, cfg.data
-    if t.mixture_weight and m.pooling != "both":
-        raise ValueError(f"train.mixture_weight needs model.pooling: both (got {m.pooling!r})")
+    if t.mixture_weight and m.estimate != "both":
+        raise ValueError(f"train.mixture_weight needs model.estimate: both (got {m.estimate!r})")
     if t.evidence_weight and not m.evidence:
         raise ValueError("train.evidence_weight needs model.evidence: true (the evidence heads it trains)")
     if t.instance_weight and not (m.evidence or m.instance_pool == "mean"):
@@ -177,7 +178,7 @@ def unknown_section(name: str, sections: list[str]) -> str:
 
 def read_legacy(d: dict, source: str, warn: bool = True) -> dict:
     """A copy of the raw config ``d`` with the keys of earlier versions (``LEGACY``) moved to today's
-    (a ``FutureWarning`` each when ``warn``); a key given both ways with different values is an error."""
+    (a ``FutureWarning`` each when ``warn``); a key given both ways is an error."""
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
     for old, (new, values) in LEGACY.items():
         osec, okey = old.split(".")
@@ -194,8 +195,8 @@ def read_legacy(d: dict, source: str, warn: bool = True) -> dict:
         if not isinstance(d[nsec], dict):
             raise ValueError(f"section {nsec}: expected a mapping of keys to values")
         target = d[nsec]
-        if nkey in target and target[nkey] != value:
-            raise ValueError(f"{old} and {new} disagree ({value!r} and {target[nkey]!r}); give {new} only")
+        if nkey in target:  # no version wrote both: one of them is a mistake
+            raise ValueError(f"{old} and {new} both given ({value!r} and {target[nkey]!r}); give {new} only")
         target[nkey] = value
         if warn:
             warnings.warn(f"{source}: {old} is deprecated, read as {new}: {value!r}", FutureWarning, stacklevel=4)

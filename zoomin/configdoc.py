@@ -30,11 +30,11 @@ INTRO = {
 HELP = {
     "model.feature_output": "`l2` makes every feature unit-length, as ATS normalises them, so that no patch outweighs "
                             "the others in `z` (`zoomin.nets.feature_output`).",
-    "model.pooling": "What eq 3 / eq 5 average over the draws while training: `features` (the paper: logits = "
-                     "`g(E[f])`), `probabilities` (each patch classified, logits = `log E[softmax(g(f))]`: every patch a "
-                     "bounded vote; `zoomin.model.probability_logits`) or `both` (trained on `g(E[f])` plus "
-                     "`train.mixture_weight` x the mixture's cross-entropy; answered by the mixture under "
-                     "`readout.method: auto`).",
+    "model.estimate": "What eq 3 / eq 5 average over the draws while training: `features` (the paper: logits = "
+                      "`g(E[f])`), `probabilities` (each patch classified, logits = `log E[softmax(g(f))]`: every patch a "
+                      "bounded vote; `zoomin.model.probability_logits`) or `both` (trained on `g(E[f])` plus "
+                      "`train.mixture_weight` x the mixture's cross-entropy; answered by the mixture under "
+                      "`readout.method: auto`).",
     "model.backbone": "A name registered with `zoomin.nets.register_backbone`, or `timm:NAME` for any timm model "
                       "(`zoomin.backbones`).",
     "model.backbone_weights": "Used when training from scratch: `\"\"` (random), a state-dict file (.pth / .safetensors), "
@@ -76,7 +76,7 @@ HELP = {
     "train.eval_every": "The test reads the model's answer as the `readout` section defines it.",
     "readout.method": "`features`: each pass `softmax(g(z))`, the passes' mean. `mixture`: each pass the mixture "
                       "`E[softmax(g(f))]` of its patches' own class probabilities under `g` (a model trained on "
-                      "features can be read so), the passes' mean. `auto`: as trained (`features` for `model.pooling: "
+                      "features can be read so), the passes' mean. `auto`: as trained (`features` for `model.estimate: "
                       "features`, else `mixture`). `places`: for labels that count objects (Megapixel MNIST's majority "
                       "digit): the draws of all passes are grouped into places (draws closer than `place_radius`), "
                       "and each place the reader is sure of (`place_confidence`) casts one vote; not for labels meaning "
@@ -137,7 +137,7 @@ def render() -> str:
              "broken rule between fields is a one-line error naming the field, before any data is read. "
              "`zoomin config [YAML | CHECKPOINT | RUN] [--set ...]` prints the effective config, defaults included.",
              "", "Rules between fields:", "",
-             "- `train.mixture_weight` needs `model.pooling: both`; `train.evidence_weight` needs `model.evidence: true`; "
+             "- `train.mixture_weight` needs `model.estimate: both`; `train.evidence_weight` needs `model.evidence: true`; "
              "`train.instance_weight` needs an instance head (`model.evidence: true` or `model.instance_pool: mean`).",
              "- A setting of a switch that is off is an error: " + "; ".join(
                  ", ".join(f"`{k}`" for k, sv in SETTING_OF.items() if sv == (s, v))
@@ -150,7 +150,8 @@ def render() -> str:
              "strict majority of `data.n_digits`.",
              "- Keys of earlier versions are read as today's with a warning (checkpoints silently): "
              + ", ".join(f"`{o}` -> `{n}`" for o, (n, _) in LEGACY.items())
-             + " (`test_pooling` values: `\"\"` -> `auto`, `probabilities` -> `mixture`).", ""]
+             + " (`test_pooling` values: `\"\"` -> `auto`, `probabilities` -> `mixture`); giving a key both ways "
+             "is an error.", ""]
     for section, klass in CLASSES.items():
         lines += [f"## {section}", "", INTRO[section], ""]
         notes = comments(klass)

@@ -73,7 +73,7 @@ def instance_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
 
 
 def mixture_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
-    """``model.pooling: both``: cross-entropy of the mixture ``log E_{alpha, beta}[softmax(g(f))]``
+    """``model.estimate: both``: cross-entropy of the mixture ``log E_{alpha, beta}[softmax(g(f))]``
     (``model.probability_logits``) beside that of ``g(z)``, so that ``g`` read on one patch is
     the calibrated vote the test-time mixture averages, while ``g(z)`` keeps its fast start."""
     return F.cross_entropy(trace.mixture_logits, y)

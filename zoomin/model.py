@@ -44,7 +44,7 @@ def stage1_scale_for(cfg: ModelConfig, size: tuple[int, int]) -> float:
 
 
 def probability_logits(expected: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``model.pooling: probabilities``: class logits ``log E_{alpha, beta}[softmax(g(f(x)))]`` (B, classes)
+    """``model.estimate: probabilities``: class logits ``log E_{alpha, beta}[softmax(g(f(x)))]`` (B, classes)
     from ``expected`` (B, classes), eq 3 / eq 9 applied to each patch's class probabilities instead
     of its features (an unbiased estimate of the mixture; the cross-entropy then takes its log).
     Each patch is a vote of at most 1 whatever its logit scale, so one confidently read distractor
@@ -151,12 +151,12 @@ class _AttentionSampler(nn.Module):
         return feature_output(self.features(first.standardised(patches, rows)).float(), self.cfg.feature_output)
 
     @property
-    def pooling(self) -> str:
+    def estimate(self) -> str:
         """What the estimators average unless a forward pass is told otherwise (``zoomin.readout``
-        tells it): ``cfg.pooling`` while training; in eval mode as trained (the mixture for ``both``)."""
+        tells it): ``cfg.estimate`` while training; in eval mode as trained (the mixture for ``both``)."""
         if self.training:
-            return self.cfg.pooling
-        return "probabilities" if self.cfg.pooling == "both" else self.cfg.pooling
+            return self.cfg.estimate
+        return "probabilities" if self.cfg.estimate == "both" else self.cfg.estimate
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)`` -> class logits (B, classes)."""
@@ -164,10 +164,10 @@ class _AttentionSampler(nn.Module):
 
     def forward(self, x, n: int | None = None, mode: str = "sample", negatives: bool = False,
                 generator: torch.Generator | None = None, first: Stage1 | None = None,
-                pooling: str | None = None, subtiles: int = 2) -> Trace:
+                estimate: str | None = None, subtiles: int = 2) -> Trace:
         """x: (B, C, H, W) tensor or a ``Source``. ``negatives=True`` adds the contrastive trace.
-        ``first``: the ``Stage1`` of ``attend(x)`` computed before (passes that only redraw share it). ``pooling``:
-        what this pass averages (``features`` or ``probabilities``; None: ``self.pooling``).
+        ``first``: the ``Stage1`` of ``attend(x)`` computed before (passes that only redraw share it). ``estimate``:
+        what this pass averages (``features`` or ``probabilities``; None: ``self.estimate``).
         ``subtiles``: ``mode="topk"`` only, the sub-tiles kept per kept tile (``readout.subtiles``)."""
         src = as_source(x)
         if src.channels != self.cfg.in_channels:
@@ -176,20 +176,20 @@ class _AttentionSampler(nn.Module):
             raise ValueError(f"mode must be 'sample' or 'topk', got {mode!r}")
         n = n or self.cfg.n_samples
         first = first or self.attend(src)
-        trace = self.aggregate(src, first, n, mode, generator, pooling=pooling, subtiles=subtiles)
+        trace = self.aggregate(src, first, n, mode, generator, estimate=estimate, subtiles=subtiles)
         if negatives and first.log_alpha.shape[-1] > 1:
-            trace.negatives = self.aggregate(src, first, n, mode, generator, complement=True, pooling=pooling,
+            trace.negatives = self.aggregate(src, first, n, mode, generator, complement=True, estimate=estimate,
                                              subtiles=subtiles)
         return trace
 
     def aggregate(self, src: Source, first: Stage1, n: int, mode: str = "sample",
                   generator: torch.Generator | None = None, complement: bool = False,
-                  pooling: str | None = None, subtiles: int = 2) -> Trace:
+                  estimate: str | None = None, subtiles: int = 2) -> Trace:
         """Draw ``n`` tiles from ``alpha`` (or, for the contrastive negatives, from its complement,
         method §6), let ``stage2`` pick the patches, read each once, embed them with ``f``,
-        estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.pooling: probabilities``:
+        estimate ``z`` (eqs 3 + 9, or top-k) and classify it (``model.estimate: probabilities``:
         classify each patch and estimate the expected class probabilities instead)."""
-        B, cfg, pooling = src.batch_size, self.cfg, pooling or self.pooling
+        B, cfg, estimate = src.batch_size, self.cfg, estimate or self.estimate
         log_alpha = complement_log_probs(first.log_alpha, first.fg) if complement else first.log_alpha  # (B, L)
         floor = cfg.proposal_floor if self.training and mode == "sample" and not complement else 0.0
         tiles = draw(log_alpha, n, mode, generator, masses=None if complement else first.masses,
@@ -226,12 +226,12 @@ class _AttentionSampler(nn.Module):
                 inst = inst.masked_fill(~drawn.unsqueeze(-1), -float("inf")).flatten(1, 2).transpose(1, 2)  # (B, E, P*K)
                 heads["instance_logits"] = pooled_logits(inst, None, cfg.instance_topk)
         logits, draw_probs, mixture = self.classify(z), None, None
-        if pooling != "features":  # the same estimator over each patch's class probabilities
+        if estimate != "features":  # the same estimator over each patch's class probabilities
             probs = feats.new_zeros(*drawn.shape, cfg.num_classes)
             probs[drawn] = self.classify(f).float().softmax(-1)  # (B, P, K, classes)
             expected = two_stage_estimate(la, lb, probs, tiles.count, drawn, n, second.num_subtiles, mode,
                                           log_q=tiles.log_q)  # (B, classes)
-            if pooling == "both":  # training: g(z) stays the prediction, the mixture a second loss
+            if estimate == "both":  # training: g(z) stays the prediction, the mixture a second loss
                 mixture = probability_logits(expected)
             else:
                 logits, draw_probs = probability_logits(expected), probs

