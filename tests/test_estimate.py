@@ -47,7 +47,7 @@ def exact(model, x, w, params):
     s1 = model.attend(src)
     L = s1.log_alpha.shape[1]
     tiles = tile_boxes(torch.arange(L), s1.view_hw, src.size, (10, 10))  # (L, 4)
-    log_beta, _ = model.zoom(src, torch.zeros(L, dtype=torch.long), tiles)  # (L, S)
+    log_beta, _ = model.attend_tiles(src, torch.zeros(L, dtype=torch.long), tiles)  # (L, S)
     S = log_beta.shape[1]
     subs = subtile_boxes(tiles, torch.arange(S).expand(L, S), model.subview_hw, (10, 10), (4, 4))  # (L, S, 4)
     f = model.features(src.read(torch.zeros(L * S, dtype=torch.long), subs.reshape(-1, 4), 1.0, (4, 4)))

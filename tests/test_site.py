@@ -84,7 +84,7 @@ def test_the_site_has_its_pages(site):
     missing = [m for m in modules if not (site / "_api" / f"{m}.html").is_file()]
     assert not missing and len(modules) > 40, missing
     model = (site / "_api" / "zoomin.model.html").read_text(encoding="utf-8")
-    assert 'id="zoomin.model.ZoomInNet"' in model and 'id="zoomin.model.ZoomInNet.zoom"' in model
+    assert 'id="zoomin.model.ZoomInNet"' in model and 'id="zoomin.model.ZoomInNet.attend_tiles"' in model
     # nothing the pages load comes from outside (scripts, stylesheets, images, fonts)
     bad = []
     for page in site.rglob("*.html"):

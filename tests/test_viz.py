@@ -144,7 +144,7 @@ def test_explorer_has_every_stage_on_one_slider(traced):
     extents = {s: ex.stage(s).get(0).bounds.lbrt() for s in STAGES}  # the image layer of each stage
     H, W = tr.image_size
     assert all(extents[s] == (0, 0, W, H) for s in ("I: attention", "tiles", "negatives", "prediction"))
-    assert extents["II: zoom"] == pytest.approx(views._lbrt(tr.tile_boxes[0, top]))
+    assert extents["II: attention"] == pytest.approx(views._lbrt(tr.tile_boxes[0, top]))
     assert extents["sub-tiles"] == pytest.approx(views._lbrt(tr.subtile_boxes[0, top, ex.top_subtile(top)]))
     neg = ex.stage("negatives")
     assert len(neg.get(2)) == int(tr.negatives.distinct_tiles[0])  # the negatives' tiles
@@ -178,7 +178,7 @@ def test_one_stage_trace_is_explorable():
     x = image()
     ex = Explorer(model(x), x)
     assert len(ex.stages()) == len(STAGES)
-    assert ex.stage("II: zoom").get(0).dimension_values(2, flat=False).shape == (12, 12)
+    assert ex.stage("II: attention").get(0).dimension_values(2, flat=False).shape == (12, 12)
 
 
 def test_a_mixture_readout_shows_probability_shares():
@@ -232,7 +232,7 @@ def test_session_and_widget_resample_reproducibly(tmp_path):
     w.checkpoint.value = str(tmp_path / "missing.pt")
     w.load.click()
     assert "could not load" in w.status.value
-    w.stage.value = "II: zoom"
+    w.stage.value = "II: attention"
     box = w.state.trace.tile_boxes[0, w.tile.value]
     assert w.current().get(0).bounds.lbrt() == pytest.approx(views._lbrt(box))  # the selected tile's view
 
@@ -279,7 +279,7 @@ def test_axes_are_in_microns_where_the_slide_has_a_pixel_size(traced):
     from bokeh.document import Document
     from bokeh.models import CustomJSTicker
     tr, x, _ = traced
-    for stage in ("I: attention", "II: zoom"):
+    for stage in ("I: attention", "II: attention"):
         fig = hv.render(Explorer(tr, MicronSource(x)).stage(stage))
         for _ in range(2):  # each render gets its own ticker: bokeh models live in one document
             Document().add_root(hv.render(Explorer(tr, MicronSource(x)).stage(stage)))

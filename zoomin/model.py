@@ -1,6 +1,6 @@
 """``ZoomInNet`` (two-stage hierarchical attention sampling, §2.2) and ``AttentionSamplingNet``
 (the one-stage ATS baseline, §2.1). They share ``attend`` (stage I, eq 1), the feature net ``f``,
-``classify`` (g) and ``aggregate``; ``ZoomInNet`` adds ``zoom`` (stage II, eq 4). A forward pass
+``classify`` (g) and ``aggregate``; ``ZoomInNet`` adds ``attend_tiles`` (stage II, eq 4). A forward pass
 is vectorised over the batch, the tiles and the samples, and returns one ``Trace``. The model
 plans boxes and reads pixels; drawing and estimating are ``zoomin.sampling``'s ``draw`` and
 ``two_stage_estimate`` (one stage is their ``K = 1`` case).
@@ -270,15 +270,15 @@ class ZoomInNet(_AttentionSampler):
                                        out_channels=self.evidence_channels)
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
 
-    def zoom(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
-             first: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attend_tiles(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
+                     first: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stage II, eq 4: ``beta^c = softmax(b(V(x, s2, c)))`` for tiles ``boxes`` (M, 4) of images
         ``rows`` (M,) -> log beta (M, u*v) and its foreground mask. Called once per distinct tile;
         ``first`` (the images' ``Stage1``) gives the foreground threshold and the standardisation."""
-        return self._zoom(src, rows, boxes, first)[:2]
+        return self._attend_tiles(src, rows, boxes, first)[:2]
 
-    def _zoom(self, src, rows, boxes, first: Stage1 | None = None):
-        """``zoom`` plus the evidence map (M, E, u*v) with evidence heads, else None."""
+    def _attend_tiles(self, src, rows, boxes, first: Stage1 | None = None):
+        """``attend_tiles`` plus the evidence map (M, E, u*v) with evidence heads, else None."""
         views = src.read(rows, boxes, self.cfg.scale2, self.subview_hw).to(boxes.device)  # (M, C, u, v)
         threshold = None if first is None or first.threshold is None else first.threshold[rows]
         fg = foreground.mask(views, threshold, self.cfg.foreground)
@@ -292,7 +292,7 @@ class ZoomInNet(_AttentionSampler):
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
-        log_beta[valid], fg_valid, ev = self._zoom(src, rows[valid], boxes[valid], first)
+        log_beta[valid], fg_valid, ev = self._attend_tiles(src, rows[valid], boxes[valid], first)
         pooled = None
         if ev is not None and not complement:  # stage-II evidence over every location of the drawn tiles
             ev = ev if fg_valid is None else ev.masked_fill(~fg_valid.unsqueeze(1), -float("inf"))  # (M, E, S)

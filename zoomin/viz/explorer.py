@@ -89,7 +89,7 @@ class Explorer:
         picked = hv.streams.Selection1D(source=rects)
 
         def stage2(index):
-            return self.stage("II: zoom", tile=slots[index[0]] if index else None)
+            return self.stage("II: attention", tile=slots[index[0]] if index else None)
 
         base = (views.overview(self.source, tr, b) * rects * views.subtiles(tr, b)).opts(
             width=560, height=500, title="tap a tile", **views.axes(self.state.mpp))

@@ -86,7 +86,7 @@ def tiles(s: ExplorerState):
     return _overview(s) * views.tiles(s.trace, s.b) * views.subtiles(s.trace, s.b)
 
 
-def zoom(s: ExplorerState):
+def tile_attention(s: ExplorerState):
     """Stage II of the picked tile: its view at ``s2``, ``beta`` and its drawn sub-tiles."""
     return views.stage2(s.source, s.trace, s.picked_tile(), s.b)
 
@@ -122,7 +122,7 @@ def contribution(s: ExplorerState):
 
 
 RENDERERS: dict[str, Callable[[ExplorerState], Any]] = {
-    "I: attention": attention, "tiles": tiles, "II: zoom": zoom, "sub-tiles": subtile,
+    "I: attention": attention, "tiles": tiles, "II: attention": tile_attention, "sub-tiles": subtile,
     "negatives": negatives, "prediction": contribution,
 }
 STAGES = tuple(RENDERERS)
