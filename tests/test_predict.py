@@ -387,6 +387,6 @@ def test_heatmaps_are_in_the_files_pixels_under_physical_units(slides, tmp_path)
 def test_predict_slide_mpp_is_the_slides_own_pixel_size_and_mpp_its_old_spelling(capsys):
     from zoomin.cli import parser
     new = parser().parse_args(["predict", "s.tif", "--checkpoint", "ck.pt", "--out", "p.csv", "--slide-mpp", "0.5"])
-    assert new.mpp == 0.5 and "now --slide-mpp" not in capsys.readouterr().err
+    assert new.fallback_mpp == 0.5 and "now --slide-mpp" not in capsys.readouterr().err
     old = parser().parse_args(["predict", "s.tif", "--checkpoint", "ck.pt", "--out", "p.csv", "--mpp", "0.25"])
-    assert old.mpp == 0.25 and "--mpp is now --slide-mpp" in capsys.readouterr().err
+    assert old.fallback_mpp == 0.25 and "--mpp is now --slide-mpp" in capsys.readouterr().err

@@ -370,7 +370,7 @@ def test_saved_explorer_renders_offline_in_headless_chromium(traced, tmp_path):
 
 def test_session_reads_slides_at_the_models_resolution(tmp_path):
     """A model that works at 1 µm/px sees a 0.5 µm/px slide at half its pixels in the explorer too,
-    as zoomin predict does; a file without a pixel size takes the session's slide_mpp."""
+    as zoomin predict does; a file without a pixel size takes the session's fallback_mpp."""
     pytest.importorskip("large_image")
     from PIL import Image
 
@@ -379,7 +379,7 @@ def test_session_reads_slides_at_the_models_resolution(tmp_path):
     tif = write_pyramidal_tiff(tmp_path / "s.tif", img, tile=128, mpp=0.5)
     Image.fromarray(img).save(tmp_path / "p.png")
     phys = build_model(ModelConfig(**{**TWO, "in_channels": 3, "mpp": 1.0, "stage1_mpp": 10.0}))
-    session = Session(phys, {"tif": tif, "png": tmp_path / "p.png"}, slide_mpp=0.25)
+    session = Session(phys, {"tif": tif, "png": tmp_path / "p.png"}, fallback_mpp=0.25)
     assert session.source("tif").size == (256, 192) and session.source("png").size == (128, 96)
     tr = session.trace("tif")
     assert tr.image_size == (256, 192) and tr.view_hw == (25, 19)

@@ -108,7 +108,8 @@ def cmd_predict(args) -> int:
     from .distributed import is_main
     written, failed = predict(args.checkpoint, args.inputs, args.out, args.heatmaps, passes=args.passes,
                               seed=args.seed, progress=not args.quiet, max_pixels=args.max_pixels,
-                              explore=args.explore, prefetch=args.prefetch, resume=args.resume, mpp=args.mpp)
+                              explore=args.explore, prefetch=args.prefetch, resume=args.resume,
+                              fallback_mpp=args.fallback_mpp)
     if is_main():
         print(f"{written} slide(s) predicted -> {args.out}" + (f"; {failed} skipped (see above)" if failed else ""))
     return 0 if not failed else NONE_PREDICTED if not written else SOME_FAILED
@@ -227,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
                         "else $ZOOMIN_MAX_PIXELS, else 2**28)")
     q.add_argument("--explore", default=None,
                    help="folder for one offline explorer HTML per slide (needs the 'viz' extra)")
-    q.add_argument("--slide-mpp", "--mpp", dest="mpp", type=float, default=None, action=_OldSpelling,
+    q.add_argument("--slide-mpp", "--mpp", dest="fallback_mpp", type=float, default=None, action=_OldSpelling,
                    help="the slides' own pixel size in µm/px when the files do not state it (a manifest's mpp column "
                         "wins; not model.mpp, the resolution slides are read at). --mpp: the old spelling")
     q.add_argument("--prefetch", type=int, default=1, metavar="N",

@@ -54,13 +54,13 @@ def slide_generator(seed: int, slide_id: str, device: torch.device | str = "cpu"
     return g if torch.device(device).type == "cpu" else torch.Generator(device).manual_seed(g.initial_seed())
 
 
-def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, mpp: float | None = None):
+def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, fallback_mpp: float | None = None):
     """The slide's source with its stage-I view decoded (what a prefetch thread does ahead of the
-    model). ``mpp``: the slide's pixel size when neither the file nor its manifest row states it.
+    model). ``fallback_mpp``: the slide's pixel size when neither the file nor its manifest row states it.
     A problem with the slide is a one-line ``ValueError``/``OSError`` naming it."""
     from .slides import SlideSource
     src = SlideSource(slide.path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels,
-                      mpp=getattr(cfg.model, "mpp", 0.0), slide_mpp=slide.mpp, fallback_mpp=mpp)
+                      mpp=getattr(cfg.model, "mpp", 0.0), slide_mpp=slide.mpp, fallback_mpp=fallback_mpp)
     src.prefetch(model.stage1_scale(src.size))
     return src
 
@@ -145,12 +145,12 @@ class Run:
     readout: object = None  # zoomin.config.ReadoutConfig: the answer (cfg.readout, passes as --passes says)
     seed: int = 0
     max_pixels: int = 0
-    mpp: float | None = None  # --slide-mpp
+    fallback_mpp: float | None = None  # --slide-mpp
     heatmaps: Path | None = None
     explore: Path | None = None
 
     def open(self, item: tuple[int, Slide]):
-        return open_slide(self.model, self.cfg, item[1], self.max_pixels, self.mpp)
+        return open_slide(self.model, self.cfg, item[1], self.max_pixels, self.fallback_mpp)
 
     def open_and_row(self, item: tuple[int, Slide]) -> tuple[list | None, float]:
         """A worker's whole slide: opened, predicted and its outputs written -> (``row``, seconds)."""
@@ -186,13 +186,13 @@ def columns(cfg) -> list[str]:
 def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heatmaps: str | Path | None = None,
             passes: int | None = None, seed: int = 0, progress: bool = True, max_pixels: int = 0,
             explore: str | Path | None = None, prefetch: int = 1, resume: bool = False,
-            mpp: float | None = None, workers: int = 1, device: str = "cpu") -> tuple[int, int]:
+            fallback_mpp: float | None = None, workers: int = 1, device: str = "cpu") -> tuple[int, int]:
     """Predict every slide (files, or manifests ending in .csv): the model's answer as the
     checkpoint's ``readout`` section defines it, ``passes`` (when given) replacing its passes. A slide
     that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
     while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
-    stopped torchrun's part files) and predict only the other slides. ``mpp``: the slides' pixel
-    size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
+    stopped torchrun's part files) and predict only the other slides. ``fallback_mpp``: the slides'
+    pixel size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
     opened and predicted at once in threads (one slide's reads overlap another's compute; rows
     still in input order; ``prefetch`` is then unused; the predictions do not change). ``device``:
     where the model runs (each slide's generator lives there). Under torchrun each rank predicts
@@ -202,8 +202,8 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     from .checkpoint import load_model
     if prefetch < 0:
         raise ValueError(f"--prefetch {prefetch}: expected 0 (off) or more slides")
-    if mpp is not None and not mpp > 0:
-        raise ValueError(f"--slide-mpp {mpp}: a pixel size must be > 0 µm")
+    if fallback_mpp is not None and not fallback_mpp > 0:
+        raise ValueError(f"--slide-mpp {fallback_mpp}: a pixel size must be > 0 µm")
     if workers < 1:
         raise ValueError(f"workers {workers}: expected 1 or more slides at once")
     model, cfg = load_model(checkpoint)
@@ -213,7 +213,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     if progress and distributed.is_main() and slides:
         from .doctor import reading  # how the slides are read, before the first one is predicted
         try:
-            print(f"zoomin predict: {reading(cfg, slides, fallback_mpp=mpp)}", file=sys.stderr, flush=True)
+            print(f"zoomin predict: {reading(cfg, slides, fallback_mpp=fallback_mpp)}", file=sys.stderr, flush=True)
         except (OSError, ValueError):  # the first slide is unreadable: its row says so
             pass
     out_csv = Path(out_csv)
@@ -243,7 +243,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     if world > 1:
         start_csv(part, ["_index"] + header, [])
     slide_cache.configure()  # before the first slide is opened
-    run = Run(model, cfg, readout, seed, max_pixels, mpp, heatmaps, explore)
+    run = Run(model, cfg, readout, seed, max_pixels, fallback_mpp, heatmaps, explore)
     written, failed = _predict_into(run, mine, part, world > 1, prefetch, progress, workers)
     if world > 1:
         written, failed = (int(v) for v in distributed.all_sum([written, failed]))

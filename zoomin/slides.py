@@ -31,8 +31,9 @@ class SlideSource:
     as if its level 0 were at ``mpp``: ``size``, the boxes and the scales are in pixels of that
     resolution, and each read asks large-image for the file region at the output size it needs, so
     a model sees tissue at the same physical resolution on slides of any size and scan resolution.
-    ``slide_mpp`` overrides the file's own pixel size (a manifest row that states it);
-    ``fallback_mpp`` is used only when the file does not state one (``zoomin predict --slide-mpp``).
+    The file's own pixel size, by who states it: ``slide_mpp``, a manifest row (it wins over
+    ``file_mpp``, what the file states); ``fallback_mpp``, the user, used only when neither states one
+    (``zoomin predict --slide-mpp``).
     ``mask`` (None unless set): the slide's outline mask, a ``zoomin.annotations.MaskSource`` that
     ``zoomin.data.slides.SlideDataset`` sets for an annotated manifest row; ``slide_id``: its row's name.
     """

@@ -28,7 +28,7 @@ class Session:
     list (named by position or file name). Sources open on first use and stay open."""
 
     def __init__(self, model, images, class_names: list[str] | None = None, mode: str = "sample",
-                 negatives: bool = True, checkpoint: str | None = None, slide_mpp: float | None = None,
+                 negatives: bool = True, checkpoint: str | None = None, fallback_mpp: float | None = None,
                  readout=None):
         if not isinstance(images, Mapping):
             images = {(Path(i).stem if isinstance(i, (str, Path)) else str(k)): i for k, i in enumerate(images)}
@@ -36,7 +36,7 @@ class Session:
             raise ValueError("a Session needs at least one image")
         self.model, self.images, self.class_names = model.eval(), dict(images), class_names
         self.mode, self.negatives, self.checkpoint = mode, negatives, checkpoint
-        self.slide_mpp = slide_mpp  # pixel size of slide files that do not state it (µm)
+        self.fallback_mpp = fallback_mpp  # pixel size of slide files that do not state it (µm)
         self.readout = readout  # the answer's ReadoutConfig (from_checkpoint: the checkpoint's; None: the defaults)
         self._sources: dict[str, Source] = {}
 
@@ -68,7 +68,7 @@ class Session:
         if name not in self.images:
             raise KeyError(f"no image named {name!r}; have {self.names}")
         if name not in self._sources:
-            self._sources[name] = open_source(self.images[name], self._mpp, self.slide_mpp)
+            self._sources[name] = open_source(self.images[name], self._mpp, self.fallback_mpp)
         return self._sources[name]
 
     @torch.no_grad()
