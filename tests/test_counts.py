@@ -28,7 +28,7 @@ def slides(tmp_path_factory):
 
 
 def sources(manifest):
-    return [(SlideSource(e.path, channels=3, mpp=1.0, slide_mpp=e.mpp), e) for e in read_manifest(manifest)]
+    return [(SlideSource(e.path, channels=3, mpp=1.0, manifest_mpp=e.mpp), e) for e in read_manifest(manifest)]
 
 
 def test_the_histogram_counts_every_pixel_but_the_padding():

@@ -262,7 +262,7 @@ def test_mpp_flag_and_manifest_mpp_reach_the_source(slides, tmp_path, opened):
     assert main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--quiet", "--passes", "1",
                  "--slide-mpp", "0.5", str(manifest), str(d / "synth_0001.tif")]) == 0
     # the manifest's value overrides the file's for its row; --slide-mpp only fills in for files that state none
-    assert [(c["slide_mpp"], c["fallback_mpp"]) for c in opened] == [(0.25, 0.5), (None, 0.5), (None, 0.5)]
+    assert [(c["manifest_mpp"], c["fallback_mpp"]) for c in opened] == [(0.25, 0.5), (None, 0.5), (None, 0.5)]
     assert all(c["mpp"] == getattr(load_model(ckpt)[1].model, "mpp", 0.0) for c in opened)
 
 

@@ -93,7 +93,7 @@ def test_a_slide_without_a_pixel_size_is_a_clear_error(tmp_path):
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(png)
     with pytest.raises(ValueError, match=r"x\.png: the file does not state its pixel size.*--slide-mpp"):
         SlideSource(png, mpp=1.0)
-    src = SlideSource(png, mpp=1.0, slide_mpp=0.5)  # the user says 0.5 µm/px
+    src = SlideSource(png, mpp=1.0, manifest_mpp=0.5)  # the user says 0.5 µm/px
     assert src.size == (32, 32) and src.view(1.0).shape == (1, 3, 32, 32)
     assert SlideSource(png).size == (64, 64)  # relative units: the file's pixels
 
@@ -135,6 +135,6 @@ def test_a_100000_pixel_slide_and_a_4096_one_of_the_same_tissue_give_views_of_th
 def test_a_stated_pixel_size_wins_over_the_fallback_and_loses_to_an_override(tmp_path):
     path = write(tmp_path, "s.tif", 0.5, 1024)
     assert SlideSource(path, mpp=1.0, fallback_mpp=0.25).size == (512, 512)  # the file says 0.5
-    assert SlideSource(path, mpp=1.0, slide_mpp=0.25).size == (256, 256)  # a manifest row says 0.25
+    assert SlideSource(path, mpp=1.0, manifest_mpp=0.25).size == (256, 256)  # a manifest row says 0.25
     with pytest.raises(ValueError, match="must be > 0"):
         SlideSource(path, mpp=1.0, fallback_mpp=-1)

@@ -43,7 +43,7 @@ def views(entries, cfg: Config, stage1_mpp: float) -> list[torch.Tensor]:
     m = cfg.model
     out = []
     for e in entries:
-        src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+        src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
         scale = relative_scale(m.mpp, stage1_mpp)
         if src.size[0] * src.size[1] * scale * scale > MAX_VIEW:
             raise ValueError(f"{e.path}: a stage-I view at {stage1_mpp:g} µm/px has more than {MAX_VIEW} locations")
@@ -103,7 +103,7 @@ def histograms(entries, cfg: Config, count_mpp: float) -> list[torch.Tensor]:
     model, out = build_model(m), []
     with torch.no_grad():
         for e in entries:
-            src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp)
+            src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
             out.append(model.count_histogram(src, model.attend(src).threshold).to_sparse())
     return out
 
@@ -210,7 +210,7 @@ def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float
     from .model import stage1_scale_for
     from .slides import SlideSource
     m, e = cfg.model, entries[0]
-    src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, slide_mpp=e.mpp,
+    src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp,
                       fallback_mpp=fallback_mpp)
     s1 = stage1_scale_for(m, src.size)
     h, w = view_size(*src.size, s1)

@@ -31,7 +31,7 @@ class SlideSource:
     as if its level 0 were at ``mpp``: ``size``, the boxes and the scales are in pixels of that
     resolution, and each read asks large-image for the file region at the output size it needs, so
     a model sees tissue at the same physical resolution on slides of any size and scan resolution.
-    The file's own pixel size, by who states it: ``slide_mpp``, a manifest row (it wins over
+    The file's own pixel size, by who states it: ``manifest_mpp``, a manifest row (it wins over
     ``file_mpp``, what the file states); ``fallback_mpp``, the user, used only when neither states one
     (``zoomin predict --slide-mpp``).
     ``mask`` (None unless set): the slide's outline mask, a ``zoomin.annotations.MaskSource`` that
@@ -43,7 +43,7 @@ class SlideSource:
     workers = 2  # threads decoding a call's region requests
 
     def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
-                 slide_mpp: float | None = None, fallback_mpp: float | None = None):
+                 manifest_mpp: float | None = None, fallback_mpp: float | None = None):
         try:
             import large_image
         except ImportError:  # pragma: no cover - depends on the installed extras
@@ -68,8 +68,8 @@ class SlideSource:
         self.file_size = (int(meta["sizeY"]), int(meta["sizeX"]))  # the file's level-0 (H, W)
         self.levels = int(meta.get("levels", 1))
         self.file_mpp = (meta.get("mm_x") or 0) * 1000 or None  # microns per file pixel at level 0, if stated
-        level0 = slide_mpp or self.file_mpp or fallback_mpp
-        for given in (slide_mpp, fallback_mpp):
+        level0 = manifest_mpp or self.file_mpp or fallback_mpp
+        for given in (manifest_mpp, fallback_mpp):
             if given is not None and given <= 0:
                 raise ValueError(f"{self.path}: the pixel size must be > 0 µm, got {given}")
         self.k = 1.0  # file pixels per source pixel

@@ -22,7 +22,7 @@ def usable_slides(entries: list, cfg: Config, report: bool = True) -> list:
     for e in entries:
         try:
             src = SlideSource(e.path, channels=cfg.model.in_channels, max_pixels=cfg.data.max_pixels, mpp=cfg.model.mpp,
-                              slide_mpp=e.mpp)
+                              manifest_mpp=e.mpp)
             src.check_view(stage1_scale_for(cfg.model, src.size))
             if getattr(e, "annotation", None):
                 from ..annotations import MaskSource

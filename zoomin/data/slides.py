@@ -25,7 +25,7 @@ class SlideDataset(Dataset):
     def __getitem__(self, i: int):
         from ..slides import SlideSource
         e = self.entries[i]
-        src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels, mpp=self.mpp, slide_mpp=e.mpp)
+        src = SlideSource(e.path, channels=self.channels, max_pixels=self.max_pixels, mpp=self.mpp, manifest_mpp=e.mpp)
         src.slide_id = e.slide_id  # names its draws in a seeded test (zoomin.evaluate.batch_generators)
         if self.annotations and getattr(e, "annotation", None):
             if i not in self._masks:
