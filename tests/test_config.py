@@ -104,6 +104,13 @@ BROKEN = {  # a rule broken -> the field the one-line error names first
     "scale and stage2_mpp": ({"model": {"mpp": 1.0, "stage2_mpp": 4.0, "scale2": 0.5}}, "model.scale2"),
     "mpp and magnification": ({"model": {"mpp": 0.5, "magnification": 40.0}}, "model.mpp"),
     "subtile": ({"model": {"kind": "zoom_in", "tile": 64, "subtile": 64}}, "model.subtile"),
+    "counts without evidence": ({"model": {**NO_EVIDENCE, "count_mpp": 2.0, "evidence_answer": False},
+                                 "train": {"evidence_weight": 0, "instance_weight": 0}}, "model.count_mpp"),
+    "counts finer than mpp": ({"model": {"evidence": True, "mpp": 1.0, "count_mpp": 0.5, "in_channels": 3}},
+                              "model.count_mpp"),
+    "counts of one channel": ({"model": {"evidence": True, "mpp": 1.0, "count_mpp": 2.0, "in_channels": 1}},
+                              "model.count_mpp"),
+    "count setting": ({"model": {"count_mpp": 0.0, "count_directions": 8}}, "model.count_directions"),
 }
 
 
