@@ -131,5 +131,6 @@ def test_training_fits_the_counts_and_the_doctor_probes_them(slides, tmp_path, c
                  "--epochs", "1", "--out", str(run), "--quiet", "--set", "model.n_samples=2"]) == 0
     text = capsys.readouterr().out
     assert "stain counts fitted on 16 training images at 2 µm/px" in text
+    assert "stain counts at 2 µm/px (a 256 x 256 view)" in text  # the line on what it reads
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
     assert bool(state["counts.fitted"]) and state["counts.thresholds"].abs().sum() > 0

@@ -222,7 +222,9 @@ def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float
     per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
     stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
     stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
-    stage2 += f", stain counts at {m.count_mpp:g} µm/px" if m.count_mpp else ""
+    if m.count_mpp:  # one more view a slide, read once for all passes
+        hc, wc = view_size(*src.size, m.mpp / m.count_mpp)
+        stage2 += f", stain counts at {m.count_mpp:g} µm/px (a {hc} x {wc} view)"
     count = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}" if n_test is None else f"{len(entries)} training and {n_test} test slides"
     return (f"{count}, {read}; stage I at {stage1}: a {h} x {w} view of "
             f"{e.slide_id}{stage2}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")
