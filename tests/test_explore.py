@@ -58,6 +58,7 @@ def test_the_apps_answer_is_zoomin_predicts(slides, tmp_path):
         assert f"**{name}**: the readout's answer (mixture, 2 passes), seed {SEED}" in app.answer.object
         assert f"{float(app.probs[1]):.6f}" in app.answer.object
         assert app.explorer.name == name and app.views.object is not None  # the explorer's views of that slide
+        assert [w.name for w in app.views.widget_box] == ["stage"]  # the stage slider, beside the picker
     assert app.page() is not None
 
 
@@ -146,10 +147,12 @@ def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
     text = CANVAS_JS + """return deep(document, '.zoomin-answer')
         .map(e => deep(e.shadowRoot || e, 'div').map(x => x.innerText).join(' ')).join(' ');"""
     drawn = CANVAS_JS + "return deep(document, 'canvas').filter(drawn).length;"
+    slider = CANVAS_JS + "return deep(document, '.noUi-target').length;"
 
     def wait_for(name):
         for _ in range(120):
-            if f"{name}: the readout's answer" in driver.execute_script(text) and driver.execute_script(drawn) >= 2:
+            if (f"{name}: the readout's answer" in driver.execute_script(text) and driver.execute_script(drawn) >= 2
+                    and driver.execute_script(slider) == 1):  # the stage slider too
                 return True
             time.sleep(0.5)
         return False

@@ -81,7 +81,7 @@ class ExploreApp:
     def page(self):
         import panel as pn
         side = pn.Column("## zoomin explore", f"checkpoint `{Path(self.session.checkpoint or '').name}`",
-                         self.picker, self.answer, width=320)
+                         self.picker, self.views.widget_box, self.answer, width=320)  # widget_box: the stage slider
         return pn.Row(side, self.views)
 
 
