@@ -1,4 +1,4 @@
-"""Command line: ``zoomin demo | train | predict | config | doctor | synth-slides | manifest`` (also
+"""Command line: ``zoomin demo | train | predict | config | doctor | synth-slides | manifest | explore`` (also
 ``python -m zoomin``, and ``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
 
 Errors are one line naming the file and the problem, with a non-zero exit; ``--debug`` shows the
@@ -167,6 +167,27 @@ def cmd_manifest(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    """Serve the explorer app until Ctrl-C (a clean stop: exit 0)."""
+    from .viz.app import check_address, serve, session_for, url
+    check_address(args.address, args.allow_remote)  # before the model is loaded
+    server = serve(session_for(args.checkpoint, args.inputs, args.fallback_mpp), args.address, args.port, args.seed,
+                   args.allow_remote)
+    where = url(server, args.address)
+    print(f"zoomin explore: serving {where} (Ctrl-C stops it)", flush=True)
+    if args.open:
+        import webbrowser
+        webbrowser.open(where)
+    try:
+        server.io_loop.start()  # panel's SIGINT handler stops the loop (and a KeyboardInterrupt, if it comes first)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    print("zoomin explore: stopped", file=sys.stderr)
+    return 0
+
+
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=0, help="override train.epochs")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
@@ -259,6 +280,20 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help="override one config field of the starting config; repeatable")
     dr.set_defaults(func=cmd_doctor)
+
+    x = sub.add_parser("explore", help="serve the explorer as a local web app: pick a slide, see the model's "
+                                       "answer and what it looked at")
+    x.add_argument("checkpoint", help="checkpoint.pt written by zoomin train/demo")
+    x.add_argument("inputs", nargs="+", help="slide files, folders of slides and/or manifest CSVs")
+    x.add_argument("--address", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    x.add_argument("--port", type=int, default=0, help="port (default 0: a free one; the URL is printed)")
+    x.add_argument("--seed", type=int, default=0, help="sampling seed (the answer is zoomin predict's with it)")
+    x.add_argument("--slide-mpp", dest="fallback_mpp", type=float, default=None,
+                   help="the slides' own pixel size in µm/px when the files do not state it (as zoomin predict)")
+    x.add_argument("--allow-remote", action="store_true",
+                   help="allow an --address other machines can reach (the page shows your slides and runs your model)")
+    x.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    x.set_defaults(func=cmd_explore)
 
     m = sub.add_parser("manifest", help="a zoomin manifest CSV from a data set's raw download (see data_manifests/)")
     m.add_argument("dataset", help="camelyon16, colon_cancer, fmow, needle_camelyon or traffic_signs")

@@ -11,13 +11,15 @@ from ..sources import Source, as_source
 from ..trace import Trace
 
 
-def open_source(item, mpp: float = 0.0, fallback_mpp: float | None = None) -> Source:
-    """A slide path (opened lazily through large-image, read at ``mpp`` µm/px when the model works in
-    physical units; ``fallback_mpp``: the file's pixel size when it does not state it), a
-    (C, H, W)/(1, C, H, W) tensor, or a Source."""
+def open_source(item, mpp: float = 0.0, fallback_mpp: float | None = None, manifest_mpp: float | None = None,
+                channels: int = 3) -> Source:
+    """A slide path (opened lazily through large-image with ``channels``, read at ``mpp`` µm/px when
+    the model works in physical units; ``manifest_mpp``: its pixel size as its manifest row states it,
+    ``fallback_mpp``: the file's pixel size when neither states it), a (C, H, W)/(1, C, H, W)
+    tensor, or a Source."""
     if isinstance(item, (str, Path)):
         from ..slides import SlideSource
-        return SlideSource(item, mpp=mpp, fallback_mpp=fallback_mpp)
+        return SlideSource(item, channels=channels, mpp=mpp, manifest_mpp=manifest_mpp, fallback_mpp=fallback_mpp)
     if isinstance(item, torch.Tensor) and item.dim() == 3:
         item = item.unsqueeze(0)
     return as_source(item)
@@ -29,7 +31,7 @@ class Session:
 
     def __init__(self, model, images, class_names: list[str] | None = None, mode: str = "sample",
                  negatives: bool = True, checkpoint: str | None = None, fallback_mpp: float | None = None,
-                 readout=None):
+                 readout=None, manifest_mpps: Mapping[str, float | None] | None = None):
         if not isinstance(images, Mapping):
             images = {(Path(i).stem if isinstance(i, (str, Path)) else str(k)): i for k, i in enumerate(images)}
         if not images:
@@ -37,6 +39,7 @@ class Session:
         self.model, self.images, self.class_names = model.eval(), dict(images), class_names
         self.mode, self.negatives, self.checkpoint = mode, negatives, checkpoint
         self.fallback_mpp = fallback_mpp  # pixel size of slide files that do not state it (µm)
+        self.manifest_mpps = dict(manifest_mpps or {})  # name -> its manifest row's pixel size (µm; wins over the file's)
         self.readout = readout  # the answer's ReadoutConfig (from_checkpoint: the checkpoint's; None: the defaults)
         self._sources: dict[str, Source] = {}
 
@@ -68,7 +71,9 @@ class Session:
         if name not in self.images:
             raise KeyError(f"no image named {name!r}; have {self.names}")
         if name not in self._sources:
-            self._sources[name] = open_source(self.images[name], self._mpp, self.fallback_mpp)
+            channels = getattr(getattr(self.model, "cfg", None), "in_channels", 3)  # as zoomin predict opens it
+            self._sources[name] = open_source(self.images[name], self._mpp, self.fallback_mpp,
+                                              self.manifest_mpps.get(name), channels)
         return self._sources[name]
 
     @torch.no_grad()
