@@ -25,18 +25,29 @@ READOUTS = {"features": dict(method="features", passes=3), "mixture": dict(metho
             "places": dict(method="places", passes=3, place_confidence=0.2), "topk": dict(method="mixture", mode="topk")}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("one_answer")
+def train_tiny(d, model: dict):
     entries = read_manifest(synth_slides(d, 4, 1024, seed=3, tile=128, progress=False))
     entries = [dataclasses.replace(e, split="test" if i >= 2 else "train") for i, e in enumerate(entries)]
     manifest = write_manifest(entries, d / "split.csv", annotations=False)
-    cfg = Config.from_dict({"model": MODEL, "data": {"task": "manifest", "manifest": str(manifest)},
+    cfg = Config.from_dict({"model": model, "data": {"task": "manifest", "manifest": str(manifest)},
                             "train": {"epochs": 1, "batch_size": 2, "threads": 1, "bn_recalibrate": 0, "eval_every": 0}})
     trainer = Trainer(cfg, d / "run", progress=False, log=False)
     trainer.fit()
     test = write_manifest([e for e in entries if e.split == "test"], d / "test.csv", annotations=False)
     return d, trainer, test
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("one_answer"), MODEL)
+
+
+@pytest.fixture(scope="module")
+def trained_with_counts(tmp_path_factory):
+    """The same with evidence heads and the stain counts (``model.count_mpp``), at 1 µm/px."""
+    model = {**MODEL, "mpp": 1.0, "stage1_mpp": 16.0, "stage2_mpp": 4.0, "scale1": 0.0625, "evidence": True,
+             "evidence_answer": True, "count_mpp": 2.0}
+    return train_tiny(tmp_path_factory.mktemp("one_answer_counts"), model)
 
 
 def answers_of_the_trainers_test(trainer, readout) -> dict[str, torch.Tensor]:
@@ -49,7 +60,17 @@ def answers_of_the_trainers_test(trainer, readout) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(READOUTS))
 def test_the_trainers_test_predict_and_the_explorer_give_one_answer(trained, name, tmp_path):
-    d, trainer, test_csv = trained
+    one_answer(*trained, name, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_stain_counts_give_one_answer(trained_with_counts, tmp_path):
+    d, trainer, test_csv = trained_with_counts
+    assert bool(trainer.model.counts.fitted)
+    one_answer(d, trainer, test_csv, "mixture", tmp_path)
+
+
+def one_answer(d, trainer, test_csv, name, tmp_path):
     cfg = Config.from_dict({**trainer.cfg.to_dict(), "readout": READOUTS[name]})
     ckpt = save_model(tmp_path / "model.pt", trainer.model, cfg)
     ours = answers_of_the_trainers_test(trainer, cfg.readout)
