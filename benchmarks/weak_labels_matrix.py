@@ -89,10 +89,15 @@ def one_run(args, name: str, seed: int) -> dict:
 
 def predict_test(out: Path) -> None:
     """``zoomin predict`` on a finished run's held-out rows, as a user would run it: writes
-    ``out/predict.csv`` (once; the run's checkpoint and the manifest's test rows)."""
+    ``out/predict.csv`` (once; the run's checkpoint and the manifest's test rows; nothing for a run
+    that has not finished)."""
     import csv
     manifest = out / "slides" / "manifest.csv"
-    if (out / "predict.csv").exists() or not (out / "run" / "checkpoint.pt").exists() or not manifest.exists():
+    metrics = out / "run" / "metrics.json"
+    if (out / "predict.csv").exists() or not metrics.exists() or not manifest.exists():
+        return
+    m = json.loads(metrics.read_text())
+    if m["epochs"] != m["config"]["train"]["epochs"]:  # not finished (or still training): nothing to predict with yet
         return
     with open(manifest, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
