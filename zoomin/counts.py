@@ -25,6 +25,7 @@ What it cannot see: a lesion that differs from the tissue around it by shape or 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -44,8 +45,10 @@ def directions(n: int) -> torch.Tensor:
     return torch.stack([polar.sin() * turn.cos(), polar.sin() * turn.sin(), polar.cos()], 1).float()
 
 
+@lru_cache(maxsize=1)
 def bin_colours() -> torch.Tensor:
-    """The 8-bit RGB colour at the centre of each bin -> (2^(3 BITS), 3) float."""
+    """The 8-bit RGB colour at the centre of each bin -> (2^(3 BITS), 3) float (one shared tensor:
+    index it, never change it in place)."""
     v = torch.arange(2**BITS, dtype=torch.float32) * 2 ** (8 - BITS) + (2 ** (8 - BITS) - 1) / 2
     r, g, b = torch.meshgrid(v, v, v, indexing="ij")
     return torch.stack([r, g, b], -1).view(-1, 3)
