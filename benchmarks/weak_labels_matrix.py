@@ -6,6 +6,7 @@ trained from the slide labels alone with the packaged ``slides.yaml`` as a user 
     python benchmarks/weak_labels_matrix.py --jobs 2                       # the whole matrix, 3 seeds
     python benchmarks/weak_labels_matrix.py --cells cmu-dab-0.5 --seeds 0  # one cell, one seed
     python benchmarks/weak_labels_matrix.py --doctor ...                   # train with zoomin doctor's config
+    python benchmarks/weak_labels_matrix.py --doctor --doctor-candidates 16 ...  # the doctor probing stage I at 16 µm/px only
 
 Each cell says whether its generator was used while choosing settings (``tuning``) or held out
 (``held-out``): the figure that counts is the held-out rows'. Every run writes its slides (the
@@ -70,7 +71,8 @@ def one_run(args, name: str, seed: int) -> dict:
     if args.doctor:
         t0 = time.perf_counter()
         zoomin("doctor", str(manifest), "--out", str(out / "doctor.yaml"), "--set", f"model.num_classes={len(kinds) + 1}",
-               *sum((["--set", o] for o in args.overrides), []), threads=1)
+               *sum((["--set", o] for o in args.overrides), []),
+               *(["--candidates", args.doctor_candidates] if args.doctor_candidates else []), threads=1)
         from zoomin.config import Config
         cfg = Config.from_yaml(out / "doctor.yaml")
         doctor_s = time.perf_counter() - t0
@@ -201,6 +203,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--doctor", action="store_true", help="train with the config zoomin doctor recommends")
+    p.add_argument("--doctor-candidates", default="", help="zoomin doctor --candidates (default: the doctor's own)")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
     p.add_argument("--budget-min", type=float, default=0, help="start no run after this many minutes (0: no limit)")
     p.add_argument("--collect", action="store_true", help="only report the runs already in --work (finished or not)")
