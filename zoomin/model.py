@@ -122,8 +122,11 @@ class _AttentionSampler(nn.Module):
         first = stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
                               self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
                               prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
-        if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view
-            first.count_logits = self.counts(self.count_histogram(src, first.threshold))
+        if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
+            # counts are fitted they are 0 and the view is not read (the fit reads it once, count_histogram)
+            hist = self.count_histogram(src, first.threshold) if bool(self.counts.fitted) else \
+                torch.zeros(src.batch_size, 0, dtype=torch.int64)
+            first.count_logits = self.counts(hist)
         return first
 
     def count_histogram(self, src: Source, threshold: torch.Tensor | None) -> torch.Tensor:
