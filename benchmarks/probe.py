@@ -3,7 +3,7 @@ step (forward, backward, AdamW step) or an inference pass, and report peak memor
 
 CPU: peak resident memory sampled every 0.5 ms during the measured call, minus the resident
 memory just before it (the model's activations, gradients and optimiser state, not the input),
-plus the process's ``ru_maxrss``. CUDA: ``torch.cuda.max_memory_allocated`` after a reset,
+plus the process's own peak (``VmHWM``). CUDA: ``torch.cuda.max_memory_allocated`` after a reset,
 minus the memory allocated before the call. ``measure`` runs this file in a fresh process:
 
     python benchmarks/probe.py '{"model": "zoom_in", "size": 4000, "phase": "train"}'
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -70,6 +69,13 @@ class NoiseSource:
 def _rss() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * PAGE
+
+
+def high_water_mb() -> float:
+    """This process's peak resident memory in MB (``VmHWM``). Not ``ru_maxrss``, which survives
+    ``exec`` and so reports the parent's peak when the parent was larger."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
 
 class PeakRSS:
@@ -147,7 +153,7 @@ def run(p: Probe) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
     out = {**asdict(p), "seconds": seconds, "step_mb": (rss.peak - rss.start) / 2**20,
-           "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "process_peak_rss_mb": high_water_mb()}
     if device.type == "cuda":
         out["step_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return out

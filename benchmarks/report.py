@@ -69,7 +69,7 @@ def memory_section(cfg, medians_: pd.DataFrame, ratios_: pd.DataFrame) -> list[s
              f"{cfg.repeats} fresh processes.",
              "Memory: peak resident memory during the measured call minus the resident memory before it (CPU; "
              "model activations, gradients and optimiser state, not the input), or CUDA max_memory_allocated minus "
-             "the allocation before it. `process peak` is the fresh process's ru_maxrss.", "",
+             "the allocation before it. `process peak` is the fresh process's own high-water mark (VmHWM).", "",
              table(md, text=("part", "model", "phase", "note"))]
     if len(ratios_):
         r = pd.DataFrame({"part": ratios_["part"], "phase": ratios_["phase"], "size": ratios_["size"].map(side),

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev,slides,viz,notebooks,realdata,bench,lab,docs
-.venv/bin/python -m pytest -q tests notebooks --nbval-lax
+.venv/bin/python -m pytest -q --durations=40 tests notebooks --nbval-lax
