@@ -22,7 +22,8 @@ from zoomin.cli import main  # noqa: E402
 from zoomin.config import Config, ModelConfig, ReadoutConfig  # noqa: E402
 from zoomin.model import build_model  # noqa: E402
 from zoomin.synth import synth_slides  # noqa: E402
-from zoomin.viz.app import ExploreApp, is_loopback, session_for  # noqa: E402
+from zoomin.viz.app import ExploreApp, is_loopback, outlines, session_for  # noqa: E402
+from zoomin.viz.layers import LAYERS  # noqa: E402
 
 SEED = 3
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +51,16 @@ def predicted(ckpt, inputs, out) -> dict[str, torch.Tensor]:
 def test_the_apps_answer_is_zoomin_predicts(slides, tmp_path):
     d, manifest, ckpt = slides
     expected = predicted(ckpt, [manifest], tmp_path / "p.csv")
-    app = ExploreApp(session_for(ckpt, [str(manifest)]), seed=SEED)
+    outlined = outlines([str(manifest)])  # the positive slide's outlines, from its manifest row
+    app = ExploreApp(session_for(ckpt, [str(manifest)]), seed=SEED, outlines=outlined)
     assert app.picker.options == sorted(expected) and app.picker.value == "synth_0000"
     for name in ["synth_0001", "synth_0000"]:  # picked as the page's Select picks them
         app.picker.value = name
         assert torch.allclose(app.probs, expected[name], atol=2e-6), (name, app.probs, expected[name])  # 6 decimals
         assert f"**{name}**: the readout's answer (mixture, 2 passes), seed {SEED}" in app.answer.object
         assert f"{float(app.probs[1]):.6f}" in app.answer.object
-        assert app.explorer.name == name and app.views.object is not None  # the explorer's views of that slide
-        assert [w.name for w in app.views.widget_box] == ["stage"]  # the stage slider, beside the picker
+        assert app.explorer.name == name and app.zoom.state is app.explorer.state  # the deep-zoom view of that slide
+        assert app.view.objects and app.zoom.annotation_count == (1 if name in outlined else 0)
     assert app.page() is not None
 
 
@@ -70,7 +72,7 @@ def test_a_folder_and_an_unreadable_slide(slides, tmp_path):
     assert session.names == ["synth_0000", "synth_0001", "broken"]
     app = ExploreApp(session, seed=SEED)
     app.picker.value = "broken"
-    assert app.probs is None and app.views.object is None
+    assert app.probs is None and app.zoom is None and not app.view.objects
     message = app.answer.object
     assert "broken" in message and "not a readable image" in message and "\n" not in message
     with pytest.raises(FileNotFoundError, match="nothing.tif: file not found"):
@@ -152,7 +154,7 @@ def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
     def wait_for(name):
         for _ in range(120):
             if (f"{name}: the readout's answer" in driver.execute_script(text) and driver.execute_script(drawn) >= 2
-                    and driver.execute_script(slider) == 1):  # the stage slider too
+                    and driver.execute_script(slider) == len(LAYERS)):  # an opacity slider per layer
                 return True
             time.sleep(0.5)
         return False

@@ -169,10 +169,10 @@ def cmd_manifest(args) -> int:
 
 def cmd_explore(args) -> int:
     """Serve the explorer app until Ctrl-C (a clean stop: exit 0)."""
-    from .viz.app import check_address, serve, session_for, url
+    from .viz.app import check_address, outlines, serve, session_for, url
     check_address(args.address, args.allow_remote)  # before the model is loaded
     server = serve(session_for(args.checkpoint, args.inputs, args.fallback_mpp), args.address, args.port, args.seed,
-                   args.allow_remote)
+                   args.allow_remote, outlines(args.inputs))
     where = url(server, args.address)
     print(f"zoomin explore: serving {where} (Ctrl-C stops it)", flush=True)
     if args.open:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .foreground import MASKED
 from .sampling import two_stage_weights
 
 SHARED = {"shared": True}  # field metadata: one value for the whole batch (``item`` keeps it whole)
@@ -71,6 +72,11 @@ class Trace:
         """(B, h, w) stage-I attention (probabilities), from ``log_alpha`` when read (on a gigapixel
         slide a second map of the view's size is only made for whoever looks at it)."""
         return self.log_alpha.exp().view(-1, *self.view_hw)
+
+    @property
+    def foreground(self) -> torch.Tensor:
+        """(B, h*w) bool: the stage-I locations not masked out as background (``foreground.MASKED``)."""
+        return self.log_alpha > MASKED / 2
 
     @property
     def beta(self) -> Optional[torch.Tensor]:

@@ -1,8 +1,11 @@
 """``zoomin explore``: the explorer served alone as a local web app (panel on bokeh's server), for
 people who do not use Jupyter. Pick a slide: the model runs on it through a ``Session`` and the
 page shows the readout's answer (what ``zoomin predict`` writes for that slide and seed) beside
-the ``Explorer``'s views of one pass. BokehJS, panel's scripts and their stylesheets come from the
-local server itself: the page asks nothing of the internet."""
+the slide's deep-zoom view with the pass's layers (``zoomin.viz.layers``): a toggle and an
+opacity per layer, the stage stepper, the sub-tiles that moved the answer most, and the slide's
+outlines where its manifest row names a GeoJSON file (or one named like the slide lies beside
+it). BokehJS, panel's scripts and their stylesheets come from the local server itself: the page
+asks nothing of the internet."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,7 +14,6 @@ from pathlib import Path
 
 from ..errors import one_line
 from .explorer import Explorer
-from .offline import WIDGET_LOCATION
 from .session import Session
 from .views import readout_label
 
@@ -36,6 +38,21 @@ def slides(inputs: list[str]) -> list:
     return out
 
 
+def outlines(inputs: list[str]) -> dict[str, Path]:
+    """Slide id -> its outline file: a manifest row's ``annotation``, else a ``<slide>.geojson``
+    beside the slide file."""
+    from ..manifest import read_manifest
+    out = {}
+    for item in map(str, inputs):
+        if item.endswith(".csv"):
+            out.update({e.slide_id: e.annotation for e in read_manifest(item, check_files=False) if e.annotation})
+    for s in slides(inputs):
+        beside = Path(s.path).with_suffix(".geojson")
+        if s.slide_id not in out and beside.is_file():
+            out[s.slide_id] = beside
+    return out
+
+
 def session_for(checkpoint: str | Path, inputs: list[str], fallback_mpp: float | None = None) -> Session:
     """The checkpoint's model over the slides of ``inputs``, named by slide id; a manifest row's
     pixel size is read as ``zoomin predict`` reads it, ``fallback_mpp`` (``--slide-mpp``) for files
@@ -50,15 +67,16 @@ def session_for(checkpoint: str | Path, inputs: list[str], fallback_mpp: float |
 
 
 class ExploreApp:
-    """One browser session's page: a slide picker, the answer for the picked slide and the
-    explorer's views of it. ``pick(name)`` runs the model (also what the picker does)."""
+    """One browser session's page: a slide picker, the answer for the picked slide and its
+    deep-zoom view (``DeepZoom``). ``pick(name)`` runs the model (also what the picker does)."""
 
-    def __init__(self, session: Session, seed: int = 0):
+    def __init__(self, session: Session, seed: int = 0, outlines: dict[str, Path] | None = None):
         import panel as pn
-        self.session, self.seed, self.explorer = session, seed, None
+        self.session, self.seed, self.explorer, self.zoom = session, seed, None, None
+        self.outlines = dict(outlines or {})
         self.picker = pn.widgets.Select(label="slide", options=session.names, value=session.names[0], width=280)
         self.answer = pn.pane.Markdown(width=300, css_classes=["zoomin-answer"])
-        self.views = pn.pane.HoloViews(None, widget_location=WIDGET_LOCATION)
+        self.view = pn.Column()  # the picked slide's DeepZoom panel
         self.picker.param.watch(lambda event: self.pick(event.new), "value")
         self.pick(self.picker.value)
 
@@ -70,19 +88,21 @@ class ExploreApp:
     def pick(self, name: str) -> None:
         try:
             ex = Explorer.from_session(self.session, name, seed=self.seed, title=name)
+            zoom = ex.deep_zoom(self.outlines.get(name))
         except (OSError, ValueError, RuntimeError) as e:
-            self.explorer, self.views.object = None, None
+            self.explorer, self.zoom, self.view.objects = None, None, []
             self.answer.object = f"**{name}**: the model could not run on it: {one_line(e, command=False)}"
             return
-        self.explorer, self.views.object = ex, ex.layout()
+        self.explorer, self.zoom = ex, zoom
+        self.view.objects = [zoom.panel()]
         self.answer.object = answer_markdown(name, ex.state.answer, self.session.readout, self.seed,
                                              self.session.class_names)
 
     def page(self):
         import panel as pn
         side = pn.Column("## zoomin explore", f"checkpoint `{Path(self.session.checkpoint or '').name}`",
-                         self.picker, self.views.widget_box, self.answer, width=320)  # widget_box: the stage slider
-        return pn.Row(side, self.views)
+                         self.picker, self.answer, width=320)
+        return pn.Row(side, self.view)
 
 
 def answer_markdown(name: str, probs, readout, seed: int, class_names=None) -> str:
@@ -118,7 +138,7 @@ def free_port(address: str) -> int:
 
 
 def serve(session: Session, address: str = "127.0.0.1", port: int = 0, seed: int = 0,
-          allow_remote: bool = False):
+          allow_remote: bool = False, outlines: dict[str, Path] | None = None):
     """Serve the app on ``address``:``port`` (0: a free port) -> the started bokeh ``Server`` (its
     ``io_loop.start()`` runs it; ``stop()`` ends it). Each browser session gets its own page over
     the one ``session``. Non-loopback addresses are refused unless ``allow_remote``."""
@@ -127,7 +147,7 @@ def serve(session: Session, address: str = "127.0.0.1", port: int = 0, seed: int
     port = port or free_port(address)
     host = f"[{address.strip('[]')}]" if ":" in address else address
     origins = [f"{host}:{port}"] + ([f"localhost:{port}"] if is_loopback(address) else [])
-    server = pn.serve({"/": lambda: ExploreApp(session, seed).page()}, port=port, address=address.strip("[]"),
+    server = pn.serve({"/": lambda: ExploreApp(session, seed, outlines).page()}, port=port, address=address.strip("[]"),
                       websocket_origin=origins, show=False, start=False, title="zoomin explore", verbose=False)
     server.start()
     return server

@@ -101,6 +101,15 @@ class Explorer:
         return (views.zoomable(self.source, self.b, max_pixels) * views.tiles(self.trace, self.b)
                 * views.subtiles(self.trace, self.b)).opts(width=700, height=600, **views.axes(self.state.mpp))
 
+    def deep_zoom(self, annotation: str | Path | dict | None = None):
+        """One deep-zoom view of the image with every layer (``zoomin.viz.layers``): a toggle and an
+        opacity per layer, the stage stepper, the gallery of the sub-tiles that moved the answer
+        most; ``annotation``: a GeoJSON file or dict of outlines to show. Live in a notebook (the
+        pixels are re-read by the kernel on every pan/zoom) -> a ``DeepZoom`` (``.panel()`` shows it)."""
+        from .layers import DeepZoom, read_annotation
+        geojson = annotation if isinstance(annotation, dict) or annotation is None else read_annotation(annotation)
+        return DeepZoom(self.state, geojson)
+
     def save(self, path: str | Path) -> Path:
         """One offline HTML file (every script and stylesheet inline) with the stages on a slider."""
         return save_html(self.layout(), path, self.title or "zoomin trace")
