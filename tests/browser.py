@@ -33,6 +33,13 @@ function drawn(c) {  // a canvas with something on it: more than a handful of co
   return false;
 }
 """
+RANGES_JS = """
+const out = [];  // [x start, x end, y start, y end] of every bokeh plot on the page
+for (const doc of (window.Bokeh ? Bokeh.documents : []))
+  for (const m of (doc.all_models || []))
+    if (m.x_range && m.y_range && m.renderers) out.push([m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end]);
+return out;
+"""
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOCAL_SCHEMES = {"data", "blob", "about", "file"}  # never leave the machine
 

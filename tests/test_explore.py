@@ -144,16 +144,17 @@ def test_explore_serves_on_loopback_and_stops_cleanly(slides):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
-    from browser import CANVAS_JS, errors, offsite, requested_urls, start
+    from browser import CANVAS_JS, RANGES_JS, errors, offsite, requested_urls, start
     _, manifest, ckpt = slides
     text = CANVAS_JS + """return deep(document, '.zoomin-answer')
         .map(e => deep(e.shadowRoot || e, 'div').map(x => x.innerText).join(' ')).join(' ');"""
     drawn = CANVAS_JS + "return deep(document, 'canvas').filter(drawn).length;"
     slider = CANVAS_JS + "return deep(document, '.noUi-target').length;"
+    gallery = CANVAS_JS + "return deep(document, 'img').length;"  # the sub-tiles that moved the answer most
 
     def wait_for(name):
         for _ in range(120):
-            if (f"{name}: the readout's answer" in driver.execute_script(text) and driver.execute_script(drawn) >= 2
+            if (f"{name}: the readout's answer" in driver.execute_script(text) and driver.execute_script(drawn) >= 1 and driver.execute_script(gallery) > 0
                     and driver.execute_script(slider) == len(LAYERS)):  # an opacity slider per layer
                 return True
             time.sleep(0.5)
@@ -167,11 +168,21 @@ def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
         driver.execute_script(CANVAS_JS + """const s = deep(document, 'select')[0];
             s.value = 'synth_0001'; s.dispatchEvent(new Event('change'));""")
         second = wait_for("synth_0001")  # the picked one: the model ran on it
+        driver.execute_script(CANVAS_JS + """deep(document, 'button')
+            .filter(b => b.innerText.startsWith('go: tile'))[0].click();""")  # the gallery's first sub-tile
+        moved = None
+        for _ in range(120):  # the view moves there: a range three sub-tiles wide (zoomin.viz.layers.focus)
+            spans = [abs(r[1] - r[0]) for r in driver.execute_script(RANGES_JS)]
+            if any(span <= 3 * 32 for span in spans):
+                moved = spans
+                break
+            time.sleep(0.5)
         console, network = driver.get_log("browser"), driver.get_log("performance")
     finally:
         driver.quit()
         rc, err = served.stop()
     assert first and second, f"answer drawn for the first slide: {first}, for the picked one: {second}"
+    assert moved, "the gallery's go did not move the view to its sub-tile"
     assert not errors(console), errors(console)
     assert not offsite(requested_urls(network)), offsite(requested_urls(network))
     assert rc == 0, err

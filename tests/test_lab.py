@@ -207,3 +207,74 @@ def test_notebook_renders_offline_in_jupyterlab(lab, path, tmp_path):
         (not shots or any(s.stat().st_size < 10_000 for s in shots), f"no usable screenshot: {shots}"),
     ]
     assert not any(bad for bad, _ in problems), f"{path.name}:\n" + "\n".join(why for bad, why in problems if bad)
+
+
+DEEP_ZOOM = [  # the notebook of the next test: a deep-zoom view of one slide (the path is filled in)
+    "from zoomin.viz import extension\n\nextension()",
+    """import torch
+from zoomin.config import ModelConfig
+from zoomin.model import build_model
+from zoomin.viz import Explorer, Session
+
+cfg = ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=256, scale2=0.25, subtile=32, n_samples=6,
+                  feature_dim=8, feature_width=8, foreground="otsu_dark")
+torch.manual_seed(0)
+session = Session(build_model(cfg), {"slide": SLIDE})
+zoom = Explorer.from_session(session, "slide").deep_zoom()
+src = session.source("slide")
+read_before = src.pixels_read
+zoom""",
+]
+KERNEL_SAYS = NOTEBOOK + """
+const done = arguments[arguments.length - 1], future = nb.sessionContext.session.kernel.requestExecute({code: arguments[0]});
+let out = '';
+future.onIOPub = m => { if (m.header.msg_type === 'stream') out += m.content.text; };
+future.done.then(() => done(out), e => done('error: ' + e));"""
+
+
+def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(lab, tmp_path):
+    """Remote-safe: with JupyterLab's server the only one, a wheel zoom in the browser makes the
+    kernel re-read the slide for the new range, and every request the page made went to
+    JupyterLab's own port (no tile server, no second port to proxy)."""
+    from urllib.parse import urlsplit
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    from browser import RANGES_JS
+    from zoomin.synth import synth_slides
+    base, token = lab
+    synth_slides(tmp_path, 1, 2048, seed=1, tile=128, progress=False, positive_fraction=1.0)
+    cells = [DEEP_ZOOM[0], f"SLIDE = {str(tmp_path / 'synth_0000.tif')!r}\n" + DEEP_ZOOM[1]]
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+                "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None, "outputs": [],
+                           "source": c} for i, c in enumerate(cells)]}
+    put = urllib.request.Request(f"{base}/api/contents/deep_zoom.ipynb", method="PUT",
+                                 data=json.dumps({"type": "notebook", "content": notebook}).encode(),
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    urllib.request.urlopen(put, timeout=30)
+    driver = start()
+    driver.set_script_timeout(120)
+    try:
+        audit = run_all(driver, base, token, "deep_zoom.ipynb")
+        wide = wait(lambda: [r for r in driver.execute_script(RANGES_JS) if abs(r[1] - r[0]) >= 2000],
+                    "the view of the whole slide", time.monotonic() + 60)
+        canvas = driver.execute_script(CANVAS_JS + "return deep(document, 'canvas').filter(drawn)[0];")
+        before = int(driver.execute_async_script(KERNEL_SAYS, "print(src.pixels_read)"))  # the kernel's reads so far
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -600).perform()  # wheel zoom in
+
+        def reread():  # the kernel got the zoomed range from the browser and read the slide for it
+            said = driver.execute_async_script(KERNEL_SAYS, "x0, x1 = zoom.range.x_range or (0, 2048)\n"
+                                               "print(x1 - x0, src.pixels_read)")
+            width, pixels = said.split()
+            return (float(width), int(pixels)) if float(width) < 2000 and int(pixels) > before else None
+        said = wait(reread, "the kernel to re-read the zoomed range", time.monotonic() + 90, every=2)
+        narrow = [r for r in driver.execute_script(RANGES_JS) if abs(r[1] - r[0]) < 2000]
+        network = driver.get_log("performance")
+    finally:
+        driver.quit()
+        shutdown_kernels(base, token)
+    assert audit["plots"] and all(p["drawn"] for p in audit["plots"]), audit
+    assert wide and narrow, (wide, narrow)  # the wheel zoomed the view in
+    ports = {urlsplit(u).port for u in requested_urls(network) if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert ports == {urlsplit(base).port}, (ports, said)  # JupyterLab's port, nothing else
