@@ -13,6 +13,11 @@ chromedriver) opens each notebook, runs every cell, and then, per notebook:
 
 Cells tagged ``screenshot`` (or ``screenshot:NAME``) are photographed into ``ZOOMIN_SCREENSHOTS``
 (default: the test's temporary folder); ``docs/screenshots/`` holds the committed ones.
+
+The kernels run with ``ZOOMIN_NOTEBOOK_QUICK=1`` unless it is set: the notebooks train fewer epochs
+and write a smaller large slide (what is checked here is what the browser draws; nbval runs them in
+full, and the site shows nbval's outputs). ``ZOOMIN_NOTEBOOK_QUICK=0`` runs them in full here too
+(for the committed screenshots).
 """
 from __future__ import annotations
 
@@ -106,6 +111,7 @@ def lab(tmp_path_factory):
     port, token = free_port(), secrets.token_hex(24)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    env.setdefault("ZOOMIN_NOTEBOOK_QUICK", "1")  # the kernels: less training (nbval runs the notebooks in full)
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("jupyter-lab")), "--no-browser", "--allow-root", "--ip=127.0.0.1",
          f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
