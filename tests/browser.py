@@ -40,6 +40,16 @@ for (const doc of (window.Bokeh ? Bokeh.documents : []))
     if (m.x_range && m.y_range && m.renderers) out.push([m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end]);
 return out;
 """
+GLYPHS_JS = """
+const out = [];  // [glyph type, visible, global alpha] of every bokeh glyph renderer on the page
+for (const doc of (window.Bokeh ? Bokeh.documents : []))
+  for (const m of (doc.all_models || []))
+    if (m.glyph && m.data_source) {
+      const a = m.glyph.global_alpha;  // a number, or a {value: number} spec
+      out.push([m.glyph.constructor.__name__, m.visible, a !== null && typeof a === 'object' ? a.value : (a ?? null)]);
+    }
+return out;
+"""
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOCAL_SCHEMES = {"data", "blob", "about", "file"}  # never leave the machine
 

@@ -105,6 +105,15 @@ def test_addresses_other_machines_reach_are_refused_without_allow_remote(slides,
         assert err.count("\n") == 1 and named in err and "Traceback" not in err, err
 
 
+def poll(check, tries: int = 120, every: float = 0.5):
+    """``check()`` until it is true (-> True) or ``tries`` run out (-> False)."""
+    for _ in range(tries):
+        if check():
+            return True
+        time.sleep(every)
+    return False
+
+
 class Served:
     """``zoomin explore`` in a subprocess: its URL once it prints it; ``stop()`` sends Ctrl-C."""
 
@@ -144,7 +153,9 @@ def test_explore_serves_on_loopback_and_stops_cleanly(slides):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
-    from browser import CANVAS_JS, RANGES_JS, errors, offsite, requested_urls, start
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from browser import CANVAS_JS, GLYPHS_JS, RANGES_JS, errors, offsite, requested_urls, start
     _, manifest, ckpt = slides
     text = CANVAS_JS + """return deep(document, '.zoomin-answer')
         .map(e => deep(e.shadowRoot || e, 'div').map(x => x.innerText).join(' ')).join(' ');"""
@@ -177,12 +188,27 @@ def test_the_served_app_draws_the_answer_offline_in_headless_chromium(slides):
                 moved = spans
                 break
             time.sleep(0.5)
+        quads = lambda: sum(visible for kind, visible, _ in driver.execute_script(GLYPHS_JS) if kind == "Quad")  # noqa: E731
+        before = quads()  # the sub-tiles stage: the sub-tiles' boxes only
+        driver.execute_script(CANVAS_JS + """deep(document, 'input[type=checkbox]')
+            .filter(i => (i.nextElementSibling || {}).textContent === 'tiles')[0].click();""")  # show the tiles layer
+        toggled = poll(lambda: quads() > before)
+        track = driver.execute_script(CANVAS_JS + "return deep(document, '.noUi-base')[arguments[0]];",
+                                      list(LAYERS).index("alpha"))  # alpha's opacity slider, at 0.8
+        opacities = lambda: sorted(a for kind, _, a in driver.execute_script(GLYPHS_JS) if kind == "Image")  # noqa: E731
+        at_first = opacities()  # alpha's map and the beta maps at 0.8, the negatives' 0.6, the tissue 0.4
+        ActionChains(driver).move_to_element_with_offset(track, -int(0.3 * track.size["width"]), 0).click().perform()
+        faded = poll(lambda: (now := opacities()) != at_first and len(now) == len(at_first)  # a tap at a fifth of it:
+                     and now.count(0.8) == at_first.count(0.8) - 1 and min(now) < 0.4)  # alpha's map, not the others'
+        glyphs = driver.execute_script(GLYPHS_JS)
         console, network = driver.get_log("browser"), driver.get_log("performance")
     finally:
         driver.quit()
         rc, err = served.stop()
     assert first and second, f"answer drawn for the first slide: {first}, for the picked one: {second}"
     assert moved, "the gallery's go did not move the view to its sub-tile"
+    assert toggled, "the tiles checkbox did not show the tiles' boxes"
+    assert faded, f"alpha's opacity slider did not change the drawn map's opacity: {glyphs}"
     assert not errors(console), errors(console)
     assert not offsite(requested_urls(network)), offsite(requested_urls(network))
     assert rc == 0, err
