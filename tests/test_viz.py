@@ -17,6 +17,7 @@ from zoomin.config import ModelConfig  # noqa: E402
 from zoomin.model import build_model  # noqa: E402
 from zoomin.sources import ArraySource  # noqa: E402
 from zoomin.viz import STAGES, Explorer, Session, views  # noqa: E402
+from zoomin.viz.layers import STATIC_NOTE  # noqa: E402
 
 TWO = dict(kind="zoom_in", scale1=0.1, tile=40, scale2=0.25, subtile=12, n_samples=8, feature_dim=16,
            feature_width=8, num_classes=3)
@@ -204,6 +205,8 @@ def test_save_writes_one_offline_html(traced, tmp_path):
     html = path.read_text()
     assert "cdn.bokeh.org" not in html and "Bokeh" in html and len(html) > 500_000  # bokeh inlined
     assert "offline" in html
+    assert STATIC_NOTE.format(px=views.DISPLAY_PIXELS) in html  # the layers, and what they are
+    assert all(f'"label":{{"type":"value","value":"{name}"}}' in html for name in ("alpha", "tiles", "sub-tiles"))
 
 
 def test_session_and_widget_resample_reproducibly(tmp_path):
@@ -363,7 +366,7 @@ def test_saved_explorer_renders_offline_in_headless_chromium(traced, tmp_path):
         console, network = driver.get_log("browser"), driver.get_log("performance")
     finally:
         driver.quit()
-    assert roots == 1 and n >= 3, f"bokeh documents {roots}, drawn canvases {n}"  # stage plot, bars, contributions
+    assert roots == 1 and n >= 4, f"bokeh documents {roots}, drawn canvases {n}"  # stages, layers, bars, contributions
     assert not errors(console), errors(console)
     assert not offsite(requested_urls(network))
 

@@ -110,9 +110,14 @@ class Explorer:
         geojson = annotation if isinstance(annotation, dict) or annotation is None else read_annotation(annotation)
         return DeepZoom(self.state, geojson)
 
-    def save(self, path: str | Path) -> Path:
-        """One offline HTML file (every script and stylesheet inline) with the stages on a slider."""
-        return save_html(self.layout(), path, self.title or "zoomin trace")
+    def save(self, path: str | Path, annotation: str | Path | dict | None = None) -> Path:
+        """One offline HTML file (every script and stylesheet inline): the stages on a slider, every
+        layer of ``deep_zoom`` over the whole image (embedded at display resolution, as the page
+        says; a click on a legend entry hides or shows a layer) and the answer's bars."""
+        from .layers import read_annotation, static_layers
+        geojson = annotation if isinstance(annotation, dict) or annotation is None else read_annotation(annotation)
+        page = (self.stages() + static_layers(self.state, geojson) + self.prediction()).cols(2)
+        return save_html(page, path, self.title or "zoomin trace")
 
     def widget(self):
         """An ipywidgets panel bound to ``self.state``; see ``zoomin.viz.widgets.ExplorerWidget``."""

@@ -100,6 +100,25 @@ def layers(s: ExplorerState, annotation: dict | None = None) -> dict[str, hv.Ele
             "negatives": negatives(s), "annotations": annotations(annotation)}
 
 
+STATIC_NOTE = ("layers embedded at display resolution (the image at most {px} px a side; zooming does not "
+               "re-read it): click a legend entry to hide or show a layer")
+
+
+def static_layers(s: ExplorerState, annotation: dict | None = None) -> hv.Overlay:
+    """Every layer over the whole image at display resolution, for a page with no kernel (the
+    saved HTML): all shown, each a legend entry that a click hides or shows; nothing re-reads."""
+    from .stages import _overview
+    parts = [_overview(s)]
+    for name, element in layers(s, annotation).items():
+        if isinstance(element, hv.Overlay) and not len(element):
+            continue  # nothing to draw (no beta in a one-stage trace, no negatives, no outlines)
+        parts += [look(e.relabel(name), LAYERS[name][0], True).opts(show_legend=True) for e in
+                  (element.values() if isinstance(element, hv.Overlay) else [element])]
+    return hv.Overlay(parts).opts(
+        title=STATIC_NOTE.format(px=views.DISPLAY_PIXELS), show_legend=True, legend_position="right",
+        legend_opts={"click_policy": "hide"}, width=760, height=640, **views.axes(s.mpp))
+
+
 def look(element, opacity: float, visible: bool):
     """``element`` (or every element of an overlay) drawn with ``opacity``, or hidden."""
     def one(e):
