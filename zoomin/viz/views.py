@@ -246,6 +246,6 @@ def zoomable(source: Source, b: int = 0, max_pixels: int = MAX_PIXELS) -> hv.Dyn
         size = (max(1, round((y1 - y0) * s)), max(1, round((x1 - x0) * s)))
         box = torch.tensor([[x0, y0, x1 - x0, y1 - y0]], dtype=torch.float)
         pixels = source.read(torch.tensor([b]), box, s, size)[0]
-        return rgb(pixels, box[0].tolist(), label=f"scale {s:g}")
+        return rgb(pixels, box[0].tolist(), label="slide")  # one label: the same glyph is updated, not a new one added
 
     return hv.DynamicMap(region, streams=[hv.streams.RangeXY()])
