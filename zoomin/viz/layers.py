@@ -107,8 +107,7 @@ STATIC_NOTE = ("layers embedded at display resolution (the image at most {px} px
 def static_layers(s: ExplorerState, annotation: dict | None = None) -> hv.Overlay:
     """Every layer over the whole image at display resolution, for a page with no kernel (the
     saved HTML): all shown, each a legend entry that a click hides or shows; nothing re-reads."""
-    from .stages import _overview
-    parts = [_overview(s)]
+    parts = [views.overview(s.source, s.trace, s.b)]
     for name, element in layers(s, annotation).items():
         if isinstance(element, hv.Overlay) and not len(element):
             continue  # nothing to draw (no beta in a one-stage trace, no negatives, no outlines)
@@ -210,9 +209,11 @@ class DeepZoom:
         x, y, w, h = (float(v) for v in box)
         x0, x1 = max(0.0, x), min(float(W), x + w)
         y0, y1 = max(0.0, y), min(float(H), y + h)
-        for fig in self._figures:  # y is drawn downwards: the y range runs from the bottom (y1) up
+        for fig in self._figures:
             fig.x_range.update(start=x0, end=x1)
-            fig.y_range.update(start=y1, end=y0) if fig.y_range.start > fig.y_range.end else \
+            if fig.y_range.start > fig.y_range.end:  # y drawn downwards: the range runs from the bottom (y1) up
+                fig.y_range.update(start=y1, end=y0)
+            else:
                 fig.y_range.update(start=y0, end=y1)
         self.range.event(x_range=(x0, x1), y_range=(y0, y1))
 
