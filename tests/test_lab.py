@@ -240,14 +240,15 @@ future.done.then(() => done(out), e => done('error: ' + e));"""
 
 def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(lab, tmp_path):
     """Remote-safe: with JupyterLab's server the only one, a wheel zoom in the browser makes the
-    kernel re-read the slide for the new range, and every request the page made went to
+    kernel re-read the slide for the new range, a layer's checkbox clicked in the page shows its
+    boxes, an opacity set in the kernel reaches the page, and every request the page made went to
     JupyterLab's own port (no tile server, no second port to proxy)."""
     from urllib.parse import urlsplit
 
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
-    from browser import RANGES_JS
+    from browser import GLYPHS_JS, RANGES_JS
     from zoomin.synth import synth_slides
     base, token = lab
     synth_slides(tmp_path, 1, 2048, seed=1, tile=128, progress=False, positive_fraction=1.0)
@@ -276,11 +277,20 @@ def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(l
             return (float(width), int(pixels)) if float(width) < 2000 and int(pixels) > before else None
         said = wait(reread, "the kernel to re-read the zoomed range", time.monotonic() + 90, every=2)
         narrow = [r for r in driver.execute_script(RANGES_JS) if abs(r[1] - r[0]) < 2000]
+        quads = lambda: sum(visible for kind, visible, _ in driver.execute_script(GLYPHS_JS) if kind == "Quad")  # noqa: E731
+        hidden = quads()  # the first stage: alpha and the outlines, no boxes
+        driver.execute_script(CANVAS_JS + """deep(document, 'input[type=checkbox]')
+            .filter(i => (i.nextElementSibling || {}).textContent === 'tiles')[0].click();""")  # the tiles layer
+        shown = wait(lambda: quads() > hidden, "the tiles checkbox to show the tiles' boxes", time.monotonic() + 60)
+        faded = driver.execute_async_script(KERNEL_SAYS, "zoom.show('alpha', opacity=0.25)\nprint('ok')")
+        alpha = wait(lambda: [a for kind, _, a in driver.execute_script(GLYPHS_JS) if kind == "Image" and a == 0.25],
+                     "alpha's opacity to reach the page", time.monotonic() + 60)
         network = driver.get_log("performance")
     finally:
         driver.quit()
         shutdown_kernels(base, token)
     assert audit["plots"] and all(p["drawn"] for p in audit["plots"]), audit
     assert wide and narrow, (wide, narrow)  # the wheel zoomed the view in
+    assert shown and faded.strip() == "ok" and alpha  # a layer toggled from the page, an opacity set in the kernel
     ports = {urlsplit(u).port for u in requested_urls(network) if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert ports == {urlsplit(base).port}, (ports, said)  # JupyterLab's port, nothing else
