@@ -107,16 +107,14 @@ class Explorer:
         most; ``annotation``: a GeoJSON file or dict of outlines to show. Live in a notebook (the
         pixels are re-read by the kernel on every pan/zoom) -> a ``DeepZoom`` (``.panel()`` shows it)."""
         from .layers import DeepZoom, read_annotation
-        geojson = annotation if isinstance(annotation, dict) or annotation is None else read_annotation(annotation)
-        return DeepZoom(self.state, geojson)
+        return DeepZoom(self.state, read_annotation(annotation))
 
     def save(self, path: str | Path, annotation: str | Path | dict | None = None) -> Path:
         """One offline HTML file (every script and stylesheet inline): the stages on a slider, every
         layer of ``deep_zoom`` over the whole image (embedded at display resolution, as the page
         says; a click on a legend entry hides or shows a layer) and the answer's bars."""
         from .layers import read_annotation, static_layers
-        geojson = annotation if isinstance(annotation, dict) or annotation is None else read_annotation(annotation)
-        page = (self.stages() + static_layers(self.state, geojson) + self.prediction()).cols(2)
+        page = (self.stages() + static_layers(self.state, read_annotation(annotation)) + self.prediction()).cols(2)
         return save_html(page, path, self.title or "zoomin trace")
 
     def widget(self):

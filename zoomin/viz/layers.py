@@ -85,10 +85,11 @@ def annotations(geojson: dict | None) -> hv.Path:
     return out
 
 
-def read_annotation(path: str | Path | None) -> dict | None:
-    """The GeoJSON at ``path`` (None: none); a bad file is a one-line ``ValueError`` naming it."""
-    if path is None:
-        return None
+def read_annotation(path: str | Path | dict | None) -> dict | None:
+    """The GeoJSON at ``path`` (a dict is already one; None: none); a bad file is a one-line
+    ``ValueError`` naming it."""
+    if path is None or isinstance(path, dict):
+        return path
     from ..annotations import read_geojson
     return read_geojson(path)
 
@@ -130,15 +131,8 @@ def look(element, opacity: float, visible: bool):
 
 
 def top_subtiles(s: ExplorerState, n: int = GALLERY) -> list[tuple[int, int, float]]:
-    """The ``n`` drawn sub-tiles with the largest share of the predicted class (``Trace.contributions``)
-    as ``(tile slot, draw, share)``, largest magnitude first."""
-    tr, b = s.trace, s.b
-    cls = int(tr.probs[b].argmax())
-    share = tr.contributions[b, ..., cls].detach().float()  # (P, K)
-    valid = tr.subtile_valid[b]
-    order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(n, int(valid.sum()))]
-    K = share.shape[-1]
-    return [(int(i) // K, int(i) % K, float(share.flatten()[i])) for i in order]
+    """The gallery: ``views.top_contributions`` of the state's image for its predicted class."""
+    return views.top_contributions(s.trace, top=n, b=s.b)
 
 
 def focus(s: ExplorerState, stage: str) -> tuple[float, float, float, float]:
@@ -221,13 +215,14 @@ class DeepZoom:
         """The sub-tiles that moved the answer most, each at level 0 with its share and a ``go`` button."""
         import panel as pn
         s, items = self.state, []
-        for p, k, share in top_subtiles(s):
-            box = s.trace.subtile_boxes[s.b, p, k]
-            h, w = int(box[3]), int(box[2])
-            pixels = s.source.read(torch.tensor([s.b]), box[None], 1.0, (h, w))[0]
+        top = top_subtiles(s)
+        if top:  # one read for all of them at level 0 (the sub-tiles of a trace share one size)
+            boxes = s.trace.subtile_boxes[s.b][[p for p, _, _ in top], [k for _, k, _ in top]]  # (n, 4)
+            pixels = s.source.read(torch.full((len(top),), s.b), boxes, 1.0, (int(boxes[0, 3]), int(boxes[0, 2])))
+        for (p, k, share), tile_pixels in zip(top, pixels if top else []):
             button = pn.widgets.Button(label=f"go: tile {p}, draw {k} ({share:+.3g})", width=THUMB + 90)
             button.on_click(lambda event, p=p, k=k: self._go_subtile(p, k))
-            items.append(pn.Column(pn.pane.PNG(png(pixels), width=THUMB, height=THUMB), button))
+            items.append(pn.Column(pn.pane.PNG(png(tile_pixels), width=THUMB, height=THUMB), button))
         return pn.Column(f"**sub-tiles that moved the answer most** ({s.trace.contribution_name})", pn.FlexBox(*items),
                          width=2 * (THUMB + 110))
 
@@ -257,8 +252,6 @@ def png(pixels: torch.Tensor) -> bytes:
     import io
 
     from PIL import Image
-    img = pixels.detach().float().clamp(0, 1)
-    img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
     buf = io.BytesIO()
-    Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(buf, format="PNG")
+    Image.fromarray(views.to_uint8(pixels)).save(buf, format="PNG")
     return buf.getvalue()

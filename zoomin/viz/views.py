@@ -71,12 +71,16 @@ def axes(mpp: float | None = None) -> dict:
     return dict(xlabel="x (µm)", ylabel="y (µm)", hooks=[_micron_ticks(float(mpp))])
 
 
-def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
-    """(C, h, w) pixels in [0, 1] covering level-0 ``box`` -> an RGB element placed on the slide."""
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """(C, h, w) pixels in [0, 1] -> (h, w, 3) uint8 RGB (one channel repeated as grey)."""
     img = pixels.detach().float().clamp(0, 1)
     img = img.expand(3, -1, -1) if img.shape[0] == 1 else img[:3]
-    arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return hv.RGB(np.ascontiguousarray(arr[::-1]), bounds=_lbrt(box), label=label).opts(**AXES)
+    return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def rgb(pixels: torch.Tensor, box, label: str = "") -> hv.RGB:
+    """(C, h, w) pixels in [0, 1] covering level-0 ``box`` -> an RGB element placed on the slide."""
+    return hv.RGB(np.ascontiguousarray(to_uint8(pixels)[::-1]), bounds=_lbrt(box), label=label).opts(**AXES)
 
 
 def heat(values: torch.Tensor, box, label: str, palette: list[str] = ATTENTION) -> hv.Image:
@@ -213,15 +217,22 @@ def contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 
     ``model.estimate: probabilities`` the shares add up to the class's probability before it is
     normalised (``Trace.contributions``)."""
     cls = int(trace.probs[b].argmax()) if cls is None else cls
-    share = trace.contributions[b, ..., cls].detach().float()  # (P, K)
-    valid = trace.subtile_valid[b]
-    order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(top, int(valid.sum()))]
-    K = share.shape[-1]
-    data = [(f"t{int(i) // K}/s{int(i) % K}", float(share.flatten()[i])) for i in order]
+    data = [(f"t{p}/s{k}", v) for p, k, v in top_contributions(trace, cls, top, b)]
     label = trace.contribution_name
     return hv.Bars(data, "sample", label).opts(
         title=f"contributions to class {cls}", xrotation=45, tools=["hover"], color=label, cmap="RdBu_r",
         symmetric=True)
+
+
+def top_contributions(trace: Trace, cls: int | None = None, top: int = 12, b: int = 0) -> list[tuple[int, int, float]]:
+    """The ``top`` drawn sub-tiles with the largest share of class ``cls`` (default: the predicted
+    class) as ``(tile slot, draw, share)``, largest magnitude first."""
+    cls = int(trace.probs[b].argmax()) if cls is None else cls
+    share = trace.contributions[b, ..., cls].detach().float()  # (P, K)
+    valid = trace.subtile_valid[b]
+    order = share.abs().masked_fill(~valid, -1).flatten().argsort(descending=True)[:min(top, int(valid.sum()))]
+    K = share.shape[-1]
+    return [(int(i) // K, int(i) % K, float(share.flatten()[i])) for i in order]
 
 
 def zoom_scale(extent: float, max_pixels: int = MAX_PIXELS) -> float:
