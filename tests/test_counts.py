@@ -59,14 +59,50 @@ def test_directions_are_unit_and_spread():
     assert (d @ d.T - 2 * torch.eye(64)).max() < 0.95  # no two directions nearly the same
 
 
-def test_a_streamed_histogram_equals_one_read(slides, monkeypatch):
+def test_a_streamed_histogram_and_count_map_equal_one_read(slides, monkeypatch):
     model = build_model(ModelConfig(**TINY))
-    src, _ = sources(slides)[1]
+    rows = sources(slides)
+    trained_head(model, rows)
+    src, _ = rows[1]
     src.piece = 32  # decoded in 32² pieces: eight bands below
-    whole = model.count_histogram(src, model.attend(src).threshold)
+    first = model.attend(src)
+    whole, whole_map = model.count_pass(src, first.threshold, first.view_hw)
     monkeypatch.setattr(counts, "BAND_PIXELS", 256 * 40)  # 32-row bands of the 256-wide view
-    banded = model.count_histogram(src, model.attend(src).threshold)
+    banded, banded_map = model.count_pass(src, first.threshold, first.view_hw)
     assert whole.sum() > 0 and torch.equal(whole, banded)
+    assert whole_map.sum() > 0
+    torch.testing.assert_close(whole_map, banded_map)
+
+
+def test_grid_sums_add_each_pixel_to_the_location_it_lies_in():
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(2, 37, 50, generator=g)
+    want = torch.zeros(2, 5, 7)
+    for i in range(37):
+        for j in range(50):
+            want[:, i * 5 // 37, j * 7 // 50] += values[:, i, j]
+    got = counts.grid_sums(values, 0, (37, 50), (5, 7))
+    torch.testing.assert_close(got, want.flatten(1))
+    banded = counts.grid_sums(values[:, :20], 0, (37, 50), (5, 7)) + counts.grid_sums(values[:, 20:], 20, (37, 50), (5, 7))
+    torch.testing.assert_close(banded, want.flatten(1))
+
+
+def trained_head(model, rows, steps: int = 100) -> list[torch.Tensor]:
+    """Fit ``model.counts`` on the training rows and train its linear layer on their labels (Adam)
+    -> every row's histogram."""
+    hists = [model.count_histogram(s, model.attend(s).threshold) for s, _ in rows]
+    y = torch.tensor([e.label for _, e in rows])
+    train = [i for i, (_, e) in enumerate(rows) if e.split == "train"]
+    head = model.counts
+    head.fit([hists[i].to_sparse() for i in train])
+    feats = torch.cat([head.features(h) for h in hists])  # (20, F)
+    opt = torch.optim.Adam(head.linear.parameters(), lr=0.01)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(head.logits(feats[train]), y[train])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return hists
 
 
 def test_the_counts_say_nothing_until_fitted_then_enter_the_answer(slides):
@@ -88,23 +124,41 @@ def test_the_counts_learn_brown_foci_on_real_tissue_from_slide_labels(slides):
     """The head fitted and trained on 16 slides' labels ranks the 4 held-out slides."""
     model = build_model(ModelConfig(**TINY))
     rows = sources(slides)
-    hists = [model.count_histogram(s, model.attend(s).threshold) for s, _ in rows]
+    hists = trained_head(model, rows)
     y = torch.tensor([e.label for _, e in rows])
-    train = [i for i, (_, e) in enumerate(rows) if e.split == "train"]
     held = [i for i, (_, e) in enumerate(rows) if e.split != "train"]
-    head = model.counts
-    head.fit([hists[i].to_sparse() for i in train])
-    feats = torch.cat([head.features(h) for h in hists])  # (20, F)
-    opt = torch.optim.Adam(head.linear.parameters(), lr=0.01)
-    for _ in range(100):
-        loss = torch.nn.functional.cross_entropy(head.logits(feats[train]), y[train])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     with torch.no_grad():
-        s = head(torch.cat(hists))[:, 1]
+        s = model.counts(torch.cat(hists))[:, 1]
     pos, neg = s[held][y[held] == 1], s[held][y[held] == 0]
     assert len(pos) and len(neg) and pos.min() > neg.max()
+
+
+def test_alpha_turns_to_the_foci_the_counts_found(slides):
+    """On every held-out positive slide the location the count map weighs most lies in a brown focus,
+    and alpha there is larger than before the counts were trained (real CMU-1 tissue, slide labels)."""
+    import json
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TINY)).eval()
+    rows = sources(slides)
+    with torch.no_grad():
+        before = [model.attend(s).log_alpha for s, _ in rows]
+    trained_head(model, rows)
+    checked = 0
+    for (src, e), la0 in zip(rows, before):
+        if e.split == "train" or e.label == 0:
+            continue
+        with torch.no_grad():
+            first = model.attend(src)
+        h, w = first.view_hw
+        top = int(first.count_map[0].argmax())
+        cell = src.file_size[0] / h  # file pixels a stage-I location
+        cy, cx = (top // w + 0.5) * cell, (top % w + 0.5) * cell  # the file's pixels, as the outlines
+        foci = json.loads(e.path.with_suffix(".geojson").read_text())["features"]
+        near = [np.hypot(*(np.array(f["geometry"]["coordinates"][0]).mean(0) - (cx, cy))) for f in foci]
+        assert min(near) < 2 * cell, (e.slide_id, near)  # within two stage-I locations of a focus centre
+        assert first.log_alpha[0, top] > la0[0, top] + 1
+        checked += 1
+    assert checked >= 2
 
 
 @pytest.mark.parametrize("override, field", [

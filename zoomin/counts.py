@@ -19,6 +19,11 @@ chance. Counting is the part that needs no learning, so it is fixed; only the we
 * a linear head on those features gives class logits (``CountHead.forward``), trained with the
   slide labels like the pooled evidence: a logistic regression, convex in its weights.
 
+Where it counts is also where the model looks: each counted pixel weighs what its colour adds to a
+lesion class's logit (``CountHead.pixel_weights``), those weights are summed over each stage-I
+location (``grid_sums``) into a count map, and alpha is tilted toward it (``count_attention``), so
+the tiles drawn, and the explorer's alpha, show the places the counts' answer comes from.
+
 What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only
 (crowded or giant nuclei of the tissue's own colours). Stage I and stage II are left for those.
 """
@@ -60,13 +65,38 @@ def optical_density(rgb: torch.Tensor) -> torch.Tensor:
     return -torch.log((rgb + 1) / 256)
 
 
+def bin_index(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour bin of each pixel, and whether it is counted (not 0 in every channel: the padding
+    outside a slide): uint8 (B, 3, h, w) -> (B, h*w) int64, (B, h*w) bool."""
+    q = (pixels >> (8 - BITS)).long()  # (B, 3, h, w)
+    index = ((q[:, 0] << (2 * BITS)) | (q[:, 1] << BITS) | q[:, 2]).flatten(1)  # (B, h*w)
+    return index, pixels.flatten(2).amax(1) > 0
+
+
 def colour_histogram(pixels: torch.Tensor) -> torch.Tensor:
     """How many pixels of each image fall in each colour bin: uint8 (B, 3, h, w) -> (B, 2^(3 BITS))
     int64. Pixels that are 0 in every channel (the padding outside a slide) are not counted."""
-    q = (pixels >> (8 - BITS)).long()  # (B, 3, h, w)
-    index = ((q[:, 0] << (2 * BITS)) | (q[:, 1] << BITS) | q[:, 2]).flatten(1)  # (B, h*w)
-    keep = pixels.flatten(2).amax(1) > 0  # (B, h*w)
+    index, keep = bin_index(pixels)
     return torch.stack([torch.bincount(i[k], minlength=2 ** (3 * BITS)) for i, k in zip(index, keep)])
+
+
+def grid_sums(values: torch.Tensor, r0: int, view_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel ``values`` (B, r, w) of rows ``r0:r0 + r`` of a view of ``view_hw`` summed over the
+    locations of a coarser grid ``grid_hw`` covering the same image (pixel (i, j) falls in location
+    (i gh // h, j gw // w)) -> (B, gh * gw); the sums of a view's bands add up to the view's."""
+    (h, w), (gh, gw) = view_hw, grid_hw
+    rows = (torch.arange(r0, r0 + values.shape[1]) * gh // h).clamp(max=gh - 1)  # (r,)
+    cols = (torch.arange(values.shape[2]) * gw // w).clamp(max=gw - 1)  # (w,)
+    cell = (rows[:, None] * gw + cols[None, :]).flatten()  # (r*w,) the location of each pixel
+    out = torch.zeros(values.shape[0], gh * gw, dtype=torch.float32)
+    return out.index_add_(1, cell, values.flatten(1).float())
+
+
+def count_attention(log_alpha: torch.Tensor, count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
+    """The attention logits the count map adds to alpha's: ``sharpness x log(1 + map)``, so a location
+    whose counted pixels weigh ``m`` logits gets ``(1 + m)^sharpness`` times the attention it had
+    (the evidence's sharpness: the same units). log_alpha, count_map: (B, L) -> (B, L) to add."""
+    return sharpness * torch.log1p(count_map.clamp(min=0)).to(log_alpha.dtype)
 
 
 def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | None:
@@ -84,9 +114,14 @@ def tail_counts(hist: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor,
 
     hist (B, bins) counts; od_mean, od_std (3,); dirs (n, 3); thresholds (n, q) -> (B, n * q)."""
     used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
-    proj = standardised_od(used, od_mean, od_std) @ dirs.T  # (U, n)
-    beyond = (proj.unsqueeze(-1) > thresholds).flatten(1).float()  # (U, n * q)
-    return torch.log1p(hist[:, used].float() @ beyond)  # (B, n * q)
+    return torch.log1p(hist[:, used].float() @ beyond(used, od_mean, od_std, dirs, thresholds))  # (B, n * q)
+
+
+def beyond(bins: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor, dirs: torch.Tensor,
+           thresholds: torch.Tensor) -> torch.Tensor:
+    """Whether colour bins (U,) lie beyond each threshold along each direction -> (U, n * q) float."""
+    proj = standardised_od(bins, od_mean, od_std) @ dirs.T  # (U, n)
+    return (proj.unsqueeze(-1) > thresholds).flatten(1).float()  # (U, n * q)
 
 
 def standardised_od(bins: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor) -> torch.Tensor:
@@ -134,6 +169,20 @@ class CountHead(nn.Module):
         if not bool(self.fitted):
             return evidence_class_logits(torch.zeros(len(hist), self.linear.out_features, device=self.linear.weight.device))
         return self.logits(self.features(hist))
+
+    @torch.no_grad()
+    def pixel_weights(self, bins: torch.Tensor) -> torch.Tensor:
+        """What one pixel of each colour bin (U,) adds toward a lesion class, for the count map: the
+        positive parts of the linear layer's weights (a lesion class's against class 0's for more
+        than two classes) over the features' spread, summed over the tails the colour lies beyond,
+        the largest over the lesion classes -> (U,) float, 0 before ``fit``."""
+        if not bool(self.fitted):
+            return torch.zeros(len(bins))
+        w = self.linear.weight.detach().float().cpu()  # (E, F)
+        lesion = w if len(w) == 1 else w[1:] - w[:1]  # (classes - 1, F) toward each lesion class
+        per_tail = lesion.clamp(min=0) / self.feature_std.cpu()  # (classes - 1, F) logits per unit of log(1 + count)
+        hit = beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())  # (U, F)
+        return (hit @ per_tail.T).amax(-1)  # (U,)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Standardised tail counts (B, F) (``features``) -> class logits (B, classes)."""

@@ -124,25 +124,47 @@ class _AttentionSampler(nn.Module):
                               prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
         if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
             # counts are fitted they are 0 and the view is not read (the fit reads it once, count_histogram)
-            hist = self.count_histogram(src, first.threshold) if bool(self.counts.fitted) else \
-                torch.zeros(src.batch_size, 0, dtype=torch.int64)
+            if bool(self.counts.fitted):
+                hist, first.count_map = self.count_pass(src, first.threshold, first.view_hw)
+                first.tilt(counts.count_attention(first.log_alpha, first.count_map.to(first.log_alpha.device),
+                                                  self.sharpness))  # alpha toward what is counted
+            else:
+                hist = torch.zeros(src.batch_size, 0, dtype=torch.int64)
             first.count_logits = self.counts(hist)
         return first
 
     def count_histogram(self, src: Source, threshold: torch.Tensor | None) -> torch.Tensor:
         """The colour histogram (B, bins) of the foreground of ``src`` read at ``model.count_mpp``
-        (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None. A view
+        (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None."""
+        return self.count_pass(src, threshold)[0]
+
+    def count_pass(self, src: Source, threshold: torch.Tensor | None,
+                   grid_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One read of ``src`` at ``model.count_mpp`` -> the colour histogram (B, bins) of its
+        foreground (``threshold``: stage I's foreground threshold (B,) or None) and, with
+        ``grid_hw`` (the stage-I view's), the count map (B, h*w): each foreground pixel's
+        ``CountHead.pixel_weights`` summed over the stage-I location it lies in (else None). A view
         larger than ``counts.BAND_PIXELS`` is read band by band, never whole."""
         scale = self.cfg.mpp / self.cfg.count_mpp
         h, w = view_size(*src.size, scale)
+        tissue = counts.tissue_bins(threshold, self.cfg.foreground)  # (B, bins) bool or None
         if streamed(src):
             piece = getattr(src, "piece", 1)  # bands of whole decoding pieces: the same pixels as one read
             rows = max(1, counts.BAND_PIXELS // w // piece) * piece
-            hist = sum(counts.colour_histogram(src.view_rows(scale, r, min(h, r + rows))) for r in range(0, h, rows))
+            bands = ((r, src.view_rows(scale, r, min(h, r + rows))) for r in range(0, h, rows))
         else:  # a tensor source: floats in [0, 1]
-            hist = counts.colour_histogram(src.view(scale).mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
-        tissue = counts.tissue_bins(threshold, self.cfg.foreground)
-        return hist if tissue is None else hist * tissue
+            bands = iter([(0, src.view(scale).mul(255).round().clamp(0, 255).to(torch.uint8).cpu())])
+        hist, cmap = 0, None if grid_hw is None else torch.zeros(src.batch_size, grid_hw[0] * grid_hw[1])
+        for r0, px in bands:  # (B, 3, rows, w) uint8
+            hist = hist + counts.colour_histogram(px)
+            if cmap is not None:
+                index, keep = counts.bin_index(px)  # (B, rows*w) each
+                used, inverse = torch.unique(index, return_inverse=True)  # (U,), (B, rows*w)
+                weight = self.counts.pixel_weights(used)[inverse] * keep  # (B, rows*w) per pixel
+                if tissue is not None:
+                    weight = weight * tissue.gather(1, index)
+                cmap += counts.grid_sums(weight.view(len(px), *px.shape[-2:]), r0, (h, w), grid_hw)
+        return (hist if tissue is None else hist * tissue), cmap
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""

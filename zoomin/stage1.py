@@ -47,6 +47,13 @@ class Stage1:
     evidence_logits: torch.Tensor | None = None  # (B, classes) evidence pooled over the foreground (method §10)
     stats: tuple | None = None  # ((B, C), (B, C)) foreground mean and std the views are standardised with
     count_logits: torch.Tensor | None = None  # (B, classes) the stain counts' logits (zoomin.counts, method §10.6)
+    count_map: torch.Tensor | None = None  # (B, h*w) what the counted pixels of each location weigh (zoomin.counts)
+
+    def tilt(self, logits: torch.Tensor) -> None:
+        """alpha times ``exp(logits)`` (B, h*w), renormalised over the foreground (background stays at
+        ``foreground.MASKED``): another map's say in where stage I looks (the count map)."""
+        self.log_alpha = (self.log_alpha + logits).log_softmax(-1)
+        self.__dict__.pop("masses", None)  # recomputed from the tilted alpha when asked
 
     @property
     def fg(self) -> torch.Tensor | None:
