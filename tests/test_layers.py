@@ -74,6 +74,13 @@ def test_the_layers_say_what_the_trace_says(explorer):
     background = tissue(masked).dimension_values(2, flat=False)  # (h, w), row 0 at the top of the image
     assert background.shape == (h, w) and np.array_equal(background == 1, (log_alpha[0] < MASKED / 2).numpy())
     assert (background == 1).any() and (background == 0).any()
+    assert isinstance(out["counts"], hv.Overlay) and not len(out["counts"])  # no stain counts: nothing
+    count_map = torch.zeros(1, h * w)
+    count_map[0, (h // 2) * w + w // 3] = 7.0  # one counted location
+    counted = layers(dataclasses.replace(s, trace=dataclasses.replace(s.trace, count_map=count_map)))["counts"]
+    shown = counted.dimension_values(2, flat=False)  # (h', w'), row 0 at the top of the image
+    row, col = np.unravel_index(shown.argmax(), shown.shape)
+    assert shown.max() == 7.0 and (row, col) == ((h // 2) * shown.shape[0] // h, (w // 3) * shown.shape[1] // w)
     drawn = int((s.trace.tile_counts[0] > 0).sum())
     assert len(out["beta"]) == drawn  # one beta map per drawn tile
     assert len(out["tiles"].get(0)) == drawn and len(out["sub-tiles"].get(0)) == int(s.trace.subtile_valid[0].sum())

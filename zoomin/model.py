@@ -240,6 +240,8 @@ class _AttentionSampler(nn.Module):
             heads = dict(evidence_logits=first.evidence_logits, evidence2_logits=second.evidence_logits)
         if first.count_logits is not None and not complement:  # the stain counts (method §10.6)
             heads["count_logits"] = first.count_logits
+            if first.count_map is not None:
+                heads["count_map"] = first.count_map
         if self.instance_head is not None and not complement:  # and every draw
             inst = feats.new_zeros(*drawn.shape, self.instance_head.out_features)  # (B, P, K, E)
             inst[drawn] = self.instance_head(f).float()  # float under autocast too

@@ -50,6 +50,7 @@ class Trace:
     head_weight: Optional[torch.Tensor] = field(default=None, metadata=SHARED)  # (classes, D) g's linear map
     evidence_logits: Optional[torch.Tensor] = None  # (B, classes) stage-I evidence pooled by a smooth max (method §10)
     count_logits: Optional[torch.Tensor] = None  # (B, classes) the stain counts' logits (method §10.6)
+    count_map: Optional[torch.Tensor] = None  # (B, h*w) the count map alpha is tilted toward (method §10.6)
     evidence2_logits: Optional[torch.Tensor] = None  # (B, classes) stage-II evidence pooled over the drawn tiles
     instance_logits: Optional[torch.Tensor] = None  # (B, classes) instance head on each drawn sub-tile, pooled over the draws
     instance_draw_logits: Optional[torch.Tensor] = None  # (B, P, K, E) instance head on each drawn sub-tile, unpooled (model.instance_pool: mean; 0 where not drawn)

@@ -12,7 +12,10 @@ Layers (``LAYERS``: name -> (opacity, shown at first)):
 
 * ``tissue``: the background that stage I masks out (``Trace.foreground``), shaded;
 * ``alpha``: stage-I attention (eq 1); with evidence heads its logits are the evidence map's
-  (method §10), so this layer is also where the evidence lies;
+  (method §10), so this layer is also where the evidence lies; with stain counts it is tilted
+  toward the count map;
+* ``counts``: the count map, what the counted pixels of each stage-I location weigh toward a
+  lesion class (``model.count_mpp``, method §10.6; empty without stain counts);
 * ``beta``: stage-II attention (eq 4) inside each drawn tile;
 * ``tiles``: the distinct drawn tiles with their draw counts;
 * ``sub-tiles``: the drawn sub-tiles with their weight in ``z``;
@@ -31,7 +34,7 @@ from . import views
 from .stages import STAGES, ExplorerState
 
 LAYERS: dict[str, tuple[float, bool]] = {  # shown at first: the first stage's layers
-    "tissue": (0.4, False), "alpha": (0.8, True), "beta": (0.8, False), "tiles": (0.8, False),
+    "tissue": (0.4, False), "alpha": (0.8, True), "counts": (0.8, False), "beta": (0.8, False), "tiles": (0.8, False),
     "sub-tiles": (0.8, False), "negatives": (0.6, False), "annotations": (1.0, True),
 }
 # what each stage of the stepper shows, and where it moves the view
@@ -53,6 +56,16 @@ def tissue(s: ExplorerState) -> hv.Image:
     arr = (shown.numpy() <= 0.5).astype(np.float32)[::-1]  # 1: background
     return hv.Image(np.ascontiguousarray(arr), bounds=(0, 0, W, H), vdims=["background"], label="tissue").opts(
         cmap=["#00000000", "#404040"], clim=(0, 1), **views.AXES)
+
+
+def counts(s: ExplorerState) -> hv.Image | hv.Overlay:
+    """The count map (``Trace.count_map``) over the whole image; empty without stain counts."""
+    tr = s.trace
+    if tr.count_map is None or not bool((tr.count_map[s.b] > 0).any()):
+        return hv.Overlay([])
+    H, W = tr.image_size
+    m = tr.count_map[s.b].view(1, *tr.view_hw)
+    return views.heat(views.fit_display(m, "max")[0], (0, 0, W, H), "counts", views.COUNTS)
 
 
 def beta(s: ExplorerState) -> hv.Overlay:
@@ -96,7 +109,7 @@ def read_annotation(path: str | Path | dict | None) -> dict | None:
 
 def layers(s: ExplorerState, annotation: dict | None = None) -> dict[str, hv.Element | hv.Overlay]:
     """Every layer of ``LAYERS`` for the state's image (``annotation``: a GeoJSON dict or None)."""
-    return {"tissue": tissue(s), "alpha": views.attention(s.trace, s.b), "beta": beta(s),
+    return {"tissue": tissue(s), "alpha": views.attention(s.trace, s.b), "counts": counts(s), "beta": beta(s),
             "tiles": views.tiles(s.trace, s.b), "sub-tiles": views.subtiles(s.trace, s.b),
             "negatives": negatives(s), "annotations": annotations(annotation)}
 

@@ -43,6 +43,7 @@ def translucent(palette: list[str], lo: float = 0.05, hi: float = 0.5) -> list[s
 
 ATTENTION = translucent(list(Viridis256))  # faint purple (low) -> yellow (high): stands out on pink tissue
 NEGATIVE = translucent(["#2166ac"] * 256)  # one blue, opacity alone: the negatives' tiles are drawn red on it
+COUNTS = translucent(["#e66101"] * 256)  # one orange, opacity alone: the count map under alpha's palette
 
 
 def _micron_ticks(mpp: float):
