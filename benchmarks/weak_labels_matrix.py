@@ -121,6 +121,43 @@ def predict_test(out: Path) -> None:
            str(out / "test_rows.csv"), "--quiet")
 
 
+def foci_attention(out: Path) -> dict | None:
+    """Where the finished run's model looks on the held-out positive slides: alpha's mass on the
+    foci (the generator's GeoJSON outlines, looked at here only, never trained on) and the share of
+    slides whose most attended location is in a focus (``zoomin.evidence.roi_attention``); written
+    once to ``out/foci.json``. None for a run that has not finished."""
+    import csv
+
+    import torch
+
+    from zoomin.annotations import MaskSource
+    from zoomin.checkpoint import load_model
+    from zoomin.evidence import roi_attention
+    from zoomin.slides import SlideSource
+    done = out / "foci.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if not (out / "predict.csv").exists():  # predict runs once the training has finished
+        return None
+    model, cfg = load_model(out / "run" / "checkpoint.pt")
+    with open(out / "test_rows.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["label"]) > 0]
+    mass, first = [], []
+    for r in rows:
+        path = Path(r["path"])
+        src = SlideSource(path, channels=3, max_pixels=cfg.data.max_pixels, mpp=cfg.model.mpp,
+                          manifest_mpp=float(r["mpp"]) if r.get("mpp") else None)
+        with torch.no_grad():
+            stage1 = model.attend(src)
+        roi = MaskSource(path.with_suffix(".geojson"), src.size, 1 / src.k).view(stage1.scale).flatten(1) > 0
+        m, rank = roi_attention(stage1.log_alpha.exp().float(), roi)
+        mass.append(float(m[0]))
+        first.append(int(rank[0]) == 1)
+    result = {"mass": statistics.median(mass), "first": sum(first) / len(first), "slides": len(rows)}
+    done.write_text(json.dumps(result))
+    return result
+
+
 def predict_auc(out: Path) -> float | None:
     """The held-out AUC of ``out/predict.csv`` against the manifest's labels (macro one-vs-rest for
     more than two classes); None without it."""
@@ -157,7 +194,8 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"],
-            "count_mpp": cfg["model"].get("count_mpp", 0.0), "predict_auc": predict_auc(out), **times}
+            "count_mpp": cfg["model"].get("count_mpp", 0.0), "predict_auc": predict_auc(out),
+            "foci": foci_attention(out), **times}
 
 
 def report(rows: list[dict], args) -> str:
@@ -173,8 +211,11 @@ def report(rows: list[dict], args) -> str:
              "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
              "`zoomin predict`: the AUC of `zoomin predict` run on the held-out rows with the run's checkpoint.", "",
-             "| cell | role | background | lesions | µm/px | ROI | config | AUC per seed | mean ± sd | `zoomin predict` | evidence AUC | warned | min/run |",
-             "|---|---|---|---|---:|---:|---|---|---:|---|---|---|---:|"]
+             "α on foci: on the held-out positive slides, the median share of stage I's attention on the foci "
+             "(the generator's outlines, never trained on) and the share of slides whose most attended "
+             "location is in a focus, per seed.", "",
+             "| cell | role | background | lesions | µm/px | ROI | config | AUC per seed | mean ± sd | `zoomin predict` | evidence AUC | α on foci | warned | min/run |",
+             "|---|---|---|---|---:|---:|---|---|---:|---|---|---|---|---:|"]
     for name in dict.fromkeys(r["cell"] for r in rows):
         rs = sorted((r for r in rows if r["cell"] == name), key=lambda r: r["seed"])
         bg, kinds, mpp, roi, _, role = CELLS[name]
@@ -189,8 +230,10 @@ def report(rows: list[dict], args) -> str:
         doctor = [r["doctor_min"] for r in rs if r.get("doctor_min")]
         minutes = (f"{statistics.mean(doctor):.1f} + " if doctor else "") + f"{statistics.mean(r['train_min'] for r in rs):.1f}"
         predicted = " / ".join("-" if r.get("predict_auc") is None else f"{r['predict_auc']:.2f}" for r in rs)
+        foci = " / ".join("-" if not r.get("foci") else f"{r['foci']['mass']:.2f}, {r['foci']['first']:.0%} first"
+                          for r in rs)
         lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | {config} | "
-                     f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {predicted} | {evid} | "
+                     f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {predicted} | {evid} | {foci} | "
                      f"{sum(r['warned'] for r in rs)}/{len(rs)} | {minutes}{stopped} |")
     held = [r for r in rows if r["role"] == "held-out" and r["auc"] is not None]
     cells = {}
