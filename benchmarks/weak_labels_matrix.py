@@ -163,18 +163,18 @@ def predict_auc(out: Path) -> float | None:
     more than two classes); None without it."""
     import csv
 
-    from sklearn.metrics import roc_auc_score
+    import numpy as np
+
+    from zoomin.doctor import auc_of
     if not (out / "predict.csv").exists():
         return None
     with open(out / "test_rows.csv", newline="") as fh:
         labels = {r["slide_id"]: int(r["label"]) for r in csv.DictReader(fh)}
     with open(out / "predict.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("p_0")]
-    y = [labels[r["slide_id"]] for r in rows]
+    y = np.array([labels[r["slide_id"]] for r in rows])
     probs = [[float(r[k]) for k in sorted((k for k in r if k.startswith("p_")), key=lambda k: int(k[2:]))] for r in rows]
-    if len(probs[0]) == 2:
-        return float(roc_auc_score(y, [p[1] for p in probs]))
-    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    return float(auc_of(np.array(probs), y))
 
 
 def read_run(out: Path, name: str, seed: int) -> dict | None:

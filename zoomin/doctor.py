@@ -65,16 +65,22 @@ def auc_of(probs: np.ndarray, y: np.ndarray) -> float:
     return auc(p[:, 1], t) if p.shape[1] == 2 else macro_auc(p, t)
 
 
+def halves(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two folds (0 or 1 per row) stratified by the labels ``y``: each class split in halves at random."""
+    fold = np.zeros(len(y), int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        fold[idx[1::2]] = 1
+    return fold
+
+
 def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, batch: int = 8, lr: float = 3e-3,
           seed: int = 0) -> float:
     """Out-of-fold AUC of an evidence-only stage I trained on views ``vs`` with labels ``y``
     (2 folds, stratified, ``steps`` Adam steps of ``batch`` views each per fold)."""
     m = cfg.model
     rng = np.random.default_rng(seed)
-    fold = np.zeros(len(y), int)
-    for c in np.unique(y):  # stratified halves
-        idx = rng.permutation(np.nonzero(y == c)[0])
-        fold[idx[1::2]] = 1
+    fold = halves(y, rng)
     probs = np.zeros((len(y), m.num_classes))
     for k in (0, 1):
         torch.manual_seed(seed * 2 + k)
@@ -96,16 +102,13 @@ def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, b
 
 def histograms(entries, cfg: Config, count_mpp: float) -> list[torch.Tensor]:
     """The colour histograms (1, bins) of ``entries``' foreground read at ``count_mpp`` µm/px, as a
-    model with ``model.count_mpp`` reads them in training (``ZoomInNet.count_histogram``)."""
+    model with ``model.count_mpp`` reads them in training (``ZoomInNet.fit_histograms``)."""
     from .model import build_model
     from .slides import SlideSource
     m = replace(cfg.model, count_mpp=count_mpp)
-    model, out = build_model(m), []
-    with torch.no_grad():
-        for e in entries:
-            src = SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
-            out.append(model.count_histogram(src, model.attend(src).threshold).to_sparse())
-    return out
+    return build_model(m).fit_histograms(
+        SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
+        for e in entries)
 
 
 def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 200, batch: int = 8,
@@ -116,10 +119,7 @@ def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: in
     from .counts import CountHead
     m = cfg.model
     rng = np.random.default_rng(seed)
-    fold = np.zeros(len(y), int)
-    for c in np.unique(y):
-        idx = rng.permutation(np.nonzero(y == c)[0])
-        fold[idx[1::2]] = 1
+    fold = halves(y, rng)
     probs = np.zeros((len(y), m.num_classes))
     for k in (0, 1):
         torch.manual_seed(seed * 2 + k)

@@ -133,6 +133,12 @@ class _AttentionSampler(nn.Module):
             first.count_logits = self.counts(hist)
         return first
 
+    @torch.no_grad()
+    def fit_histograms(self, sources) -> list[torch.Tensor]:
+        """The sparse colour histograms (1, bins) that ``CountHead.fit`` takes, one per source, each
+        over the foreground stage I finds in it."""
+        return [self.count_histogram(src, self.attend(src).threshold).to_sparse() for src in sources]
+
     def count_histogram(self, src: Source, threshold: torch.Tensor | None) -> torch.Tensor:
         """The colour histogram (B, bins) of the foreground of ``src`` read at ``model.count_mpp``
         (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None."""

@@ -174,11 +174,10 @@ class Trainer:
         head = self.model.counts
         if head is None or bool(head.fitted):
             return
-        t0, hists = time.perf_counter(), []
-        for i in range(len(self.train_set)):
-            x = self.train_set[i][0]
-            src = as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
-            hists.append(self.model.count_histogram(src, self.model.attend(src).threshold).to_sparse())
+        t0 = time.perf_counter()
+        xs = (self.train_set[i][0] for i in range(len(self.train_set)))
+        hists = self.model.fit_histograms(as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
+                                          for x in xs)
         head.fit(hists)
         if self.log and self.writer:
             print(f"zoomin train: stain counts fitted on {len(hists)} training images at "
