@@ -73,10 +73,13 @@ def bin_index(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index, pixels.flatten(2).amax(1) > 0
 
 
-def colour_histogram(pixels: torch.Tensor) -> torch.Tensor:
+def colour_histogram(pixels: torch.Tensor, index: torch.Tensor | None = None,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
     """How many pixels of each image fall in each colour bin: uint8 (B, 3, h, w) -> (B, 2^(3 BITS))
-    int64. Pixels that are 0 in every channel (the padding outside a slide) are not counted."""
-    index, keep = bin_index(pixels)
+    int64. Pixels that are 0 in every channel (the padding outside a slide) are not counted.
+    ``index``, ``keep``: ``bin_index(pixels)`` when the caller has it already."""
+    if index is None:
+        index, keep = bin_index(pixels)
     return torch.stack([torch.bincount(i[k], minlength=2 ** (3 * BITS)) for i, k in zip(index, keep)])
 
 

@@ -162,11 +162,14 @@ class _AttentionSampler(nn.Module):
             bands = iter([(0, src.view(scale).mul(255).round().clamp(0, 255).to(torch.uint8).cpu())])
         hist, cmap = 0, None if grid_hw is None else torch.zeros(src.batch_size, grid_hw[0] * grid_hw[1])
         for r0, px in bands:  # (B, 3, rows, w) uint8
-            hist = hist + counts.colour_histogram(px)
-            if cmap is not None:
-                index, keep = counts.bin_index(px)  # (B, rows*w) each
-                used, inverse = torch.unique(index, return_inverse=True)  # (U,), (B, rows*w)
-                weight = self.counts.pixel_weights(used)[inverse] * keep  # (B, rows*w) per pixel
+            index, keep = counts.bin_index(px)  # (B, rows*w) each
+            band = counts.colour_histogram(px, index, keep)  # (B, bins)
+            hist = hist + band
+            if cmap is not None:  # each pixel's weight, looked up by its colour bin
+                lut = torch.zeros(band.shape[-1])  # (bins,) filled for the bins this band uses
+                used = band.sum(0).nonzero().squeeze(1)  # (U,)
+                lut[used] = self.counts.pixel_weights(used)
+                weight = lut[index] * keep  # (B, rows*w)
                 if tissue is not None:
                     weight = weight * tissue.gather(1, index)
                 cmap += counts.grid_sums(weight.view(len(px), *px.shape[-2:]), r0, (h, w), grid_hw)
