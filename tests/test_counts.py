@@ -66,25 +66,73 @@ def test_a_streamed_histogram_and_count_map_equal_one_read(slides, monkeypatch):
     src, _ = rows[1]
     src.piece = 32  # decoded in 32² pieces: eight bands below
     first = model.attend(src)
-    whole, whole_map = model.count_pass(src, first.threshold, first.view_hw)
+    whole, whole_tail = model.count_pass(src, first.threshold, first.view_hw)
     monkeypatch.setattr(counts, "BAND_PIXELS", 256 * 40)  # 32-row bands of the 256-wide view
-    banded, banded_map = model.count_pass(src, first.threshold, first.view_hw)
+    banded, banded_tail = model.count_pass(src, first.threshold, first.view_hw)
     assert whole.sum() > 0 and torch.equal(whole, banded)
-    assert whole_map.sum() > 0
-    torch.testing.assert_close(whole_map, banded_map)
+    assert len(whole_tail) and torch.equal(whole_tail, banded_tail)
 
 
-def test_grid_sums_add_each_pixel_to_the_location_it_lies_in():
+def test_the_count_map_weighs_every_tail_pixel_at_its_location(slides):
+    """The map from the kept tail pixels equals each pixel of the count view weighed by its colour
+    and summed over its stage-I location, computed pixel by pixel; a slide seen again is not read."""
+    model = build_model(ModelConfig(**TINY))
+    rows = sources(slides)
+    trained_head(model, rows)
+    src, _ = rows[3]
+    first = model.attend(src)  # reads the count view once, keeps the slide's tails
+    assert len(model.counts.memo.items) == 1
+    view = src.raw_view(model.cfg.mpp / model.cfg.count_mpp)  # (1, 3, h, w) uint8
+    index, keep = counts.bin_index(view)
+    keep &= counts.tissue_bins(first.threshold, "otsu_dark").gather(1, index)
+    weight = torch.zeros(2 ** (3 * counts.BITS))
+    used = index[keep].unique()
+    weight[used] = model.counts.pixel_weights(used)
+    h, w = view.shape[-2:]
+    want = torch.zeros(first.view_hw).flatten()
+    cells = counts.grid_cells(0, h, (h, w), first.view_hw)
+    want.index_add_(0, cells, (weight[index[0]] * keep[0]).float())
+    torch.testing.assert_close(first.count_map[0], want)
+    assert want.max() > 0
+    reads = src.requests
+    again = model.attend(src)
+    assert src.requests == reads + (0 if src.has_view(first.scale) else 1)  # the stage-I view only, if that
+    torch.testing.assert_close(again.count_map, first.count_map)
+    torch.testing.assert_close(again.count_logits, first.count_logits)
+    model.counts.fit([model.count_histogram(src, first.threshold).to_sparse()])
+    assert not model.counts.memo.items  # refitted: nothing kept holds any longer
+
+
+def test_the_memo_drops_the_least_recently_used_beyond_its_budget():
+    memo = counts.CountMemo(mb=1)
+    big = (torch.zeros(1, 192), torch.zeros(20_000, 3, dtype=torch.int64))  # about 0.48 MB
+    memo.put("a", big)
+    memo.put("b", big)
+    assert memo.get("a") is not None  # a used last
+    memo.put("c", big)
+    assert set(memo.items) == {"a", "c"} and memo.bytes <= 2**20
+    assert memo.get(None) is None and memo.get("b") is None
+
+
+def test_tail_pixels_of_bands_merge_into_the_views():
     g = torch.Generator().manual_seed(0)
-    values = torch.rand(2, 37, 50, generator=g)
-    want = torch.zeros(2, 5, 7)
-    for i in range(37):
-        for j in range(50):
-            want[:, i * 5 // 37, j * 7 // 50] += values[:, i, j]
-    got = counts.grid_sums(values, 0, (37, 50), (5, 7))
-    torch.testing.assert_close(got, want.flatten(1))
-    banded = counts.grid_sums(values[:, :20], 0, (37, 50), (5, 7)) + counts.grid_sums(values[:, 20:], 20, (37, 50), (5, 7))
-    torch.testing.assert_close(banded, want.flatten(1))
+    index = torch.randint(0, 16, (2, 37 * 50), generator=g)  # 16 colour bins, two images
+    counted = torch.rand(2, 37 * 50, generator=g) > 0.2
+    in_tail = torch.zeros(16, dtype=torch.bool)
+    in_tail[[3, 7, 11]] = True
+    want = {}
+    for b in range(2):
+        for p in range(37 * 50):
+            i, j = divmod(p, 50)
+            if counted[b, p] and in_tail[index[b, p]]:
+                key = (b * 35 + (i * 5 // 37) * 7 + j * 7 // 50, int(index[b, p]))
+                want[key] = want.get(key, 0) + 1
+    cells = lambda r0, r: counts.grid_cells(r0, r, (37, 50), (5, 7))  # noqa: E731
+    whole = counts.merge_tails([counts.tail_pixels(index, counted, cells(0, 37), 35, in_tail)], 16)
+    parts = [counts.tail_pixels(index[:, :1000], counted[:, :1000], cells(0, 20), 35, in_tail),
+             counts.tail_pixels(index[:, 1000:], counted[:, 1000:], cells(20, 17), 35, in_tail)]
+    assert {(int(a), int(b)): int(n) for a, b, n in whole} == want
+    assert torch.equal(counts.merge_tails(parts, 16), whole)
 
 
 def trained_head(model, rows, steps: int = 100) -> list[torch.Tensor]:

@@ -21,8 +21,13 @@ chance. Counting is the part that needs no learning, so it is fixed; only the we
 
 Where it counts is also where the model looks: each counted pixel weighs what its colour adds to a
 lesion class's logit (``CountHead.pixel_weights``), those weights are summed over each stage-I
-location (``grid_sums``) into a count map, and alpha is tilted toward it (``count_attention``), so
+location into a count map (``count_map``), and alpha is tilted toward it (``count_attention``), so
 the tiles drawn, and the explorer's alpha, show the places the counts' answer comes from.
+
+Once fitted, what a slide's counts depend on is fixed: its tails (the features before
+standardisation) and its tail pixels (the pixels beyond any tail, as stage-I location, colour bin
+and count). ``CountMemo`` keeps both per slide, so a slide seen again (the next epoch, another
+readout) is not read again at ``model.count_mpp``.
 
 What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only
 (crowded or giant nuclei of the tissue's own colours). Stage I and stage II are left for those.
@@ -30,6 +35,7 @@ What it cannot see: a lesion that differs from the tissue around it by shape or 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from functools import lru_cache
 
 import torch
@@ -41,6 +47,7 @@ from .evidence import evidence_class_logits
 BITS = 7  # colour bins: the top BITS bits of each 8-bit channel
 QUANTILES = (0.99, 0.999, 0.9999)  # the tails counted along each direction, as quantiles of the training pixels
 BAND_PIXELS = 2**22  # a view larger than this is binned band by band
+MEMO_MB = 256  # CountMemo's budget: what the counts found on the slides seen most recently
 
 
 def directions(n: int) -> torch.Tensor:
@@ -83,16 +90,41 @@ def colour_histogram(pixels: torch.Tensor, index: torch.Tensor | None = None,
     return torch.stack([torch.bincount(i[k], minlength=2 ** (3 * BITS)) for i, k in zip(index, keep)])
 
 
-def grid_sums(values: torch.Tensor, r0: int, view_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
-    """Per-pixel ``values`` (B, r, w) of rows ``r0:r0 + r`` of a view of ``view_hw`` summed over the
-    locations of a coarser grid ``grid_hw`` covering the same image (pixel (i, j) falls in location
-    (i gh // h, j gw // w)) -> (B, gh * gw); the sums of a view's bands add up to the view's."""
+def grid_cells(r0: int, rows: int, view_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
+    """The location of a coarser grid ``grid_hw`` covering the same image that each pixel of rows
+    ``r0:r0 + rows`` of a view of ``view_hw`` lies in (pixel (i, j): (i gh // h, j gw // w)) ->
+    (rows*w,) flat indices."""
     (h, w), (gh, gw) = view_hw, grid_hw
-    rows = (torch.arange(r0, r0 + values.shape[1]) * gh // h).clamp(max=gh - 1)  # (r,)
-    cols = (torch.arange(values.shape[2]) * gw // w).clamp(max=gw - 1)  # (w,)
-    cell = (rows[:, None] * gw + cols[None, :]).flatten()  # (r*w,) the location of each pixel
-    out = torch.zeros(values.shape[0], gh * gw, dtype=torch.float32)
-    return out.index_add_(1, cell, values.flatten(1).float())
+    r = (torch.arange(r0, r0 + rows) * gh // h).clamp(max=gh - 1)  # (rows,)
+    c = (torch.arange(w) * gw // w).clamp(max=gw - 1)  # (w,)
+    return (r[:, None] * gw + c[None, :]).flatten()
+
+
+def tail_pixels(index: torch.Tensor, counted: torch.Tensor, cells: torch.Tensor, locations: int,
+                in_tail: torch.Tensor) -> torch.Tensor:
+    """The counted pixels whose colour bin is ``in_tail`` as (location, bin, count) triples: index,
+    counted (B, P) bins and whether each pixel counts, cells (P,) each pixel's location among
+    ``locations`` a image, in_tail (bins,) bool -> (T, 3) int64, location flat over (B, locations)."""
+    keep = counted & in_tail[index]  # (B, P)
+    b, p = keep.nonzero(as_tuple=True)
+    key = (b * locations + cells[p]) * in_tail.numel() + index[b, p]  # (T',) location and bin in one
+    key, n = torch.unique(key, return_counts=True)
+    return torch.stack([key // in_tail.numel(), key % in_tail.numel(), n], 1)  # (T, 3)
+
+
+def merge_tails(parts: list[torch.Tensor], bins: int) -> torch.Tensor:
+    """``tail_pixels`` of a view's bands as the view's: the counts of a (location, bin) summed -> (T, 3)."""
+    t = torch.cat(parts) if parts else torch.zeros(0, 3, dtype=torch.int64)
+    key, inverse = torch.unique(t[:, 0] * bins + t[:, 1], return_inverse=True)
+    n = torch.zeros(len(key), dtype=torch.int64).index_add_(0, inverse, t[:, 2])
+    return torch.stack([key // bins, key % bins, n], 1)
+
+
+def count_map(tails: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The count map: each tail pixel's weight (``CountHead.pixel_weights`` of its bin) summed over
+    its stage-I location. tails (T, 3) ``tail_pixels``; weights (T,) -> (B, L) for ``shape`` (B, L)."""
+    out = torch.zeros(shape[0] * shape[1])
+    return out.index_add_(0, tails[:, 0], weights * tails[:, 2].float()).view(shape)
 
 
 def count_attention(log_alpha: torch.Tensor, count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
@@ -118,6 +150,37 @@ def tail_counts(hist: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor,
     hist (B, bins) counts; od_mean, od_std (3,); dirs (n, 3); thresholds (n, q) -> (B, n * q)."""
     used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
     return torch.log1p(hist[:, used].float() @ beyond(used, od_mean, od_std, dirs, thresholds))  # (B, n * q)
+
+
+class CountMemo:
+    """What the counts found on each slide they read: its tails (1, F) and ``tail_pixels`` (T, 3), by
+    the slide's identity; the least recently used dropped beyond ``MEMO_MB``. Valid as long as the
+    head's fitted thresholds are: ``CountHead.fit`` empties it."""
+
+    def __init__(self, mb: float = MEMO_MB):
+        self.budget, self.bytes = mb * 2**20, 0
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        """The (tails, tail pixels) kept for ``key``, or None."""
+        if key is None or key not in self.items:
+            return None
+        self.items.move_to_end(key)
+        return self.items[key]
+
+    def put(self, key, value: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if key is None:
+            return
+        size = sum(t.numel() * t.element_size() for t in value)
+        self.items[key] = value
+        self.bytes += size
+        while self.bytes > self.budget and len(self.items) > 1:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= sum(t.numel() * t.element_size() for t in old)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.bytes = 0
 
 
 def beyond(bins: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor, dirs: torch.Tensor,
@@ -161,11 +224,27 @@ class CountHead(nn.Module):
         self.linear = nn.Linear(n, out_channels)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+        self.memo = CountMemo()  # not state: rebuilt from the slides when they are read again
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.memo.clear()  # other thresholds: what was kept no longer holds
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def tails(self, hist: torch.Tensor) -> torch.Tensor:
+        """Tail counts ``log(1 + count)`` of colour histograms (B, bins) -> (B, F) (``tail_counts``)."""
+        return tail_counts(hist.cpu(), self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+
+    def standardise(self, tails: torch.Tensor) -> torch.Tensor:
+        """Tail counts (B, F) standardised with the training slides' mean and spread -> (B, F)."""
+        return (tails.to(self.feature_mean.device) - self.feature_mean) / self.feature_std
 
     def features(self, hist: torch.Tensor) -> torch.Tensor:
         """Standardised tail counts of colour histograms (B, bins) -> (B, F)."""
-        f = tail_counts(hist.cpu(), self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
-        return ((f.to(self.feature_mean.device) - self.feature_mean) / self.feature_std)
+        return self.standardise(self.tails(hist))
+
+    def in_tail(self, bins: torch.Tensor) -> torch.Tensor:
+        """Whether colour bins (U,) lie beyond any fitted tail -> (U,) bool."""
+        return beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu()).any(-1) > 0
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
         """Colour histograms (B, bins) -> class logits (B, classes); 0 before ``fit``."""
@@ -214,3 +293,4 @@ class CountHead(nn.Module):
         self.feature_mean.copy_(f.mean(0))
         self.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else torch.ones_like(f[0]))
         self.fitted.fill_(True)
+        self.memo.clear()

@@ -123,14 +123,14 @@ class _AttentionSampler(nn.Module):
                               self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
                               prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
         if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
-            # counts are fitted they are 0 and the view is not read (the fit reads it once, count_histogram)
+            # counts are fitted they are 0 and the view is not read (the fit reads it once, fit_histograms)
             if bool(self.counts.fitted):
-                hist, first.count_map = self.count_pass(src, first.threshold, first.view_hw)
+                tails, first.count_map = self.counted(src, first.threshold, first.view_hw)
                 first.tilt(counts.count_attention(first.log_alpha, first.count_map.to(first.log_alpha.device),
                                                   self.sharpness))  # alpha toward what is counted
+                first.count_logits = self.counts.logits(self.counts.standardise(tails))
             else:
-                hist = torch.zeros(src.batch_size, 0, dtype=torch.int64)
-            first.count_logits = self.counts(hist)
+                first.count_logits = self.counts(torch.zeros(src.batch_size, 0, dtype=torch.int64))
         return first
 
     @torch.no_grad()
@@ -144,13 +144,31 @@ class _AttentionSampler(nn.Module):
         (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None."""
         return self.count_pass(src, threshold)[0]
 
+    def counted(self, src: Source, threshold: torch.Tensor | None,
+                grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fitted counts of ``src``: its tails (B, F) (``CountHead.tails``) and its count map (B, h*w)
+        on the stage-I grid ``grid_hw``. A slide read before (``SlideSource.identity``) is not read
+        again: its tails and tail pixels are kept in ``CountHead.memo``; the map is weighed afresh."""
+        head, L = self.counts, grid_hw[0] * grid_hw[1]
+        identity = getattr(src, "identity", None) if src.batch_size == 1 else None  # a slide file's pixels
+        key = None if identity is None else (identity, self.cfg.mpp / self.cfg.count_mpp, tuple(grid_hw))
+        kept = head.memo.get(key)
+        if kept is None:
+            hist, tail = self.count_pass(src, threshold, grid_hw)
+            kept = (head.tails(hist), tail)
+            head.memo.put(key, kept)
+        tails, tail = kept
+        bins, inverse = torch.unique(tail[:, 1], return_inverse=True)  # (U,) the tail pixels' colours
+        return tails, counts.count_map(tail, head.pixel_weights(bins)[inverse], (src.batch_size, L))
+
     def count_pass(self, src: Source, threshold: torch.Tensor | None,
                    grid_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One read of ``src`` at ``model.count_mpp`` -> the colour histogram (B, bins) of its
         foreground (``threshold``: stage I's foreground threshold (B,) or None) and, with
-        ``grid_hw`` (the stage-I view's), the count map (B, h*w): each foreground pixel's
-        ``CountHead.pixel_weights`` summed over the stage-I location it lies in (else None). A view
-        larger than ``counts.BAND_PIXELS`` is read band by band, never whole."""
+        ``grid_hw`` (the stage-I view's; fitted counts only), its tail pixels (T, 3): the foreground
+        pixels beyond any fitted tail as (location on that grid, flat over the batch; colour bin;
+        count), ``counts.tail_pixels`` (else None). A view larger than ``counts.BAND_PIXELS`` is read
+        band by band, never whole."""
         scale = self.cfg.mpp / self.cfg.count_mpp
         h, w = view_size(*src.size, scale)
         tissue = counts.tissue_bins(threshold, self.cfg.foreground)  # (B, bins) bool or None
@@ -160,20 +178,21 @@ class _AttentionSampler(nn.Module):
             bands = ((r, src.view_rows(scale, r, min(h, r + rows))) for r in range(0, h, rows))
         else:  # a tensor source: floats in [0, 1]
             bands = iter([(0, src.view(scale).mul(255).round().clamp(0, 255).to(torch.uint8).cpu())])
-        hist, cmap = 0, None if grid_hw is None else torch.zeros(src.batch_size, grid_hw[0] * grid_hw[1])
+        hist, tails = 0, []
         for r0, px in bands:  # (B, 3, rows, w) uint8
             index, keep = counts.bin_index(px)  # (B, rows*w) each
             band = counts.colour_histogram(px, index, keep)  # (B, bins)
             hist = hist + band
-            if cmap is not None:  # each pixel's weight, looked up by its colour bin
-                lut = torch.zeros(band.shape[-1])  # (bins,) filled for the bins this band uses
+            if grid_hw is not None:  # which of the band's colours are in a tail, looked up by bin
+                in_tail = torch.zeros(band.shape[-1], dtype=torch.bool)
                 used = band.sum(0).nonzero().squeeze(1)  # (U,)
-                lut[used] = self.counts.pixel_weights(used)
-                weight = lut[index] * keep  # (B, rows*w)
+                in_tail[used] = self.counts.in_tail(used)
                 if tissue is not None:
-                    weight = weight * tissue.gather(1, index)
-                cmap += counts.grid_sums(weight.view(len(px), *px.shape[-2:]), r0, (h, w), grid_hw)
-        return (hist if tissue is None else hist * tissue), cmap
+                    keep = keep & tissue.gather(1, index)
+                cells = counts.grid_cells(r0, px.shape[-2], (h, w), grid_hw)  # (rows*w,)
+                tails.append(counts.tail_pixels(index, keep, cells, grid_hw[0] * grid_hw[1], in_tail))
+        hist = hist if tissue is None else hist * tissue
+        return hist, None if grid_hw is None else counts.merge_tails(tails, hist.shape[-1])
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""

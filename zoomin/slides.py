@@ -160,6 +160,14 @@ class SlideSource:
         left, top = min(W - 1, round(x0 * self.k)), min(H - 1, round(y0 * self.k))
         return left, top, max(1, min(W, round(x1 * self.k)) - left), max(1, min(H, round(y1 * self.k)) - top)
 
+    @property
+    def identity(self) -> tuple:
+        """What the pixels this source gives are a function of: the file (its path, size and
+        modification time), the µm/px it is read at and the channels. Two sources with the same
+        identity read the same views (``CountMemo`` keeps a slide's counts by it)."""
+        st = self.path.stat()
+        return str(self.path.resolve()), st.st_size, st.st_mtime_ns, self.k, self.channels
+
     def check_view(self, scale: float) -> None:
         """The memory guard for ``view(scale)``, without reading anything."""
         h, w = view_size(*self.size, scale)

@@ -78,6 +78,9 @@ class StreamedSource(Source, Protocol):
 
     def view_rows(self, scale: float, r0: int, r1: int) -> torch.Tensor: ...  # rows r0:r1 of raw_view(scale)
 
+    # optional: ``identity``, what its pixels are a function of (``SlideSource.identity``); a source
+    # with one has the stain counts it was read for kept (``zoomin.counts.CountMemo``)
+
 
 STREAMED = ("raw_view", "has_view", "check_view", "view_rows")  # what a StreamedSource adds to a Source
 
