@@ -65,6 +65,9 @@ def cell_slides(work, name: str, seed: int, n: int, size: int) -> Path:
 def one_run(args, name: str, seed: int) -> dict:
     kinds = CELLS[name][1]
     out = Path(args.work) / name / f"seed{seed}"
+    done = read_run(out, name, seed) if (out / "times.json").exists() else None
+    if done is not None and done["finished"]:  # trained to the end before: report it, train nothing
+        return done
     t0 = time.perf_counter()
     manifest = cell_slides(args.work, name, seed, args.n, args.size)
     write_s = time.perf_counter() - t0
