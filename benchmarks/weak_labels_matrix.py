@@ -13,7 +13,8 @@ Each cell says whether its generator was used while choosing settings (``tuning`
 slides of a (cell, seed) are a function of both), trains with ``train.threads: 1`` (``--jobs``
 runs share the cores) and reports the trainer's last held-out AUC (macro one-vs-rest for more than
 two classes), the evidence's, whether the trainer warned that nothing was learnt, and its minutes.
-``--budget-min`` stops starting runs after that many minutes and reports what finished.
+``--budget-min`` stops starting runs after that many minutes and reports what finished; a run
+already trained to the end in ``--work`` is reported, not trained again.
 """
 from __future__ import annotations
 
