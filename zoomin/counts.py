@@ -127,11 +127,11 @@ def count_map(tails: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]
     return out.index_add_(0, tails[:, 0], weights * tails[:, 2].float()).view(shape)
 
 
-def count_attention(log_alpha: torch.Tensor, count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
+def count_attention(count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
     """The attention logits the count map adds to alpha's: ``sharpness x log(1 + map)``, so a location
     whose counted pixels weigh ``m`` logits gets ``(1 + m)^sharpness`` times the attention it had
-    (the evidence's sharpness: the same units). log_alpha, count_map: (B, L) -> (B, L) to add."""
-    return sharpness * torch.log1p(count_map.clamp(min=0)).to(log_alpha.dtype)
+    (the evidence's sharpness: the same units). count_map: (B, L) -> (B, L) to add."""
+    return sharpness * torch.log1p(count_map.clamp(min=0))
 
 
 def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | None:
@@ -242,9 +242,13 @@ class CountHead(nn.Module):
         """Standardised tail counts of colour histograms (B, bins) -> (B, F)."""
         return self.standardise(self.tails(hist))
 
+    def beyond(self, bins: torch.Tensor) -> torch.Tensor:
+        """Whether colour bins (U,) lie beyond each fitted tail -> (U, F) float (``counts.beyond``)."""
+        return beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+
     def in_tail(self, bins: torch.Tensor) -> torch.Tensor:
         """Whether colour bins (U,) lie beyond any fitted tail -> (U,) bool."""
-        return beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu()).any(-1) > 0
+        return self.beyond(bins).any(-1) > 0
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
         """Colour histograms (B, bins) -> class logits (B, classes); 0 before ``fit``."""
@@ -263,8 +267,7 @@ class CountHead(nn.Module):
         w = self.linear.weight.detach().float().cpu()  # (E, F)
         lesion = w if len(w) == 1 else w[1:] - w[:1]  # (classes - 1, F) toward each lesion class
         per_tail = lesion.clamp(min=0) / self.feature_std.cpu()  # (classes - 1, F) logits per unit of log(1 + count)
-        hit = beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())  # (U, F)
-        return (hit @ per_tail.T).amax(-1)  # (U,)
+        return (self.beyond(bins) @ per_tail.T).amax(-1)  # (U,)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Standardised tail counts (B, F) (``features``) -> class logits (B, classes)."""

@@ -126,7 +126,7 @@ class _AttentionSampler(nn.Module):
             # counts are fitted they are 0 and the view is not read (the fit reads it once, fit_histograms)
             if bool(self.counts.fitted):
                 tails, first.count_map = self.counted(src, first.threshold, first.view_hw)
-                first.tilt(counts.count_attention(first.log_alpha, first.count_map.to(first.log_alpha.device),
+                first.tilt(counts.count_attention(first.count_map.to(first.log_alpha.device),
                                                   self.sharpness))  # alpha toward what is counted
                 first.count_logits = self.counts.logits(self.counts.standardise(tails))
             else:
