@@ -24,13 +24,13 @@ from probe import Probe, measure
 from report import medians, ratios, write_csv, write_markdown, write_plot
 
 ARRAY_MODELS = {  # Megapixel-MNIST geometry: 50-px full-resolution patches, N = 10
-    "zoom_in": dict(scale1=0.025, tile=400, scale2=0.12, subtile=50, n_samples=10, foreground="none"),
-    "one_stage": dict(scale1=0.12, tile=50, n_samples=10, foreground="none"),
+    "zoom_in": dict(stage1_resolution=0.025, tile=400, stage2_resolution=0.12, subtile=50, n_samples=10, foreground="none"),
+    "one_stage": dict(stage1_resolution=0.12, tile=50, n_samples=10, foreground="none"),
 }
 SLIDE_MODELS = {  # 128-px full-resolution patches, N = 16 (the slide-memory benchmark's model)
-    "zoom_in": dict(view_size=1000, tile=2048, scale2=1 / 64, subtile=128, n_samples=16, num_classes=2,
+    "zoom_in": dict(stage1_resolution=1000, stage1_units="px", tile=2048, stage2_resolution=1 / 64, subtile=128, n_samples=16, num_classes=2,
                     foreground="otsu_dark"),
-    "one_stage": dict(scale1=6 / 128, tile=128, n_samples=16, num_classes=2, foreground="otsu_dark"),
+    "one_stage": dict(stage1_resolution=6 / 128, tile=128, n_samples=16, num_classes=2, foreground="otsu_dark"),
 }
 
 

@@ -88,7 +88,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     if not a.stage1_mpp:
         from zoomin.cli import _packaged_config
-        a.stage1_mpp = _packaged_config("slides.yaml").model.stage1_mpp
+        a.stage1_mpp = _packaged_config("slides.yaml").model.view_mpp(1)
     rows = [r for f in a.folders for r in folder_rows(Path(f), a.stage1_mpp)]
     cmd = "python benchmarks/lesion_salience.py " + " ".join(a.folders) + f" --stage1-mpp {a.stage1_mpp:g}"
     text = "\n".join([f"# Lesion salience in the stage-I view ({a.stage1_mpp:g} µm/px)", "", f"`{cmd}`", "",

@@ -101,7 +101,7 @@ def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
     rows = []
     for n in sizes:
         side = n * mpp / m.mpp  # pixels at the model's resolution
-        loc1, loc_one = (side * m.scale1) ** 2, (side * m.scale1 * m.stage1_mpp / m.stage2_mpp) ** 2
+        loc1, loc_one = (side * m.scale1) ** 2, (side * m.scale1 * m.view_mpp(1) / m.view_mpp(2)) ** 2
         rows.append(dict(size=n, two_stage=4 * loc1, one_stage=m.attention_hidden * 4 * 2 * loc_one,
                          whole_image=4 * 3 * 2 * side**2))
     df = pd.DataFrame(rows)
@@ -184,7 +184,7 @@ def main(argv=None):
                           for r in df.itertuples()])
     lines = ["# zoomin predict: memory and speed against slide size", "",
              f"Untrained two-stage model of the shipped `{Path(args.config).name}` (mpp {m.mpp:g}, stage I at "
-             f"{m.stage1_mpp:g} µm/px in {m.stage1_chunk}² pieces, stage II at {m.stage2_mpp:g} µm/px, tile {m.tile}, "
+             f"{m.view_mpp(1):g} µm/px in {m.stage1_chunk}² pieces, stage II at {m.view_mpp(2):g} µm/px, tile {m.tile}, "
              f"sub-tile {m.subtile}, N = {m.n_samples}), {args.passes} Monte-Carlo passes (zoomin predict's default), "
              f"synthetic slides at {args.mpp:g} µm/px, {df.threads.iloc[0]} torch threads. Peak RSS: fresh "
              "`zoomin predict` processes under `/usr/bin/time -v`, median of the runs listed. Warm predict: "

@@ -189,6 +189,8 @@ class MemorySource:
     """The compute-only twin of a recorded slide: the same attributes, every pixel call answered
     from RAM (a call the recording did not see is an error)."""
 
+    piece, identity = 1, None  # any band; nothing kept by identity (every pass computes, as measured)
+
     def __init__(self, rec: Recorder):
         src = rec.src
         self.path, self.size, self.channels, self.batch_size = src.path, src.size, src.channels, 1

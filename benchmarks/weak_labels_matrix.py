@@ -191,13 +191,15 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
     tested = [h for h in m["history"] if "test_accuracy" in h]
     if not tested:
         return None
+    from zoomin.config import Config
     last, cfg = tested[-1], m["config"]
+    model = Config.from_dict(cfg, warn=False, rules=False).model  # a run's config of any version
     times = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else \
         {"train_min": sum(h["seconds"] for h in m["history"]) / 60, "write_min": None}
     return {"cell": name, "seed": seed, "role": CELLS[name][5], "auc": last.get("test_auc"),
             "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
-            "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": cfg["model"]["stage1_mpp"],
+            "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": model.view_mpp(1),
             "count_mpp": cfg["model"].get("count_mpp", 0.0), "predict_auc": predict_auc(out),
             "foci": foci_attention(out), **times}
 

@@ -59,8 +59,8 @@ def test_a_bad_outline_file_skips_its_slide_before_training(tmp_path, capsys):
     manifest = synth_slides(tmp_path / "s", 2, 512, seed=1, tile=256, positive_fraction=1.0, progress=False)
     entries = read_manifest(manifest)
     entries[0].annotation.write_text("{broken")
-    cfg = Config.from_dict({"model": dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.0625, tile=128,
-                                          scale2=0.25, subtile=32), "train": dict(annotation_weight=1.0)})
+    cfg = Config.from_dict({"model": dict(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.0625, tile=128,
+                                          stage2_resolution=0.25, subtile=32), "train": dict(annotation_weight=1.0)})
     kept = usable_slides(entries, cfg)
     assert kept == entries[1:]
     err = capsys.readouterr().err
@@ -116,7 +116,7 @@ def test_annotation_weight_pulls_slide_attention_onto_the_lesion(tmp_path):
 
     def train(weight):
         cfg = Config.from_dict({
-            "model": dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.0625, tile=128, scale2=0.25,
+            "model": dict(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.0625, tile=128, stage2_resolution=0.25,
                           subtile=32, n_samples=4, feature_dim=8, feature_width=8, foreground="otsu_dark"),
             "data": dict(task="manifest", manifest=str(manifest)),
             "train": dict(epochs=30, batch_size=2, lr=0.01, annotation_weight=weight, eval_every=0, threads=1,
@@ -150,7 +150,7 @@ def test_outlines_never_train_without_annotation_weight(tmp_path):
 
     def train(path):
         cfg = Config.from_dict({
-            "model": dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.0625, tile=128, scale2=0.25,
+            "model": dict(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.0625, tile=128, stage2_resolution=0.25,
                           subtile=32, n_samples=4, feature_dim=8, feature_width=8, foreground="otsu_dark",
                           evidence=True),
             "data": dict(task="manifest", manifest=str(path)),

@@ -32,7 +32,7 @@ def test_dihedral_keeps_non_square_patches_unrotated():
 
 
 def test_augment_changes_only_training_forward():
-    cfg = ModelConfig(kind="zoom_in", in_channels=1, scale1=0.25, tile=16, scale2=0.5, subtile=8, n_samples=4,
+    cfg = ModelConfig(kind="zoom_in", in_channels=1, stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8, n_samples=4,
                       feature_norm="none", augment=True)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -68,7 +68,7 @@ def test_affine_strength_zero_is_the_identity_and_small_maps_keep_an_object_near
 
 
 def test_affine_augment_changes_only_training_forward():
-    cfg = ModelConfig(kind="one_stage", in_channels=1, scale1=0.25, tile=16, n_samples=4, feature_norm="none",
+    cfg = ModelConfig(kind="one_stage", in_channels=1, stage1_resolution=0.25, tile=16, n_samples=4, feature_norm="none",
                       augment_affine=1.0)
     torch.manual_seed(0)
     model = build_model(cfg)

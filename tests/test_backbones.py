@@ -17,7 +17,7 @@ from zoomin.nets import SmallCNN
 from zoomin.train import Trainer
 
 CFG = {
-    "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 64, "scale2": 0.5, "subtile": 32, "n_samples": 4,
+    "model": {"kind": "zoom_in", "stage1_resolution": 0.1, "tile": 64, "stage2_resolution": 0.5, "subtile": 32, "n_samples": 4,
               "feature_dim": 8, "feature_width": 8, "foreground": "otsu_bright"},
     "data": {"canvas": 160, "n_noise": 2, "train_size": 8, "test_size": 4},
     "train": {"epochs": 1, "batch_size": 4, "threads": 1, "eval_every": 1, "bn_recalibrate": 1, "device": "cpu"},

@@ -102,6 +102,14 @@ BROKEN = {  # a rule broken -> the field the one-line error names first
     "view size and scale": ({"model": {"view_size": 256, "scale1": 0.2, "stage1_mpp": 0}}, "model.view_size"),
     "scale and stage1_mpp": ({"model": {"mpp": 1.0, "stage1_mpp": 16.0, "scale1": 0.2, "view_size": 0}}, "model.scale1"),
     "scale and stage2_mpp": ({"model": {"mpp": 1.0, "stage2_mpp": 4.0, "scale2": 0.5}}, "model.scale2"),
+    "an earlier key and its pair": ({"model": {"scale1": 0.2}}, "model.scale1"),
+    "physical units without mpp": ({"model": {"mpp": 0.0, "magnification": 0.0, "count_mpp": 0.0, "stage1_resolution": 16.0,
+                                              "stage1_units": "mpp", "stage2_resolution": 0.25, "stage2_units": "baseline"}},
+                                   "model.stage1_resolution"),
+    "a view finer than mpp": ({"model": {"mpp": 1.0, "magnification": 0.0, "stage2_resolution": 0.5, "stage2_units": "mpp"}},
+                              "model.stage2_resolution"),
+    "a baseline scale above 1": ({"model": {"stage1_resolution": 2.0, "stage1_units": "baseline"}}, "model.stage1_resolution"),
+    "a view of part of a pixel": ({"model": {"stage1_resolution": 100.5, "stage1_units": "px"}}, "model.stage1_resolution"),
     "mpp and magnification": ({"model": {"mpp": 0.5, "magnification": 40.0}}, "model.mpp"),
     "subtile": ({"model": {"kind": "zoom_in", "tile": 64, "subtile": 64}}, "model.subtile"),
     "counts without evidence": ({"model": {**NO_EVIDENCE, "count_mpp": 2.0, "evidence_answer": False},
@@ -176,14 +184,31 @@ def test_model_pooling_is_read_as_model_estimate_with_a_warning(tmp_path):
         assert "model.estimate must be one of" in one_line_error({"model": {"pooling": "votes"}})
 
 
-def test_override_of_a_resolution_replaces_the_scale_it_derived():
+def test_each_stage_resolution_is_one_value_and_units_pair():
     slides = Config.from_yaml(CONFIGS[[p.stem for p in CONFIGS].index("slides")])
-    assert slides.model.scale1 == 1 / 16
-    assert slides.override(["model.stage1_mpp=8"]).model.scale1 == 1 / 8
-    assert slides.override(["model.mpp=0.5"]).model.scale1 == 0.5 / 16
-    assert Config().override(["model.scale1=0.2"]).model.scale1 == 0.2
-    again = Config.from_dict(slides.to_dict())  # a saved config holds both: consistent, so accepted
-    assert again == slides
+    assert (slides.model.stage1_resolution, slides.model.stage1_units, slides.model.scale1) == (16.0, "mpp", 1 / 16)
+    assert slides.override(["model.stage1_resolution=8"]).model.scale1 == 1 / 8
+    assert slides.override(["model.mpp=0.5"]).model.scale1 == 0.5 / 16  # the µm/px stays, the scale follows
+    px = slides.override(["model.stage1_resolution=512", "model.stage1_units=px"]).model
+    assert (px.view_size, px.scale1) == (512, 0.0)  # the scale depends on each image's size
+    assert Config().override(["model.stage1_resolution=0.2"]).model.scale1 == 0.2
+    assert Config.from_dict(slides.to_dict()) == slides
+    assert not {"scale1", "scale2", "view_size", "stage1_mpp", "stage2_mpp"} & set(slides.to_dict()["model"])
+
+
+def test_earlier_resolution_keys_are_read_as_the_pair():
+    with pytest.warns(FutureWarning, match="model.stage1_mpp is deprecated, read as model.stage1_resolution: 8"):
+        cfg = Config.from_dict({"model": {"mpp": 1.0, "stage1_mpp": 8.0, "view_size": 0}})
+    assert (cfg.model.stage1_resolution, cfg.model.stage1_units, cfg.model.scale1) == (8.0, "mpp", 1 / 8)
+    with pytest.warns(FutureWarning, match="model.view_size"):
+        assert Config().override(["model.view_size=256"]).model.view_size == 256
+    saved = {"model": {"mpp": 1.0, "scale1": 1 / 16, "view_size": 0, "stage1_mpp": 16.0, "scale2": 0.25, "stage2_mpp": 4.0}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checkpoint's config: every earlier key, consistent, read silently
+        old = Config.from_dict(saved, warn=False, rules=False).model
+    assert (old.stage1_units, old.scale1, old.stage2_units, old.scale2) == ("mpp", 1 / 16, "mpp", 1 / 4)
+    old = Config.from_dict({"model": {"scale1": 0.1, "view_size": 0, "stage1_mpp": 0.0}}, warn=False).model
+    assert (old.stage1_resolution, old.stage1_units) == (0.1, "baseline")
 
 
 @pytest.mark.parametrize("args,field", [
@@ -212,10 +237,16 @@ def test_every_broken_shipped_config_is_one_cli_line_before_any_slide_is_opened(
     monkeypatch.setattr(zoomin.slides.SlideSource, "__init__", opened)
     d = shipped(path)
     cases = {rule: patch for rule, (patch, _) in BROKEN.items()}
-    cases["typo"] = {"train": {misspelt("batch_size"): 4}}
-    cases["choice"] = {"readout": {"method": "vote"}}
     expect = {rule: field for rule, (_, field) in BROKEN.items()}
-    expect.update(typo=f"train.{misspelt('batch_size')} (did you mean train.batch_size?)", choice="readout.method must be one of")
+    for section, klass in CLASSES.items():  # every field misspelt
+        for f in dataclasses.fields(klass):
+            typo = misspelt(f.name)
+            cases[f"typo {section}.{f.name}"] = {section: {typo: 1}}
+            expect[f"typo {section}.{f.name}"] = f"unknown key {section}.{typo} (did you mean {section}.{f.name}?)"
+    for name in CHOICES:  # every choice given a wrong value
+        section, key = name.split(".")
+        cases[f"choice {name}"] = {section: {key: "no_such_choice"}}
+        expect[f"choice {name}"] = f"{name} must be one of"
     for rule, patch in cases.items():
         bad = tmp_path / f"{rule}.yaml"
         bad.write_text(yaml.safe_dump(patched(d, patch)))

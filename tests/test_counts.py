@@ -13,7 +13,7 @@ from zoomin.model import build_model
 from zoomin.slides import SlideSource
 from zoomin.tissue_slides import tissue_slides
 
-TINY = dict(kind="zoom_in", in_channels=3, num_classes=2, mpp=1.0, stage1_mpp=16.0, stage2_mpp=4.0, tile=64,
+TINY = dict(kind="zoom_in", in_channels=3, num_classes=2, mpp=1.0, stage1_resolution=16.0, stage1_units="mpp", stage2_resolution=4.0, stage2_units="mpp", tile=64,
             subtile=16, n_samples=4, feature_dim=8, feature_width=8, feature_norm="none", foreground="otsu_dark",
             evidence=True, evidence_answer=True, attention_hidden=4, attention_depth=2, count_mpp=2.0)
 

@@ -18,7 +18,7 @@ from zoomin.config import Config
 from zoomin.train import Trainer
 
 CFG = {
-    "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 40, "scale2": 0.25, "subtile": 16, "n_samples": 4,
+    "model": {"kind": "zoom_in", "stage1_resolution": 0.1, "tile": 40, "stage2_resolution": 0.25, "subtile": 16, "n_samples": 4,
               "feature_dim": 8, "feature_width": 8, "foreground": "otsu_bright"},
     "data": {"canvas": 160, "n_noise": 2, "train_size": 16, "test_size": 6, "fresh_train": True},
     "train": {"epochs": 2, "batch_size": 4, "threads": 1, "eval_every": 1, "bn_recalibrate": 2},
@@ -114,8 +114,8 @@ def test_checkpoint_restores_every_random_state(tmp_path):
 def test_resuming_under_another_model_config_is_refused(tmp_path):
     Trainer(Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 1}}), tmp_path, progress=False,
             log=False).fit()
-    other = Config.from_dict({**CFG, "model": {**CFG["model"], "scale1": 0.2}})  # same weight shapes
-    with pytest.raises(ValueError, match=r"checkpoint.pt: trained with another model config \(scale1 0.1 there, 0.2 here\)"):
+    other = Config.from_dict({**CFG, "model": {**CFG["model"], "stage1_resolution": 0.2}})  # same weight shapes
+    with pytest.raises(ValueError, match=r"checkpoint.pt: trained with another model config \(stage1_resolution 0.1 there, 0.2 here\)"):
         Trainer(other, tmp_path, progress=False, log=False).resume()
     longer = Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 3}})  # more epochs: allowed
     assert Trainer(longer, tmp_path, progress=False, log=False).resume()

@@ -18,7 +18,7 @@ from train_hooks import DUMP_PARAMS, hook_env
 # Stage I and stage II see 1 x 1 views, so sampling draws nothing random and two processes must
 # agree with one up to float summation order; no batch norm (its statistics are per process).
 DDP_CFG = {
-    "model": {"kind": "zoom_in", "scale1": 0.00625, "tile": 160, "scale2": 0.00625, "subtile": 96, "n_samples": 2,
+    "model": {"kind": "zoom_in", "stage1_resolution": 0.00625, "tile": 160, "stage2_resolution": 0.00625, "subtile": 96, "n_samples": 2,
               "feature_dim": 8, "feature_width": 8, "feature_depth": 3, "feature_norm": "none"},
     "data": {"canvas": 160, "n_noise": 2, "train_size": 16, "test_size": 4, "fresh_train": True},
     "train": {"epochs": 1, "batch_size": 4, "threads": 1, "lr": 0.01, "eval_every": 0, "bn_recalibrate": 0},
@@ -77,7 +77,7 @@ def test_predict_sharded_over_two_processes_merges_one_csv(tmp_path):
     manifest = synth_slides(tmp_path / "s", 3, 1024, seed=2, tile=128, progress=False)
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"\0" * 100)
-    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
                                    n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
     ck = save_model(tmp_path / "m.pt", build_model(cfg.model), cfg)
     args = ["predict", "--checkpoint", str(ck), "--quiet", "--passes", "2", str(manifest), str(junk)]

@@ -11,7 +11,7 @@ from zoomin.losses import instance_loss
 from zoomin.model import build_model
 from zoomin.sampling import two_stage_weights
 
-CFG = dict(in_channels=1, num_classes=3, scale1=0.25, tile=16, scale2=0.5, subtile=8, n_samples=6)
+CFG = dict(in_channels=1, num_classes=3, stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8, n_samples=6)
 
 
 @pytest.mark.parametrize("kind,floor", [("zoom_in", 0.0), ("zoom_in", 0.3), ("one_stage", 0.0)])

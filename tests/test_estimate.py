@@ -20,7 +20,7 @@ DRAWS = 30000  # bounded probabilities vary less than features: their attention 
 
 def setup(seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=5, feature_dim=4, feature_width=4,
+    cfg = ModelConfig(stage1_resolution=0.2, tile=10, stage2_resolution=0.3, subtile=4, n_samples=5, feature_dim=4, feature_width=4,
                       attention_hidden=4, backbone="test_pixels", estimate="probabilities", num_classes=3)
     model = ZoomInNet(cfg)
     model.features(torch.zeros(1, 1, 4, 4))  # materialise the lazy layer
@@ -100,7 +100,7 @@ def test_a_confident_distractor_does_not_outvote_the_majority():
 def test_contributions_add_up_to_the_class_probabilities(kind, mode):
     """What the explorer shows per sample: its share of the estimated class probabilities; their sum
     is ``exp(logits)`` (a distribution in top-k, where the weights sum to 1)."""
-    cfg = dict(kind=kind, scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8,
+    cfg = dict(kind=kind, stage1_resolution=0.2, tile=10, stage2_resolution=0.3, subtile=4, n_samples=6, feature_dim=8,
                feature_width=4, attention_hidden=4, num_classes=3, estimate="probabilities")
     if kind == "one_stage":
         cfg.update(tile=5)
@@ -118,7 +118,7 @@ def test_contributions_add_up_to_the_class_probabilities(kind, mode):
 def test_a_mixture_readout_reads_the_same_weights_out_as_a_mixture():
     """``readout.method: mixture``: training keeps ``estimate: features`` (g of the mean feature); the eval-mode
     forward of the same weights averages each patch's ``softmax(g(f))`` instead, on the same draws."""
-    cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
+    cfg = dict(stage1_resolution=0.2, tile=10, stage2_resolution=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
                attention_hidden=4, num_classes=3, feature_norm="none")
     torch.manual_seed(0)
     model = build_model(ModelConfig(**cfg))
@@ -139,7 +139,7 @@ def test_both_trains_g_of_z_and_the_mixture_and_tests_on_the_mixture():
     ``losses.mixture_loss`` (``train.mixture_weight``); in eval mode the mixture is the prediction."""
     from zoomin.config import Config
     from zoomin.losses import total_loss
-    cfg = dict(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
+    cfg = dict(stage1_resolution=0.2, tile=10, stage2_resolution=0.3, subtile=4, n_samples=6, feature_dim=8, feature_width=4,
                attention_hidden=4, num_classes=3, feature_norm="none", estimate="both")
     torch.manual_seed(0)
     model = build_model(ModelConfig(**cfg))

@@ -72,7 +72,7 @@ def blobs(n, gen, size=96, blob=8):
 def train_and_rank(evidence: bool, steps: int = 40, seed: int = 0) -> float:
     """Train on labels only; return the share of held-out positives whose ROI is rank 1 in alpha."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(in_channels=1, num_classes=2, scale1=0.25, tile=16, scale2=0.5, subtile=8, n_samples=4,
+    cfg = ModelConfig(in_channels=1, num_classes=2, stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8, n_samples=4,
                       attention_hidden=16, evidence=evidence, evidence_topk=2)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), 5e-3)
@@ -101,7 +101,7 @@ def test_evidence_puts_the_roi_first_from_labels_alone():
 
 
 def test_evidence_losses_need_the_heads():
-    cfg = ModelConfig(in_channels=1, num_classes=2, scale1=0.25, tile=16, scale2=0.5, subtile=8, n_samples=4)
+    cfg = ModelConfig(in_channels=1, num_classes=2, stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8, n_samples=4)
     tr = build_model(cfg)(torch.rand(2, 1, 64, 64))
     assert tr.evidence_logits is None
     _, parts = total_loss(tr, torch.tensor([0, 1]), evidence_weight=1.0, instance_weight=1.0)
@@ -133,7 +133,7 @@ def test_the_outlier_prior_ranks_the_odd_place_first_before_any_training():
     assert score.shape == (2, 1, 96, 96)
     for prior, expect in ((3.0, True), (0.0, False)):
         torch.manual_seed(1)
-        cfg = ModelConfig(in_channels=3, num_classes=2, scale1=1.0, tile=8, scale2=0.5, subtile=4, n_samples=4,
+        cfg = ModelConfig(in_channels=3, num_classes=2, stage1_resolution=1.0, tile=8, stage2_resolution=0.5, subtile=4, n_samples=4,
                           evidence=True, evidence_sharpness=4.0, evidence_prior=prior, feature_norm="none",
                           foreground="otsu_dark")
         with torch.no_grad():
@@ -143,7 +143,7 @@ def test_the_outlier_prior_ranks_the_odd_place_first_before_any_training():
 
 
 def mean_pool_model(num_classes: int, **kw):
-    cfg = ModelConfig(in_channels=1, num_classes=num_classes, scale1=0.25, tile=16, scale2=0.5, subtile=8,
+    cfg = ModelConfig(in_channels=1, num_classes=num_classes, stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8,
                       n_samples=6, instance_pool="mean", **kw)
     return build_model(cfg)
 

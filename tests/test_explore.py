@@ -35,7 +35,7 @@ def slides(tmp_path_factory):
     is two Monte-Carlo passes read out as a mixture (so the seed matters)."""
     d = tmp_path_factory.mktemp("explore")
     manifest = synth_slides(d, 2, 1024, seed=1, tile=128, progress=False)
-    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
                                    n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"),
                  readout=ReadoutConfig(method="mixture", passes=2))
     torch.manual_seed(0)

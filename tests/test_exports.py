@@ -82,7 +82,7 @@ def predicted(tmp_path_factory):
     """``zoomin predict --heatmaps`` on three synthetic slides (their lesion GeoJSONs beside them)."""
     d = tmp_path_factory.mktemp("exports")
     manifest = synth_slides(d, 3, 1024, seed=3, tile=128, positive_fraction=0.67, progress=False)
-    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
                                    n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
     ckpt = save_model(d / "model.pt", build_model(cfg.model), cfg)
     hm = d / "heatmaps"

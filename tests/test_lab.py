@@ -222,7 +222,7 @@ from zoomin.config import ModelConfig
 from zoomin.model import build_model
 from zoomin.viz import Explorer, Session
 
-cfg = ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=256, scale2=0.25, subtile=32, n_samples=6,
+cfg = ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=256, stage2_resolution=0.25, subtile=32, n_samples=6,
                   feature_dim=8, feature_width=8, foreground="otsu_dark")
 torch.manual_seed(0)
 session = Session(build_model(cfg), {"slide": SLIDE})

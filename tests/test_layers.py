@@ -28,7 +28,7 @@ def explorer(tmp_path_factory):
     """A positive synthetic 2,048² slide with its outline file, and a tiny untrained model's pass."""
     d = tmp_path_factory.mktemp("layers")
     synth_slides(d, 1, 2048, seed=1, tile=128, progress=False, positive_fraction=1.0)
-    cfg = ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=256, scale2=0.25, subtile=32, n_samples=6,
+    cfg = ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=256, stage2_resolution=0.25, subtile=32, n_samples=6,
                       feature_dim=8, feature_width=8, foreground="otsu_dark")
     torch.manual_seed(0)
     session = Session(build_model(cfg), {"slide": d / "synth_0000.tif"})

@@ -8,7 +8,7 @@ from zoomin.sampling import complement_log_probs
 
 def test_contrastive_binary_is_the_papers_loss():
     torch.manual_seed(0)
-    model = ZoomInNet(ModelConfig(num_classes=2, scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8,
+    model = ZoomInNet(ModelConfig(num_classes=2, stage1_resolution=0.1, tile=40, stage2_resolution=0.25, subtile=12, feature_dim=8,
                                   feature_width=8))
     x, y = torch.rand(4, 1, 80, 80), torch.tensor([1, 0, 1, 1])
     tr = model(x, negatives=True)
@@ -29,7 +29,7 @@ def test_complement_distribution():
 
 def test_entropy_regulariser_sign_and_value():
     torch.manual_seed(0)
-    model = ZoomInNet(ModelConfig(scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8, feature_width=8))
+    model = ZoomInNet(ModelConfig(stage1_resolution=0.1, tile=40, stage2_resolution=0.25, subtile=12, feature_dim=8, feature_width=8))
     tr = model(torch.rand(2, 1, 80, 80))
     H = attention_entropy(tr)
     drawn = tr.tile_counts > 0  # (B, P) stage II counts the tiles that were drawn
@@ -45,7 +45,7 @@ def test_entropy_regulariser_sign_and_value():
 def test_annotation_loss_pulls_attention_to_the_roi():
     from zoomin.losses import annotation_loss
     torch.manual_seed(0)
-    cfg = ModelConfig(scale1=0.1, tile=40, scale2=0.25, subtile=12, feature_dim=8, feature_width=8, n_samples=8)
+    cfg = ModelConfig(stage1_resolution=0.1, tile=40, stage2_resolution=0.25, subtile=12, feature_dim=8, feature_width=8, n_samples=8)
     model = ZoomInNet(cfg)
     x = torch.rand(2, 1, 120, 120) * 0.2
     x[0, :, 20:40, 70:90] += 0.8  # the ROI is brighter

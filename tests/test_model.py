@@ -6,9 +6,9 @@ from zoomin.config import ModelConfig
 from zoomin.model import AttentionSamplingNet, ZoomInNet, build_model
 from zoomin.sources import ArraySource
 
-TWO = dict(kind="zoom_in", scale1=0.1, tile=40, scale2=0.25, subtile=12, n_samples=8, feature_dim=16,
+TWO = dict(kind="zoom_in", stage1_resolution=0.1, tile=40, stage2_resolution=0.25, subtile=12, n_samples=8, feature_dim=16,
            feature_width=8)
-ONE = dict(kind="one_stage", scale1=0.1, tile=12, n_samples=8, feature_dim=16, feature_width=8)
+ONE = dict(kind="one_stage", stage1_resolution=0.1, tile=12, n_samples=8, feature_dim=16, feature_width=8)
 
 
 def images(B=3, C=1, H=97, W=130, seed=0):
@@ -200,7 +200,7 @@ def test_trace_item_and_detach():
 
 def test_stage_one_result_and_the_scale_function():
     from zoomin.model import Stage1, stage1_scale_for
-    cfg = ModelConfig(**{**TWO, "view_size": 16})
+    cfg = ModelConfig(**{**TWO, "stage1_resolution": 16, "stage1_units": "px"})
     model = ZoomInNet(cfg)
     s1 = model.attend(ArraySource(images(B=2, H=64, W=48)))
     assert isinstance(s1, Stage1) and s1.view.shape == (2, 1, 16, 12) and s1.view_hw == (16, 12)
@@ -214,7 +214,7 @@ def test_unknown_mode_is_a_clear_error():
 
 
 def test_view_size_fixes_the_stage_one_view_whatever_the_image_size():
-    model = ZoomInNet(ModelConfig(**{**TWO, "view_size": 16}))
+    model = ZoomInNet(ModelConfig(**{**TWO, "stage1_resolution": 16, "stage1_units": "px"}))
     for H, W in [(64, 48), (200, 300), (500, 90)]:
         tr = model(images(B=1, H=H, W=W))
         assert max(tr.alpha.shape[-2:]) == 16 and abs(tr.scale1 - 16 / max(H, W)) < 1e-12

@@ -29,7 +29,7 @@ class PixelFeatures(torch.nn.Module):
 
 def setup():
     torch.manual_seed(0)
-    cfg = ModelConfig(scale1=0.2, tile=10, scale2=0.3, subtile=4, n_samples=5, feature_dim=4, feature_width=4,
+    cfg = ModelConfig(stage1_resolution=0.2, tile=10, stage2_resolution=0.3, subtile=4, n_samples=5, feature_dim=4, feature_width=4,
                       attention_hidden=4, backbone="test_pixels")  # the backbone registry at work
     model = ZoomInNet(cfg)
     model.features(torch.zeros(1, 1, 4, 4))  # materialise the lazy layer

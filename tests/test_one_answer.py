@@ -19,7 +19,7 @@ from zoomin.train import Trainer  # noqa: E402
 from zoomin.viz.session import Session  # noqa: E402
 
 SEED = 5
-MODEL = dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+MODEL = dict(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
              n_samples=6, feature_dim=8, feature_width=8, feature_norm="none", foreground="otsu_dark")
 READOUTS = {"features": dict(method="features", passes=3), "mixture": dict(method="mixture", passes=3),
             "places": dict(method="places", passes=3, place_confidence=0.2), "topk": dict(method="mixture", mode="topk")}
@@ -45,7 +45,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_with_counts(tmp_path_factory):
     """The same with evidence heads and the stain counts (``model.count_mpp``), at 1 µm/px."""
-    model = {**MODEL, "mpp": 1.0, "stage1_mpp": 16.0, "stage2_mpp": 4.0, "scale1": 0.0625, "evidence": True,
+    model = {**MODEL, "mpp": 1.0, "stage1_resolution": 16.0, "stage1_units": "mpp", "stage2_resolution": 4.0, "stage2_units": "mpp", "evidence": True,
              "evidence_answer": True, "count_mpp": 2.0}
     return train_tiny(tmp_path_factory.mktemp("one_answer_counts"), model)
 

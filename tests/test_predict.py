@@ -28,7 +28,7 @@ from zoomin.synth import synth_slides  # noqa: E402
 def slides(tmp_path_factory):
     d = tmp_path_factory.mktemp("slides")
     manifest = synth_slides(d, 3, 1024, seed=1, tile=128, progress=False)
-    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+    cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
                                    n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
     ckpt = save_model(d / "model.pt", build_model(cfg.model), cfg)
     return d, manifest, ckpt
@@ -368,7 +368,7 @@ def test_heatmaps_are_in_the_files_pixels_under_physical_units(slides, tmp_path)
     d, manifest, _ = slides
     slide = read_manifest(manifest)[0]
     cfg = Config(model=ModelConfig(in_channels=3, num_classes=2, mpp=2 * SlideSource(slide.path).mpp,
-                                   stage1_mpp=40 * SlideSource(slide.path).mpp, tile=64, scale2=0.25, subtile=16,
+                                   stage1_resolution=40 * SlideSource(slide.path).mpp, stage1_units="mpp", tile=64, stage2_resolution=0.25, subtile=16,
                                    n_samples=6, feature_dim=8, feature_width=8, foreground="otsu_dark"))
     ckpt = save_model(tmp_path / "phys.pt", build_model(cfg.model), cfg)
     assert main(["predict", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv"), "--heatmaps",

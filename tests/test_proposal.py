@@ -118,7 +118,7 @@ def test_uniform_draws_by_rejection_match_the_mask(monkeypatch):
 
 
 def test_model_uses_the_proposal_only_while_training():
-    cfg = ModelConfig(scale1=0.25, tile=16, scale2=0.5, subtile=8, n_samples=6, proposal_floor=0.3)
+    cfg = ModelConfig(stage1_resolution=0.25, tile=16, stage2_resolution=0.5, subtile=8, n_samples=6, proposal_floor=0.3)
     model = ZoomInNet(cfg)
     x = torch.rand(2, 1, 64, 64)
     trace = model.train()(x, generator=torch.Generator().manual_seed(0))

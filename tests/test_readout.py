@@ -63,7 +63,7 @@ def test_a_model_reads_its_passes_out_as_places():
     from zoomin.config import ModelConfig, ReadoutConfig
     from zoomin.model import build_model
     from zoomin.readout import answer
-    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=4, num_classes=3)
+    cfg = ModelConfig(kind="zoom_in", stage1_resolution=0.25, tile=32, stage2_resolution=0.5, subtile=16, n_samples=4, num_classes=3)
     readout = ReadoutConfig(method="places", passes=3, place_confidence=0.0)
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 128, 128)
@@ -86,7 +86,7 @@ def test_a_one_stage_patch_drawn_twice_counts_twice():
     from zoomin.config import ModelConfig
     from zoomin.model import build_model
     from zoomin.readout import _draws
-    cfg = ModelConfig(kind="one_stage", scale1=0.125, tile=16, n_samples=12, num_classes=3)
+    cfg = ModelConfig(kind="one_stage", stage1_resolution=0.125, tile=16, n_samples=12, num_classes=3)
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 32, 32)  # a 4 x 4 attention map: 12 draws must repeat patches
     with torch.no_grad():
@@ -129,7 +129,7 @@ def test_read_out_drops_the_padding_of_the_traces_but_no_draw():
     from zoomin.config import ModelConfig
     from zoomin.model import build_model
     from zoomin.readout import _draws
-    cfg = ModelConfig(kind="zoom_in", scale1=0.25, tile=32, scale2=0.5, subtile=16, n_samples=6, num_classes=3)
+    cfg = ModelConfig(kind="zoom_in", stage1_resolution=0.25, tile=32, stage2_resolution=0.5, subtile=16, n_samples=6, num_classes=3)
     model = build_model(cfg).eval()
     x = torch.rand(3, 1, 128, 128)
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_a_topk_readout_keeps_readout_subtiles_per_kept_tile(subtiles):
     from zoomin.config import Config
     from zoomin.model import build_model
     from zoomin.readout import answer
-    cfg = Config.from_dict({"model": {"in_channels": 1, "num_classes": 2, "scale1": 0.125, "tile": 32, "scale2": 0.5,
+    cfg = Config.from_dict({"model": {"in_channels": 1, "num_classes": 2, "stage1_resolution": 0.125, "tile": 32, "stage2_resolution": 0.5,
                                       "subtile": 8, "n_samples": 4},
                             "readout": {"mode": "topk", "subtiles": subtiles}})
     torch.manual_seed(0)

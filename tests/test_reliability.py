@@ -21,7 +21,7 @@ from zoomin.sources import ArraySource, MemoryBudgetError, pixel_budget  # noqa:
 from zoomin.synth import synth_slides  # noqa: E402
 from zoomin.checkpoint import load_checkpoint, load_model, save_model  # noqa: E402
 
-MODEL = dict(in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32, n_samples=6,
+MODEL = dict(in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32, n_samples=6,
              feature_dim=8, feature_width=8, foreground="otsu_dark")
 
 

@@ -66,7 +66,7 @@ def test_scaled_reads_come_from_the_pyramid(lossless):
 def test_zoom_in_net_runs_on_a_slide_and_reads_little(lossless):
     path, _ = lossless
     src = SlideSource(path)
-    cfg = ModelConfig(in_channels=3, scale1=0.05, tile=128, scale2=0.25, subtile=32, n_samples=8, feature_dim=8,
+    cfg = ModelConfig(in_channels=3, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32, n_samples=8, feature_dim=8,
                       feature_width=8, foreground="otsu_dark")
     tr = ZoomInNet(cfg).eval()(src)
     assert tr.logits.shape == (1, 10)
@@ -102,7 +102,7 @@ def test_aperio_svs_style_file_opens_through_openslide(tmp_path):
     view = src.raw_view(0.25)
     assert view.dtype == torch.uint8 and view.shape == (1, 3, 128, 160)
     assert (to_unit(view) - as_array(img).view(0.25)).abs().mean() < 0.03
-    trace = ZoomInNet(ModelConfig(in_channels=3, scale1=0.25, tile=64, scale2=0.5, subtile=16, n_samples=3,
+    trace = ZoomInNet(ModelConfig(in_channels=3, stage1_resolution=0.25, tile=64, stage2_resolution=0.5, subtile=16, n_samples=3,
                                   num_classes=2, foreground="otsu_dark"))(src)
     assert torch.isfinite(trace.logits).all()
 
@@ -113,7 +113,7 @@ def test_tiny_images_smaller_than_a_tile(tmp_path, H, W):
     img = synthetic(max(H, 2), max(W, 2))[:H, :W]
     Image.fromarray(img).save(tmp_path / "t.png")
     torch.manual_seed(0)  # the weights: near-tied attention would make the draw order depend on earlier tests
-    model = ZoomInNet(ModelConfig(in_channels=3, scale1=0.1, tile=64, scale2=0.25, subtile=16, n_samples=4,
+    model = ZoomInNet(ModelConfig(in_channels=3, stage1_resolution=0.1, tile=64, stage2_resolution=0.25, subtile=16, n_samples=4,
                                   feature_dim=8, feature_width=8)).eval()
     with torch.no_grad():
         tr, ref = (model(s, generator=torch.Generator().manual_seed(0)) for s in (SlideSource(tmp_path / "t.png"),

@@ -11,7 +11,7 @@ import zoomin.stage1 as stage1_module
 from zoomin.stage1 import fit, pieces
 from zoomin.sources import ArraySource
 
-CFG = dict(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.5, tile=16, scale2=0.5, subtile=8, n_samples=4,
+CFG = dict(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.5, tile=16, stage2_resolution=0.5, subtile=8, n_samples=4,
            foreground="otsu_dark", feature_norm="none", evidence=True, evidence_sharpness=3.0, attention_hidden=6)
 
 
@@ -111,6 +111,8 @@ def test_without_evidence_heads_streaming_is_exact_too():
 class Spied:
     """A ``StreamedSource`` over in-memory images that records which of its methods stage I calls."""
 
+    piece, identity = 1, None
+
     def __init__(self, x):
         self.src, self.calls = ArraySource(x), []
 
@@ -167,7 +169,7 @@ def test_a_large_slide_view_is_streamed_from_the_file_band_by_band(tmp_path, mon
         g = np.where((y - 900) ** 2 + (x - 700) ** 2 < 50.0**2, 30.0, np.where(x > 1500, 240.0, g))
         return np.repeat(g[..., None], 3, -1).astype(np.uint8)
     path = write_pyramid(tmp_path / "s.tif", (2048, 2048), tile_at, tile=256, mpp=1.0, quality=95)
-    model = ZoomInNet(ModelConfig(**{**CFG, "mpp": 1.0, "stage1_mpp": 8.0, "stage2_mpp": 2.0, "stage1_chunk": 40}))
+    model = ZoomInNet(ModelConfig(**{**CFG, "mpp": 1.0, "stage1_resolution": 8.0, "stage1_units": "mpp", "stage2_resolution": 2.0, "stage2_units": "mpp", "stage1_chunk": 40}))
     monkeypatch.setattr(stage1_module, "STREAM_ABOVE", 1000)  # the 256² view counts as gigapixel
     monkeypatch.setattr(stage1_module, "BAND", 50)
     monkeypatch.setattr(stage1_module, "FIT_LOCATIONS", 5000)  # the fit samples every 4th row and column

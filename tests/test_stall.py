@@ -29,7 +29,7 @@ class Squares(Dataset):
 
 def run(tmp_path, shuffle: bool) -> dict:
     cfg = Config.from_dict({
-        "model": {"kind": "zoom_in", "in_channels": 1, "num_classes": 2, "scale1": 0.25, "tile": 16, "scale2": 0.5,
+        "model": {"kind": "zoom_in", "in_channels": 1, "num_classes": 2, "stage1_resolution": 0.25, "tile": 16, "stage2_resolution": 0.5,
                   "subtile": 8, "n_samples": 4, "feature_dim": 8, "feature_width": 8, "feature_norm": "none"},
         "train": {"epochs": 3, "batch_size": 4, "lr": 0.02, "threads": 1, "eval_every": 0, "stall_epochs": 3,
                   "entropy_weight": 0.0}})
@@ -85,7 +85,7 @@ def manifest_run(tmp_path, shuffle: bool) -> dict:
     out = tmp_path / m.stem
     assert main(["train", "--manifest", str(m), "--out", str(out), "--quiet", "--epochs", "4",
                  "--set", "train.stall_epochs=4", "--set", "train.batch_size=6", "--set", "train.eval_every=0",
-                 "--set", "train.threads=2", "--set", "model.stage1_mpp=8"]) == 0
+                 "--set", "train.threads=2", "--set", "model.stage1_resolution=8", "--set", "model.stage1_units=mpp"]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -87,7 +87,7 @@ def test_batches_keep_the_loaders_order_and_its_draws():
 
 
 def slide_config(manifest: Path) -> Config:
-    model = ModelConfig(kind="zoom_in", in_channels=3, num_classes=2, scale1=0.05, tile=128, scale2=0.25, subtile=32,
+    model = ModelConfig(kind="zoom_in", in_channels=3, num_classes=2, stage1_resolution=0.05, tile=128, stage2_resolution=0.25, subtile=32,
                         n_samples=4, feature_dim=8, feature_width=8, foreground="otsu_dark", augment=True)
     cfg = Config(model=model, train=TrainConfig(epochs=2, batch_size=2, contrastive_weight=0.5, threads=1,
                                                 eval_every=1, seed=5), readout=ReadoutConfig(passes=2))

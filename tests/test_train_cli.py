@@ -17,7 +17,7 @@ from zoomin.model import AttentionSamplingNet, ZoomInNet, build_model
 from zoomin.train import Trainer
 
 TINY = {
-    "model": {"kind": "zoom_in", "scale1": 0.1, "tile": 40, "scale2": 0.25, "subtile": 16, "n_samples": 4,
+    "model": {"kind": "zoom_in", "stage1_resolution": 0.1, "tile": 40, "stage2_resolution": 0.25, "subtile": 16, "n_samples": 4,
               "feature_dim": 8, "feature_width": 8, "foreground": "otsu_bright"},
     "data": {"canvas": 160, "n_noise": 2, "train_size": 12, "test_size": 6, "fresh_train": True},
     "train": {"epochs": 2, "batch_size": 4, "threads": 1},

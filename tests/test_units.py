@@ -12,7 +12,7 @@ pytest.importorskip("large_image")
 from zoomin.pyramid import write_pyramid  # noqa: E402
 from zoomin.slides import SlideSource  # noqa: E402
 
-PHYS = dict(kind="zoom_in", in_channels=3, num_classes=2, mpp=1.0, stage1_mpp=16.0, stage2_mpp=4.0, tile=64,
+PHYS = dict(kind="zoom_in", in_channels=3, num_classes=2, mpp=1.0, stage1_resolution=16.0, stage1_units="mpp", stage2_resolution=4.0, stage2_units="mpp", tile=64,
             subtile=16, n_samples=4, foreground="otsu_dark", feature_norm="none")
 
 
@@ -33,10 +33,10 @@ def test_config_states_resolutions_in_microns():
         ModelConfig(**{**PHYS, "mpp": 0.0})
     with pytest.raises(ValueError, match="disagree"):
         ModelConfig(**{**PHYS, "magnification": 20})
-    with pytest.raises(ValueError, match="at least model.mpp"):
-        ModelConfig(**{**PHYS, "stage1_mpp": 0.5})
+    with pytest.raises(ValueError, match="at most as fine as model.mpp"):
+        ModelConfig(**{**PHYS, "stage1_resolution": 0.5, "stage1_units": "mpp"})
     shipped = Config.from_yaml("zoomin/configs/slides.yaml").model
-    assert shipped.mpp > 0 and shipped.stage1_mpp > 0 and shipped.scale1 == shipped.mpp / shipped.stage1_mpp
+    assert shipped.mpp > 0 and shipped.stage1_units == "mpp" and shipped.scale1 == shipped.mpp / shipped.stage1_resolution
 
 
 def tissue(mpp: float, size: int, lesion_um=(700.0, 400.0)):
@@ -81,7 +81,8 @@ def test_stage_one_sees_the_same_microns_on_any_slide_size_and_scan(tmp_path):
 
 def test_relative_scales_change_the_microns_with_the_slide_size(tmp_path):
     """What physical units fix: with a view size the stage-I resolution follows the slide's size."""
-    rel = ModelConfig(**{**PHYS, "mpp": 0.0, "stage1_mpp": 0.0, "stage2_mpp": 0.0, "view_size": 128})
+    rel = ModelConfig(**{**PHYS, "mpp": 0.0, "stage1_resolution": 128, "stage1_units": "px", "stage2_resolution": 0.25,
+                              "stage2_units": "baseline"})
     model = build_model(rel)
     small, large = (SlideSource(write(tmp_path, n, 0.5, s)) for n, s in (("s.tif", 1024), ("l.tif", 4096)))
     assert small.mpp / model.stage1_scale(small.size) != large.mpp / model.stage1_scale(large.size)
@@ -120,7 +121,7 @@ def test_a_100000_pixel_slide_and_a_4096_one_of_the_same_tissue_give_views_of_th
     model = build_model(cfg).eval()
     small, large = SlideSource(small_path, mpp=cfg.mpp), SlideSource(big_path, mpp=cfg.mpp)
     scales = [model.stage1_scale(s.size) for s in (small, large)]
-    assert [s.mpp / k for s, k in zip((small, large), scales)] == [cfg.stage1_mpp] * 2  # 16 µm per view pixel
+    assert [s.mpp / k for s, k in zip((small, large), scales)] == [cfg.view_mpp(1)] * 2  # 16 µm per view pixel
     a = small.view(scales[0])[0]  # (3, 128, 128)
     b = large.view_rows(scales[1], 0, 128)[0, :, :, :128].float() / 255  # the same 2,048 µm, streamed rows
     assert a.shape == (3, 128, 128) and large.size == (50_000, 50_000)

@@ -19,7 +19,7 @@ from zoomin.sources import ArraySource  # noqa: E402
 from zoomin.viz import STAGES, Explorer, Session, views  # noqa: E402
 from zoomin.viz.layers import STATIC_NOTE  # noqa: E402
 
-TWO = dict(kind="zoom_in", scale1=0.1, tile=40, scale2=0.25, subtile=12, n_samples=8, feature_dim=16,
+TWO = dict(kind="zoom_in", stage1_resolution=0.1, tile=40, stage2_resolution=0.25, subtile=12, n_samples=8, feature_dim=16,
            feature_width=8, num_classes=3)
 
 
@@ -174,7 +174,7 @@ def test_tapping_a_tile_shows_its_stage_two_view(traced):
 
 
 def test_one_stage_trace_is_explorable():
-    model = build_model(ModelConfig(kind="one_stage", scale1=0.1, tile=12, n_samples=6, feature_dim=8,
+    model = build_model(ModelConfig(kind="one_stage", stage1_resolution=0.1, tile=12, n_samples=6, feature_dim=8,
                                     feature_width=8)).eval()
     x = image()
     ex = Explorer(model(x), x)
@@ -381,7 +381,7 @@ def test_session_reads_slides_at_the_models_resolution(tmp_path):
     img = np.random.default_rng(0).integers(0, 255, (512, 384, 3), dtype=np.uint8)
     tif = write_pyramidal_tiff(tmp_path / "s.tif", img, tile=128, mpp=0.5)
     Image.fromarray(img).save(tmp_path / "p.png")
-    phys = build_model(ModelConfig(**{**TWO, "in_channels": 3, "mpp": 1.0, "stage1_mpp": 10.0}))
+    phys = build_model(ModelConfig(**{**TWO, "in_channels": 3, "mpp": 1.0, "stage1_resolution": 10.0, "stage1_units": "mpp"}))
     session = Session(phys, {"tif": tif, "png": tmp_path / "p.png"}, fallback_mpp=0.25)
     assert session.source("tif").size == (256, 192) and session.source("png").size == (128, 96)
     tr = session.trace("tif")

@@ -14,7 +14,7 @@ from zoomin.config import Config, ModelConfig
 from zoomin.model import build_model
 from zoomin.tissue_slides import make_slide, tissue_slides
 
-MODEL = dict(in_channels=3, num_classes=3, mpp=1.0, stage1_mpp=16.0, tile=128, stage2_mpp=4.0, subtile=32, n_samples=4,
+MODEL = dict(in_channels=3, num_classes=3, mpp=1.0, stage1_resolution=16.0, stage1_units="mpp", tile=128, stage2_resolution=4.0, stage2_units="mpp", subtile=32, n_samples=4,
              feature_dim=8, feature_width=8, feature_norm="none", foreground="otsu_dark", evidence=True,
              evidence_answer=True, attention_hidden=4, attention_depth=2)
 
@@ -109,10 +109,12 @@ def test_doctor_probes_each_resolution_and_writes_a_config_train_takes(slides, t
     assert main(["doctor", str(slides), "--out", str(out), "--candidates", "32,16", "--steps", "2",
                  "--set", "model.num_classes=3"]) == 0
     text = capsys.readouterr().out
-    assert "stage I at 32 µm/px" in text and "stage I at 16 µm/px" in text and "recommended: model.stage1_mpp" in text
+    assert "stage I at 32 µm/px" in text and "stage I at 16 µm/px" in text and "recommended: stage I at" in text
     cfg = Config.from_yaml(out)
-    assert cfg.model.stage1_mpp in (32.0, 16.0) and cfg.data.task == "manifest" and cfg.model.num_classes == 3
-    assert cfg.model.stage2_mpp <= cfg.model.stage1_mpp / 2 and cfg.model.stage2_mpp >= cfg.model.mpp
+    m = cfg.model
+    assert (m.stage1_units, m.stage2_units) == ("mpp", "mpp") and m.stage1_resolution in (32.0, 16.0)
+    assert cfg.data.task == "manifest" and m.num_classes == 3
+    assert m.mpp <= m.stage2_resolution <= m.stage1_resolution / 2
 
 
 def test_doctor_refuses_a_manifest_without_two_classes(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Region annotations (GeoJSON polygons in level-0 pixels, as QuPath, ``zoomin synth-slides`` and
+"""Region annotations (GeoJSON polygons in the file's level-0 pixels, as QuPath, ``zoomin synth-slides`` and
 ``zoomin manifest`` write them) as a lazy one-channel ``Source`` for the annotation loss
 (method §7): any view or region is rasterised on demand, so a 100,000² slide's mask never exists
 whole. Polygons classified ``Exclusion`` are cut out of the others (CAMELYON16's ``_2`` group)."""
@@ -27,7 +27,7 @@ def read_geojson(path: str | Path) -> dict:
 
 def polygons(geojson: dict, where: str = "annotation") -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
     """Every Polygon / MultiPolygon -> (included, excluded) lists of polygons, each a list of
-    rings (outer ring first, then holes) as (K, 2) x, y arrays."""
+    rings (outer ring first, then holes) as (points, 2) x, y arrays."""
     feats = geojson["features"] if geojson.get("type") == "FeatureCollection" else [geojson]
     keep, cut = [], []
     for f in feats:

@@ -48,7 +48,7 @@ def affine(patches: torch.Tensor, strength: float, generator: torch.Generator | 
     angle = u[0] * math.radians(AFFINE_ROTATION)
     scale = 1 + u[1] * AFFINE_SCALE
     shear = u[2] * AFFINE_SHEAR
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input: the inverse zoom
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input: the inverse scaling
     theta = torch.stack([torch.stack([cos, -sin + shear * cos, torch.zeros_like(cos)], -1),
                          torch.stack([sin, cos + shear * sin, torch.zeros_like(cos)], -1)], 1)  # (M, 2, 3)
     grid = F.affine_grid(theta.to(patches.dtype), list(patches.shape), align_corners=False)  # (M, h, w, 2)

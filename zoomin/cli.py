@@ -1,5 +1,5 @@
 """Command line: ``zoomin demo | train | predict | config | doctor | synth-slides | manifest | explore`` (also
-``python -m zoomin``, and ``torchrun --nproc_per_node=K -m zoomin train|predict`` for several processes).
+``python -m zoomin``, and ``torchrun --nproc_per_node=W -m zoomin train|predict`` for W processes).
 
 Errors are one line naming the file and the problem, with a non-zero exit; ``--debug`` shows the
 traceback. Hostile inputs and their messages: docs/reliability.md.

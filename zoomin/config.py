@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_check import (LEGACY, Section, check_fields, cross_check, read_legacy, resolution_given_twice,
+from .config_check import (LEGACY, OLD_RESOLUTION, Section, check_fields, cross_check, read_legacy,
                            unknown_key, unknown_section)
 
 FEATURE_OUTPUTS = ("linear", "l2")
@@ -19,10 +19,11 @@ class ModelConfig(Section):
     kind: str = "zoom_in"  # "zoom_in" (two stages, §2.2) or "one_stage" (ATS baseline, §2.1)
     in_channels: int = 1  # image channels C
     num_classes: int = 10  # classes predicted by g
-    scale1: float = 0.05  # s1: stage-I view scale (one stage: the view scale s)
-    view_size: int = 0  # if > 0: s1 per image so the stage-I view's longer side has this many pixels
+    stage1_resolution: float = 0.05  # how fine stage I's view is (one stage: the view), in stage1_units
+    stage1_units: str = "baseline"  # baseline (s1, a scale of level 0), mpp, power or px (the view's longer side)
     tile: int = 200  # h1 = w1: stage-I tile side in level-0 pixels (one stage: the patch fed to f)
-    scale2: float = 0.25  # s2: scale at which a tile is viewed for stage II (two stages only)
+    stage2_resolution: float = 0.25  # how fine a tile's stage-II view is, in stage2_units (two stages only)
+    stage2_units: str = "baseline"  # baseline (s2, a scale of level 0), mpp or power
     subtile: int = 50  # h2 = w2: sub-tile side in level-0 pixels, the patch fed to f (two stages only)
     n_samples: int = 10  # N: stage-I draws per image (= sub-tiles per image)
     feature_dim: int = 64  # D: size of f's output and g's input
@@ -51,8 +52,6 @@ class ModelConfig(Section):
     instance_pool: str = "max"  # the instance loss on the drawn sub-tiles: max (needs evidence) or mean
     mpp: float = 0.0  # level 0 in µm per pixel: slides are read at this resolution (0: the file's own)
     magnification: float = 0.0  # mpp given as objective power (mpp = 10 / magnification)
-    stage1_mpp: float = 0.0  # stage-I view resolution in µm per pixel (sets scale1; needs mpp)
-    stage2_mpp: float = 0.0  # stage-II view resolution in µm per pixel (sets scale2; needs mpp)
     stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece)
     count_mpp: float = 0.0  # stain counts read at this µm per pixel, a slide-level evidence (0: off; method §10.6)
     count_directions: int = 64  # model.count_mpp: colour directions the counts are taken along
@@ -64,9 +63,8 @@ class ModelConfig(Section):
             raise ValueError(f"model.subtile ({self.subtile}) must be smaller than model.tile ({self.tile})")
 
     def _physical_units(self) -> None:
-        """Resolve ``magnification`` into ``mpp`` and ``stage1_mpp`` / ``stage2_mpp`` into the relative
-        scales the model computes with (``zoomin.units``)."""
-        from .units import Units, relative_scale, to_mpp
+        """Resolve ``magnification`` into ``mpp``, and check each stage's (resolution, units) pair."""
+        from .units import Units, to_mpp
         if self.magnification:
             mpp = to_mpp(self.magnification, Units.POWER)
             if self.mpp and abs(self.mpp - mpp) > 1e-9 * mpp:
@@ -75,15 +73,47 @@ class ModelConfig(Section):
             self.mpp = mpp
         if self.mpp < 0:
             raise ValueError(f"model.mpp must be >= 0 (0: the file's own pixels), got {self.mpp}")
-        for name, scale in (("stage1_mpp", "scale1"), ("stage2_mpp", "scale2")):
-            value = getattr(self, name)
-            if not value:
-                continue
-            if not self.mpp:
-                raise ValueError(f"model.{name} needs model.mpp (or model.magnification): the resolution of level 0")
-            if value < self.mpp:
-                raise ValueError(f"model.{name} ({value} µm/px) must be at least model.mpp ({self.mpp} µm/px)")
-            setattr(self, scale, relative_scale(self.mpp, value))
+        for stage in (1, 2):
+            value, units = getattr(self, f"stage{stage}_resolution"), getattr(self, f"stage{stage}_units")
+            name = f"model.stage{stage}_resolution"
+            if units == "baseline" and value > 1:
+                raise ValueError(f"{name} in baseline units is a scale of level 0: in (0, 1], got {value}")
+            if units == "px" and value != int(value):
+                raise ValueError(f"{name} in px is the view's longer side: a whole number, got {value}")
+            if units in ("mpp", "power"):
+                if not self.mpp:
+                    raise ValueError(f"{name} in {units} needs model.mpp (or model.magnification): the resolution of level 0")
+                if to_mpp(value, units) < self.mpp * (1 - 1e-9):
+                    raise ValueError(f"{name} ({value} {units}) must be at most as fine as model.mpp ({self.mpp} µm/px)")
+
+    def view_mpp(self, stage: int) -> float:
+        """µm per pixel of stage ``stage``'s view (1 or 2), when its units are physical (else 0)."""
+        from .units import to_mpp
+        units = getattr(self, f"stage{stage}_units")
+        return to_mpp(getattr(self, f"stage{stage}_resolution"), units) if units in ("mpp", "power") else 0.0
+
+    def _scale(self, stage: int) -> float:
+        from .units import relative_scale
+        units = getattr(self, f"stage{stage}_units")
+        if units == "baseline":
+            return float(getattr(self, f"stage{stage}_resolution"))
+        return 0.0 if units == "px" else relative_scale(self.mpp, self.view_mpp(stage))
+
+    @property
+    def scale1(self) -> float:
+        """``s1``: stage I's view scale, a scale of level 0 (``stage1_units: px``: it depends on the
+        image's size, ``zoomin.model.stage1_scale_for``; 0 here)."""
+        return self._scale(1)
+
+    @property
+    def scale2(self) -> float:
+        """``s2``: the scale a tile is viewed at in stage II, a scale of level 0."""
+        return self._scale(2)
+
+    @property
+    def view_size(self) -> int:
+        """With ``stage1_units: px``: the stage-I view's longer side in pixels (else 0)."""
+        return int(self.stage1_resolution) if self.stage1_units == "px" else 0
 
 
 @dataclass
@@ -189,7 +219,7 @@ class Config:
         for name in d:
             if name not in SECTIONS:
                 raise ValueError(unknown_section(name, list(SECTIONS)))
-        d = read_legacy(d, source, warn)
+        d = read_legacy(d, source, warn, strict=rules)
         known = {name: [f.name for f in dataclasses.fields(klass)] for name, klass in SECTION_CLASSES.items()}
         parts = {}
         for name in SECTIONS:
@@ -200,8 +230,6 @@ class Config:
                 if key not in known[name]:
                     raise ValueError(unknown_key(name, str(key), known[name], known))
             parts[name] = SECTION_CLASSES[name](**sec)
-            if name == "model" and rules:
-                resolution_given_twice(sec)
         cfg = cls(**parts)
         if rules:
             cross_check(cfg)
@@ -210,11 +238,9 @@ class Config:
     def override(self, items: list[str], source: str = "--set") -> "Config":
         """A copy with ``SECTION.KEY=VALUE`` items applied (VALUE read as YAML: ``0.25``, ``true``,
         ``otsu_dark``), checked like a config file; a bad item is a one-line error naming it. An
-        item that sets a resolution (``view_size``, ``stage1_mpp``, ``stage2_mpp``, ``mpp``) replaces
-        the scale the config held."""
+        earlier version's resolution key (``model.stage1_mpp=4``) sets today's (resolution, units) pair."""
         import yaml
         d = self.to_dict()
-        given = set()
         for item in items:
             key, eq, value = item.partition("=")
             section, dot, name = key.partition(".")
@@ -224,18 +250,14 @@ class Config:
                 new = yaml.safe_load(value)
             except yaml.YAMLError:
                 raise ValueError(f"{source} {item}: the value is not valid YAML") from None
+            if key in OLD_RESOLUTION:  # an earlier version's resolution key: today's pair takes it
+                d["model"].update(read_legacy({"model": {name: new}}, source)["model"])
+                continue
             if key in LEGACY:  # an earlier version's key: today's key takes the value
                 old_section, old_name, key = section, name, LEGACY[key][0]
                 section, name = key.split(".")
                 new = read_legacy({old_section: {old_name: new}}, source)[section][name]
             d[section][name] = new
-            given.add(key)
-        m, units = d["model"], {"model.mpp", "model.magnification"}
-        resolution = {"scale1": ({"model.view_size", "model.stage1_mpp"}, m.get("view_size") or m.get("stage1_mpp")),
-                      "scale2": ({"model.stage2_mpp"}, m.get("stage2_mpp"))}
-        for scale, (setters, derived) in resolution.items():
-            if derived and given & (setters | units) and f"model.{scale}" not in given:
-                m.pop(scale)  # derived again from the resolution given
         return Config.from_dict(d, source=f"{source} {' '.join(items)}") if items else self
 
     @classmethod

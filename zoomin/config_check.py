@@ -15,6 +15,8 @@ CHOICES = {
     "model.estimate": ("features", "probabilities", "both"),
     "model.foreground": ("none", "otsu_bright", "otsu_dark"),
     "model.instance_pool": ("max", "mean"),
+    "model.stage1_units": ("baseline", "mpp", "power", "px"),
+    "model.stage2_units": ("baseline", "mpp", "power"),
     "data.task": ("megapixel_mnist", "manifest"),
     "readout.method": ("auto", "features", "mixture", "places"),
     "readout.mode": ("sample", "topk"),
@@ -22,15 +24,15 @@ CHOICES = {
 AT_LEAST_1 = (">=", 1)
 NOT_NEGATIVE = (">=", 0)
 RANGES = {  # (lower, bound[, upper, bound]): ">=" / ">" below, "<=" / "<" above
-    "model.in_channels": AT_LEAST_1, "model.num_classes": AT_LEAST_1, "model.scale1": (">", 0, "<=", 1),
-    "model.view_size": NOT_NEGATIVE, "model.tile": AT_LEAST_1, "model.scale2": (">", 0, "<=", 1),
+    "model.in_channels": AT_LEAST_1, "model.num_classes": AT_LEAST_1, "model.stage1_resolution": (">", 0),
+    "model.tile": AT_LEAST_1, "model.stage2_resolution": (">", 0),
     "model.subtile": AT_LEAST_1, "model.n_samples": AT_LEAST_1, "model.feature_dim": AT_LEAST_1,
     "model.feature_width": AT_LEAST_1, "model.feature_depth": AT_LEAST_1, "model.attention_hidden": AT_LEAST_1,
     "model.attention_depth": AT_LEAST_1, "model.dropout": (">=", 0, "<", 1), "readout.subtiles": AT_LEAST_1,
     "model.evidence_sharpness": (">", 0), "model.attention_score_grad": NOT_NEGATIVE,
     "model.evidence_prior": NOT_NEGATIVE, "model.evidence_topk": AT_LEAST_1, "model.augment_affine": NOT_NEGATIVE,
     "model.proposal_floor": (">=", 0, "<", 1), "model.instance_topk": AT_LEAST_1, "model.mpp": NOT_NEGATIVE,
-    "model.magnification": NOT_NEGATIVE, "model.stage1_mpp": NOT_NEGATIVE, "model.stage2_mpp": NOT_NEGATIVE,
+    "model.magnification": NOT_NEGATIVE,
     "model.stage1_chunk": NOT_NEGATIVE, "model.count_mpp": NOT_NEGATIVE, "model.count_directions": AT_LEAST_1,
     "data.canvas": AT_LEAST_1, "data.n_digits": AT_LEAST_1, "data.n_target": AT_LEAST_1, "data.n_noise": NOT_NEGATIVE,
     "data.train_size": AT_LEAST_1, "data.test_size": AT_LEAST_1, "data.max_pixels": NOT_NEGATIVE,
@@ -61,6 +63,9 @@ LEGACY = {"model.test_pooling": ("readout.method", TEST_POOLING), "model.place_r
           "model.topk_subtiles": ("readout.subtiles", None),
           "train.eval_mode": ("readout.mode", None), "train.eval_passes": ("readout.passes", None),
           "model.pooling": ("model.estimate", None)}
+# resolution keys of earlier versions -> (stage, units), in the order a saved config's were applied
+OLD_RESOLUTION = {"model.stage1_mpp": (1, "mpp"), "model.view_size": (1, "px"), "model.scale1": (1, "baseline"),
+                  "model.stage2_mpp": (2, "mpp"), "model.scale2": (2, "baseline")}
 
 
 def _kind(default) -> type:
@@ -141,29 +146,60 @@ def cross_check(cfg) -> None:
 
 
 def resolution_given_twice(model: dict) -> None:
-    """Stage-I (stage-II) resolution given more than one way in a raw model section: ``view_size``
-    with ``stage1_mpp`` or with a ``scale1`` other than the default, or ``stage1_mpp`` with a
-    ``scale1`` it does not give (a saved config holds the scale its ``stage1_mpp`` gave)."""
+    """Stage-I (stage-II) resolution given more than one way in a raw model section of an earlier
+    version: ``view_size`` with ``stage1_mpp`` or with a ``scale1`` other than the default, or
+    ``stage1_mpp`` with a ``scale1`` it does not give (a saved config holds the scale its
+    ``stage1_mpp`` gave)."""
     from .units import relative_scale
     view, s1_mpp = model.get("view_size") or 0, model.get("stage1_mpp") or 0
     if view and s1_mpp:
-        raise ValueError("model.view_size and model.stage1_mpp both set the stage-I resolution; give one")
+        raise ValueError("model.view_size and model.stage1_mpp both set the stage-I resolution; give "
+                         "model.stage1_resolution and model.stage1_units")
     if view and model.get("scale1", 0.05) != 0.05:
-        raise ValueError("model.view_size and model.scale1 both set the stage-I resolution; give one")
+        raise ValueError("model.view_size and model.scale1 both set the stage-I resolution; give "
+                         "model.stage1_resolution and model.stage1_units")
     mpp = model.get("mpp") or (10.0 / model["magnification"] if model.get("magnification") else 0)
-    for scale, res in (("scale1", "stage1_mpp"), ("scale2", "stage2_mpp")):
+    for scale, res, stage in (("scale1", "stage1_mpp", 1), ("scale2", "stage2_mpp", 2)):
         if model.get(res) and scale in model and mpp and isinstance(model[scale], (int, float)) \
                 and isinstance(model[res], (int, float)) and model[res] >= mpp:
             derived = relative_scale(mpp, model[res])
             if abs(model[scale] - derived) > 1e-9 * max(derived, 1e-12):
                 raise ValueError(f"model.{scale} ({model[scale]}) and model.{res} ({model[res]} µm/px, scale "
-                                 f"{derived:g}) both set the stage-{'I' if scale == 'scale1' else 'II'} resolution; give one")
+                                 f"{derived:g}) both set the stage-{'I' * stage} resolution; give "
+                                 f"model.stage{stage}_resolution and model.stage{stage}_units")
+
+
+def read_old_resolution(model: dict, source: str, warn: bool, strict: bool) -> None:
+    """In place: a raw model section's resolution keys of earlier versions (``OLD_RESOLUTION``) read
+    as today's ``stage{1,2}_resolution`` / ``stage{1,2}_units`` pair, the first non-zero one of each
+    stage (a saved config holds all of them, consistent). ``strict``: two given ways is an error."""
+    if strict:
+        resolution_given_twice(model)
+    for stage in (1, 2):
+        olds = [(old.split(".")[1], units) for old, (s, units) in OLD_RESOLUTION.items() if s == stage]
+        given = [(key, units) for key, units in olds if key in model]
+        if not given:
+            continue
+        pair = (f"stage{stage}_resolution", f"stage{stage}_units")
+        if any(k in model for k in pair):
+            raise ValueError(f"model.{given[0][0]} and model.{pair[0]} both given; give model.{pair[0]} "
+                             f"and model.{pair[1]} only")
+        values = {key: model.pop(key) for key, _ in given}
+        key, units = next(((k, u) for k, u in given if values[k]), given[-1])
+        if not values[key]:  # only zeros (view_size: 0): the default pair
+            continue
+        model[pair[0]], model[pair[1]] = values[key], units
+        if warn:
+            warnings.warn(f"{source}: model.{key} is deprecated, read as model.{pair[0]}: {values[key]!r} with "
+                          f"model.{pair[1]}: {units}", FutureWarning, stacklevel=5)
 
 
 def unknown_key(section: str, key: str, known: list[str], sections: dict[str, list[str]]) -> str:
     """The one-line message for an unknown key, with the nearest known name."""
     names = {k: f"{section}.{k}" for k in known}  # a key -> the field it names
     names.update({old.split(".")[1]: new for old, (new, _) in LEGACY.items() if old.startswith(section + ".")})
+    names.update({old.split(".")[1]: f"model.stage{stage}_resolution" for old, (stage, _) in OLD_RESOLUTION.items()
+                  if old.startswith(section + ".")})
     near = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
     elsewhere = [f"{s}.{key}" for s, keys in sections.items() if s != section and key in keys]
     hint = f" (did you mean {names[near[0]]}?)" if near else f" (did you mean {elsewhere[0]}?)" if elsewhere else ""
@@ -176,10 +212,12 @@ def unknown_section(name: str, sections: list[str]) -> str:
     return f"unknown section {name!r}{hint}"
 
 
-def read_legacy(d: dict, source: str, warn: bool = True) -> dict:
-    """A copy of the raw config ``d`` with the keys of earlier versions (``LEGACY``) moved to today's
-    (a ``FutureWarning`` each when ``warn``); a key given both ways is an error."""
+def read_legacy(d: dict, source: str, warn: bool = True, strict: bool = True) -> dict:
+    """A copy of the raw config ``d`` with the keys of earlier versions (``LEGACY``, ``OLD_RESOLUTION``)
+    moved to today's (a ``FutureWarning`` each when ``warn``); a key given both ways is an error."""
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    if isinstance(d.get("model"), dict):
+        read_old_resolution(d["model"], source, warn, strict)
     for old, (new, values) in LEGACY.items():
         osec, okey = old.split(".")
         if not isinstance(d.get(osec), dict) or okey not in d[osec]:

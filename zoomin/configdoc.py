@@ -14,7 +14,7 @@ import tokenize
 from pathlib import Path
 
 from . import config as C
-from .config_check import CHOICES, LEGACY, RANGES, SETTING_OF, _range_text
+from .config_check import CHOICES, LEGACY, OLD_RESOLUTION, RANGES, SETTING_OF, _range_text
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 CLASSES = C.SECTION_CLASSES
@@ -62,10 +62,13 @@ HELP = {
                            "objects carry, e.g. Megapixel MNIST's majority digit.",
     "model.mpp": "Physical units (`zoomin.units`): slides are read at this resolution whatever their own, and "
                  "`tile` / `subtile` are pixels at it.",
-    "model.stage1_mpp": "Sets `scale1 = mpp / stage1_mpp`. The stage-I resolution is given one way: `scale1`, "
-                        "`view_size` or `stage1_mpp`.",
-    "model.stage2_mpp": "Sets `scale2 = mpp / stage2_mpp`; give it or `scale2`, not both.",
-    "model.view_size": "The stage-I resolution is given one way: `scale1`, `view_size` or `stage1_mpp`.",
+    "model.stage1_units": "`baseline`: `stage1_resolution` is the scale `s1` of level 0 (in (0, 1]); `mpp` / `power`: "
+                          "the view's µm per pixel / objective power (needs `model.mpp`; `s1` = `model.mpp` / the view's µm "
+                          "per pixel); `px`: "
+                          "`s1` per image so the view's longer side has that many pixels (stage I costs the same on any "
+                          "size). Earlier versions' `scale1`, `view_size` and `stage1_mpp` are read as this pair.",
+    "model.stage2_units": "`baseline`: `stage2_resolution` is the scale `s2` of level 0; `mpp` / `power`: the view's µm per "
+                          "pixel / objective power. Earlier versions' `scale2` and `stage2_mpp` are read as this pair.",
     "train.amp_cpu": "Faster steps on CPUs with AMX / AVX-512 BF16; not measured where bf16 is emulated.",
     "train.evidence_weight": "The MIL losses on the pooled stage-I and stage-II evidence (method §10).",
     "train.mixture_weight": "The cross-entropy of the mixture `log E[softmax(g(f))]` (`zoomin.losses.mixture_loss`).",
@@ -144,14 +147,16 @@ def render() -> str:
                  + f" need{'s' * (list(SETTING_OF.values()).count((s, v)) == 1)} `{s}: {'true' if v is True else v}`"
                  for s, v in dict.fromkeys(SETTING_OF.values())) + ".",
              "- `readout.passes` > 1 needs `readout.mode: sample`.",
-             "- The stage-I resolution is given one way (`model.scale1`, `model.view_size` or `model.stage1_mpp`), the "
-             "stage-II one `model.scale2` or `model.stage2_mpp`; `model.mpp` and `model.magnification` must agree.",
+             "- Each stage's resolution is one (value, units) pair (`model.stage1_resolution` / `stage1_units`, "
+             "`model.stage2_resolution` / `stage2_units`); physical units need `model.mpp`, and are at most as fine as it; "
+             "`model.mpp` and `model.magnification` must agree.",
              "- `train.reference_class` is a class below `model.num_classes`; Megapixel MNIST's `data.n_target` is a "
              "strict majority of `data.n_digits`.",
              "- Keys of earlier versions are read as today's with a warning (checkpoints silently): "
              + ", ".join(f"`{o}` -> `{n}`" for o, (n, _) in LEGACY.items())
-             + " (`test_pooling` values: `\"\"` -> `auto`, `probabilities` -> `mixture`); giving a key both ways "
-             "is an error.", ""]
+             + " (`test_pooling` values: `\"\"` -> `auto`, `probabilities` -> `mixture`); "
+             + ", ".join(f"`{o}` -> `model.stage{st}_resolution` with `stage{st}_units: {u}`" for o, (st, u) in OLD_RESOLUTION.items())
+             + "; giving a key both ways is an error.", ""]
     for section, klass in CLASSES.items():
         lines += [f"## {section}", "", INTRO[section], ""]
         notes = comments(klass)

@@ -1,7 +1,7 @@
 """Device placement and several processes under ``torchrun``: the device, the process group,
 which rank does what, sharding.
 
-``torchrun --nproc_per_node=K -m zoomin train ...`` starts K processes with ``RANK``,
+``torchrun --nproc_per_node=W -m zoomin train ...`` starts W processes with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set; each joins one process group (nccl on CUDA, gloo on CPU).
 Training wraps the model in ``DistributedDataParallel`` and shards every epoch with a
 ``DistributedSampler``; prediction shards the slides. Only rank 0 writes shared files. Without

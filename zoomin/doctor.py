@@ -176,9 +176,10 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     best = max(r["auc"] for r in scored)
     pick = next(r for r in scored if r["auc"] >= best - tolerance)  # the coarsest that is nearly the best
     mpp1 = pick["stage1_mpp"]
-    stage2 = min(m.stage2_mpp or mpp1, mpp1) if m.kind == "zoom_in" else 0.0
-    model = replace(m, stage1_mpp=mpp1, stage2_mpp=max(m.mpp, min(stage2, mpp1 / 2)) if stage2 else 0.0,
-                    view_size=0)
+    model = replace(m, stage1_resolution=mpp1, stage1_units="mpp")
+    if m.kind == "zoom_in":  # stage II at the config's own µm/px, at least twice finer than stage I
+        mpp2 = max(m.mpp, min(m.view_mpp(2) or mpp1, mpp1 / 2))
+        model = replace(model, stage2_resolution=mpp2, stage2_units="mpp")
     counted = []
     for mpp_c in count_candidates if m.evidence and m.in_channels == 3 else ():
         if mpp_c < m.mpp:
@@ -197,7 +198,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
             f"lesions may be below what stage I can see at {min(candidates):g} µm/px, the labels may not follow the "
             f"slides, or the classes may differ only at the sub-tile level")
-    log(f"recommended: model.stage1_mpp {mpp1:g} (AUC {pick['auc']:.3f}), model.stage2_mpp {model.stage2_mpp:g}"
+    log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f}), stage II at {model.view_mpp(2):g} µm/px"
         + (f", model.count_mpp {model.count_mpp:g}" if model.count_mpp else ""))
     return replace(cfg, model=model), rows
 
@@ -220,11 +221,11 @@ def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float
         f" (the first file is at {level0:g} µm/px: {max(ratio, 1 / ratio):.3g}x {'reduced' if ratio > 1 else 'enlarged'})"
     read = f"read at {m.mpp:g} µm/px{change}" if m.mpp else "read at the files' own pixels"
     per_pass = m.n_samples * (m.subtile**2 + (m.tile * m.scale2) ** 2 if m.kind == "zoom_in" else m.tile**2)
-    stage1 = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
-    stage2 = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
+    first_at = f"{src.mpp / s1:g} µm/px" if src.mpp else f"scale {s1:g}"
+    then = f", stage II at {src.mpp / m.scale2:g} µm/px" if m.kind == "zoom_in" and src.mpp else ""
     if m.count_mpp:  # one more view a slide, read once for all passes
         hc, wc = view_size(*src.size, m.mpp / m.count_mpp)
-        stage2 += f", stain counts at {m.count_mpp:g} µm/px (a {hc} x {wc} view)"
+        then += f", stain counts at {m.count_mpp:g} µm/px (a {hc} x {wc} view)"
     count = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}" if n_test is None else f"{len(entries)} training and {n_test} test slides"
-    return (f"{count}, {read}; stage I at {stage1}: a {h} x {w} view of "
-            f"{e.slide_id}{stage2}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")
+    return (f"{count}, {read}; stage I at {first_at}: a {h} x {w} view of "
+            f"{e.slide_id}{then}; about {per_pass / 1e6:.2f} Mpx read per slide per pass")

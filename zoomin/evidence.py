@@ -54,11 +54,12 @@ def moments(view: torch.Tensor, fg: torch.Tensor | None) -> tuple[torch.Tensor, 
     return (x * w).sum(-1), (x * x * w).sum(-1), w.sum(-1)
 
 
-def moment_stats(s1: torch.Tensor, s2: torch.Tensor, n: torch.Tensor, eps: float = 1e-3):
-    """``moments`` -> (mean, std) (B, C) each, float32; std at least ``eps``."""
+def moment_stats(total: torch.Tensor, total_sq: torch.Tensor, n: torch.Tensor, eps: float = 1e-3):
+    """``moments`` (sums of values and of squares, counts) -> (mean, std) (B, C) each, float32; std at
+    least ``eps``."""
     n = n.clamp(min=1)
-    mean = s1 / n
-    std = (s2 / n - mean**2).clamp(min=0).sqrt()
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp(min=0).sqrt()
     return mean.float(), std.float().clamp(min=eps)
 
 

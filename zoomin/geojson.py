@@ -1,4 +1,4 @@
-"""One way to write region outlines: GeoJSON polygons in level-0 (x, y) pixels, as QuPath reads
+"""One way to write region outlines: GeoJSON polygons in the file's level-0 (x, y) pixels, as QuPath reads
 them (``properties.classification.name`` is the class). Used by synthetic slides, native-format
 manifests and ``zoomin predict``'s heatmaps.
 
@@ -48,9 +48,9 @@ def polygon_feature(ring, cls: str, **props) -> dict:
 
 
 def box_rings(boxes) -> np.ndarray:
-    """Axis-aligned boxes (K, 4) ``(x0, y0, x1, y1)`` -> their corners (K, 4, 2), (x0, y0) first."""
+    """Axis-aligned boxes (boxes, 4) ``(x0, y0, x1, y1)`` -> their corners (boxes, 4, 2), (x0, y0) first."""
     boxes = np.asarray(boxes, float).reshape(-1, 4)
-    return boxes[:, [[0, 1], [2, 1], [2, 3], [0, 3]]]  # (K, 4, 2)
+    return boxes[:, [[0, 1], [2, 1], [2, 3], [0, 3]]]  # (boxes, 4, 2)
 
 
 def feature_collection(features: list[dict], **props) -> dict:
@@ -62,7 +62,7 @@ def feature_collection(features: list[dict], **props) -> dict:
 
 
 def boxes_geojson(boxes, names: list[str]) -> dict:
-    """Boxes (K, 4) ``(x0, y0, x1, y1)`` pixels, one class name each -> FeatureCollection."""
+    """Boxes (boxes, 4) ``(x0, y0, x1, y1)`` pixels, one class name each -> FeatureCollection."""
     return feature_collection([polygon_feature(c, n) for c, n in zip(box_rings(boxes), names)])
 
 

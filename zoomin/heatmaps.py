@@ -43,7 +43,7 @@ def heatmap_geojson(trace: Trace, slide_id: str, scale: float = 1.0) -> dict:
     QuPath (``scale``: file pixels per pixel of the trace, ``SlideSource.k`` under physical units)."""
     from .geojson import box_rings, feature_collection, polygon_feature
 
-    def rings(xywh) -> np.ndarray:  # (K, 4) level-0 (x, y, w, h) -> (K, 4, 2) corners
+    def rings(xywh) -> np.ndarray:  # (boxes, 4) level-0 (x, y, w, h) -> (boxes, 4, 2) corners
         b = np.asarray(xywh, float).reshape(-1, 4)
         return box_rings(np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1))
     cells, alphas = _cells(trace, scale=scale)

@@ -35,9 +35,9 @@ from .trace import Trace
 
 
 def stage1_scale_for(cfg: ModelConfig, size: tuple[int, int]) -> float:
-    """``s1`` for an image of level-0 ``size`` (H, W): ``cfg.scale1``, or with ``cfg.view_size`` the
-    scale that gives a view of that many pixels on its longer side (so stage I costs the same on
-    any slide size)."""
+    """``s1`` for an image of level-0 ``size`` (H, W): ``cfg.scale1``, or with ``stage1_units: px`` the
+    scale that gives a view of ``stage1_resolution`` pixels on its longer side (so stage I costs the
+    same on any slide size)."""
     if cfg.view_size:
         return min(1.0, cfg.view_size / max(size))
     return cfg.scale1
@@ -150,7 +150,7 @@ class _AttentionSampler(nn.Module):
         on the stage-I grid ``grid_hw``. A slide read before (``SlideSource.identity``) is not read
         again: its tails and tail pixels are kept in ``CountHead.memo``; the map is weighed afresh."""
         head, L = self.counts, grid_hw[0] * grid_hw[1]
-        identity = getattr(src, "identity", None) if src.batch_size == 1 else None  # a slide file's pixels
+        identity = src.identity if streamed(src) and src.batch_size == 1 else None  # a slide file's pixels
         key = None if identity is None else (identity, self.cfg.mpp / self.cfg.count_mpp, tuple(grid_hw))
         kept = head.memo.get(key)
         if kept is None:
@@ -173,7 +173,7 @@ class _AttentionSampler(nn.Module):
         h, w = view_size(*src.size, scale)
         tissue = counts.tissue_bins(threshold, self.cfg.foreground)  # (B, bins) bool or None
         if streamed(src):
-            piece = getattr(src, "piece", 1)  # bands of whole decoding pieces: the same pixels as one read
+            piece = src.piece  # bands of whole decoding pieces: the same pixels as one read
             rows = max(1, counts.BAND_PIXELS // w // piece) * piece
             bands = ((r, src.view_rows(scale, r, min(h, r + rows))) for r in range(0, h, rows))
         else:  # a tensor source: floats in [0, 1]

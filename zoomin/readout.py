@@ -135,7 +135,7 @@ def _draws(traces: list[Trace]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     boxes = torch.cat([t.subtile_boxes.flatten(1, -2) for t in traces], 1).float()  # (B, M, 4) x, y, w, h
     centres = boxes[..., :2] + boxes[..., 2:] / 2
     probs = torch.cat([t.draw_probs.flatten(1, -2) for t in traces], 1)
-    draws = torch.cat([(t.subtile_valid * (t.tile_counts[..., None] if t.log_beta is None else 1)).flatten(1).float()
+    draws = torch.cat([(t.subtile_valid * (t.tile_counts[..., None] if t.stages == 1 else 1)).flatten(1).float()
                        for t in traces], 1)  # (B, M)
     order = torch.sort((draws > 0).byte(), dim=1, descending=True, stable=True).indices  # drawn first
     keep = order[:, :max(int((draws > 0).sum(1).max()), 1)]  # (B, m): m = the most slots an image drew

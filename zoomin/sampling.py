@@ -330,7 +330,7 @@ def subtile_weights(log_beta: torch.Tensor, count: torch.Tensor, num_locations: 
 def expected_topk(log_weights: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
     """Deterministic inference: attention renormalised over the kept locations (a truncated eq 2/5).
 
-    log_weights: (..., K) log attention of the kept locations; feats: (..., K, D) -> (..., D).
+    log_weights: (..., k) log attention of the k kept locations; feats: (..., k, D) -> (..., D).
     """
     return (torch.softmax(log_weights, -1).unsqueeze(-1) * feats).sum(-2)
 

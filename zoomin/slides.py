@@ -119,9 +119,9 @@ class SlideSource:
         return next((k for k in range(level, len(present)) if present[k] is not None), len(present) - 1)
 
     def decoded_pixels(self, width: int, height: int, out_hw: tuple[int, int]) -> int:
-        """Pixels large-image decodes to return a level-0 ``width x height`` region at ``out_hw``:
-        the region at the finest level it has to read (level 0 for a file without a pyramid)."""
-        ratio = max(out_hw[1] / width, out_hw[0] / height)  # output pixels per level-0 pixel
+        """Pixels large-image decodes to return a ``width x height`` region of the file's level 0 at
+        ``out_hw``: the region at the finest level it has to read (level 0 for a file without a pyramid)."""
+        ratio = max(out_hw[1] / width, out_hw[0] / height)  # output pixels per pixel of the file's level 0
         down = max(0, math.floor(math.log2(1 / ratio) + 1e-9)) if ratio < 1 else 0
         level = self._data_level(max(0, self.levels - 1 - down))
         f = 2 ** (self.levels - 1 - level)

@@ -70,6 +70,9 @@ class StreamedSource(Source, Protocol):
     (``zoomin.slides.SlideSource``): ``ZoomInNet.attend`` streams a view of more than
     ``zoomin.stage1.STREAM_ABOVE`` locations from it instead of holding it (``streamed`` tells)."""
 
+    piece: int  # bands of a view are read in whole multiples of this many rows (1: any band)
+    identity: tuple | None  # what its pixels are a function of (``SlideSource.identity``); None: unknown
+
     def raw_view(self, scale: float) -> torch.Tensor: ...  # V(x, s) as stored (uint8 for 8-bit) -> (B, C, h, w)
 
     def has_view(self, scale: float) -> bool: ...  # whether raw_view(scale) is decoded already (prefetched)
@@ -77,9 +80,6 @@ class StreamedSource(Source, Protocol):
     def check_view(self, scale: float) -> None: ...  # the memory guard for raw_view(scale), reading nothing
 
     def view_rows(self, scale: float, r0: int, r1: int) -> torch.Tensor: ...  # rows r0:r1 of raw_view(scale)
-
-    # optional: ``identity``, what its pixels are a function of (``SlideSource.identity``); a source
-    # with one has the stain counts it was read for kept (``zoomin.counts.CountMemo``)
 
 
 STREAMED = ("raw_view", "has_view", "check_view", "view_rows")  # what a StreamedSource adds to a Source

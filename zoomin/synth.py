@@ -43,10 +43,10 @@ class SlideSpec:
 
     size: int  # H = W
     tissue: np.ndarray  # (T, 5) ellipses: centre row, centre col, semi-axis r, semi-axis c, angle
-    lesions: np.ndarray = _empty(0, 5)  # (K, 5) each lesion's ellipse frame, inside tissue
-    kinds: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (K,) index into APPEARANCES
-    harmonics: np.ndarray = _empty(0, len(HARMONICS), 2)  # (K, M, 2) outline wobble (a_m, phi_m), m = 2..
-    stains: np.ndarray = _empty(0, 3)  # (K, 3) optical-density factors of "colour" lesions (1 for the others)
+    lesions: np.ndarray = _empty(0, 5)  # (lesions, 5) each lesion's ellipse frame, inside tissue
+    kinds: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (lesions,) index into APPEARANCES
+    harmonics: np.ndarray = _empty(0, len(HARMONICS), 2)  # (lesions, harmonics, 2) outline wobble (a_m, phi_m), m = 2..
+    stains: np.ndarray = _empty(0, 3)  # (lesions, 3) optical-density factors of "colour" lesions (1 for the others)
     cells: np.ndarray = _empty(0, 7)  # (C, 7) lesion cells: centre r, c, semi-axes r, c, angle, opacity, kind
     distractors: np.ndarray = _empty(0, 7)  # (D, 7) lesion-like cells outside every lesion, same columns
     texture: str = "noise"  # tissue texture: "noise" (plain pink) or "tissue" (eosin with normal nuclei)
@@ -59,7 +59,7 @@ class SlideSpec:
 
     @property
     def areas(self) -> np.ndarray:
-        """(K,) lesion areas: pi a b (1 + sum a_m^2 / 2) of each irregular outline."""
+        """(lesions,) lesion areas: pi a b (1 + sum a_m^2 / 2) of each irregular outline."""
         return math.pi * self.lesions[:, 2] * self.lesions[:, 3] * (1 + 0.5 * (self.harmonics[..., 0] ** 2).sum(-1))
 
     @property
@@ -92,7 +92,7 @@ def _legacy_lesions(tissue: np.ndarray, size: int, rng) -> np.ndarray:
 
 
 def _place(tissue: np.ndarray, rng, radii: np.ndarray) -> np.ndarray:
-    """Centres (K, 2) for lesions of bounding radii (K,): inside tissue, apart from each other."""
+    """Centres (lesions, 2) for lesions of bounding radii (lesions,): inside tissue, apart from each other."""
     out: list[np.ndarray] = []
     for r in radii:
         cand = _in_tissue(tissue, rng, 64, 0.6)

@@ -80,6 +80,12 @@ class Trace:
         return self.log_alpha > MASKED / 2
 
     @property
+    def stages(self) -> int:
+        """2 for the Zoom-In network; 1 for the one-stage model, which has no stage II (``log_beta``
+        None, one patch per stage-I draw)."""
+        return 1 if self.log_beta is None else 2
+
+    @property
     def beta(self) -> Optional[torch.Tensor]:
         """(B, P, u, v) stage-II attention of each tile (uniform on padding); None for one stage."""
         if self.log_beta is None:
@@ -94,7 +100,7 @@ class Trace:
         if self.draw_weights is not None:
             return self.draw_weights.detach()
         la = self.log_alpha.detach().gather(1, self.tile_index)  # (B, P) of the drawn tiles
-        if self.log_beta is None:  # one stage: K = S = 1, beta = 1
+        if self.stages == 1:  # K = S = 1, beta = 1
             lb, S = torch.zeros(self.subtile_index.shape, device=la.device), 1
         else:
             lb, S = self.log_beta.detach().gather(-1, self.subtile_index), self.log_beta.shape[-1]  # (B, P, K)

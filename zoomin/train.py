@@ -318,7 +318,7 @@ class Trainer:
             return
         if stalled(self.history, t.stall_epochs):
             m = self.cfg.model
-            where = (f"stage I at {m.stage1_mpp:g} µm/px" if m.stage1_mpp else f"stage I at scale {m.scale1:g}")
+            where = f"stage I at {m.stage1_resolution:g} {m.stage1_units}"
             text = (f"no learning: training accuracy has stayed at chance ({self.history[-1]['chance']:.2f}) for "
                     f"{t.stall_epochs} epochs{', the evidence too' if m.evidence else ''}. Likely causes: the lesions "
                     f"are below what {where} sees (run `zoomin doctor MANIFEST`), unbalanced classes, or the learning "

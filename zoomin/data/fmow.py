@@ -37,7 +37,7 @@ class FmowImage:
 
     image: Path  # the JPEG next to the JSON
     category: str  # one of CATEGORIES
-    boxes: np.ndarray  # (K, 4) (x0, y0, x1, y1) pixels of the boxes of that category
+    boxes: np.ndarray  # (boxes, 4) (x0, y0, x1, y1) pixels of the boxes of that category
 
 
 def read_fmow_json(path: str | Path) -> FmowImage:

@@ -115,7 +115,7 @@ def traffic_sign_rows(root: Path, out_dir: Path) -> list[Entry]:
             limits = [s for s in signs if s.name in LIMITS]
             geo = None
             if limits:
-                boxes = np.array([s.box for s in limits])  # (K, 4)
+                boxes = np.array([s.box for s in limits])  # (signs, 4)
                 geo = write_geojson(boxes_geojson(boxes, [s.name for s in limits]), annotation_path(out_dir, sid))
             rows.append(Entry(sid, img, label, split, geo))
     return rows
