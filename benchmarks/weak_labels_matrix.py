@@ -35,6 +35,8 @@ CELLS = {
     "synthetic-nuclei-1": ("synthetic", ("nuclei",), 1.0, 5e-4, 4, "tuning"),
     "synthetic-dab-0.5": ("synthetic", ("dab",), 0.5, 3e-4, 3, "tuning"),
     "ihc-giant-0.5": ("ihc", ("giant",), 0.5, 1e-3, 3, "tuning"),
+    "ihc-giant-own-0.5": ("ihc", ("giant-own",), 0.5, 1e-3, 3, "tuning"),  # shape only: the tissue's own colour
+    "synthetic-nuclei-own-0.25": ("synthetic", ("nuclei-own",), 0.25, 1e-3, 3, "tuning"),
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),

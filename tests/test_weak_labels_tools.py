@@ -12,7 +12,7 @@ import yaml
 from zoomin.cli import main
 from zoomin.config import Config, ModelConfig
 from zoomin.model import build_model
-from zoomin.tissue_slides import make_slide, tissue_slides
+from zoomin.tissue_slides import LESIONS, make_slide, tissue_slides
 
 MODEL = dict(in_channels=3, num_classes=3, mpp=1.0, stage1_resolution=16.0, stage1_units="mpp", tile=128, stage2_resolution=4.0, stage2_units="mpp", subtile=32, n_samples=4,
              feature_dim=8, feature_width=8, feature_norm="none", foreground="otsu_dark", evidence=True,
@@ -51,6 +51,24 @@ def test_a_focus_changes_only_its_place():
     diff = np.abs(lesion.astype(int) - plain.astype(int)).sum(-1) > 30  # (H, W) changed pixels
     yy, xx = np.nonzero(diff)
     assert diff.sum() > 20 and np.hypot(yy - y, xx - x).max() <= r + 3 * 3.5 + 2  # within the focus (+ a cell)
+
+
+@pytest.mark.parametrize("kind", ["giant-own", "nuclei-own"])
+def test_own_colour_lesions_are_painted_in_the_tissues_darkest_colour(kind):
+    """The shape-only lesion kinds take the slide's own nuclear colour (the darkest 2 % of its
+    tissue), so only their size or crowding tells them from the tissue around."""
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    plain, _ = make_slide(512, 1.0, "ihc", None, rng(), distractors=0)
+    lesion, circles = make_slide(512, 1.0, "ihc", kind, rng(), roi_ratio=0.01, foci=1, distractors=0)
+    tissue = plain[::4, ::4].reshape(-1, 3).astype(float)
+    tissue = tissue[tissue.sum(1) < 3 * 230]  # not glass
+    darkest = tissue[tissue.sum(1) <= np.quantile(tissue.sum(1), 0.02)].mean(0)
+    changed = np.abs(lesion.astype(int) - plain.astype(int)).sum(-1) > 60  # (H, W) painted pixels
+    assert changed.sum() > 50
+    painted = lesion[changed].astype(float)
+    core = painted[painted.sum(1) <= np.quantile(painted.sum(1), 0.5)].mean(0)  # the cells' cores, not their rims
+    assert np.abs(core - darkest).max() < 40, (core, darkest)
+    assert np.abs(core - np.array(LESIONS[kind.removesuffix("-own")][2])).max() > 40  # not the fixed colour
 
 
 def test_the_answer_adds_the_evidence_and_follows_it():

@@ -27,7 +27,9 @@ LESIONS = {
     "giant": (11.0, 0.35, (85, 45, 120), 0.85),    # a few nuclei 3x a normal one
     "rbc": (3.6, 0.6, (205, 45, 55), 0.8),         # red blood cells (a small haemorrhage)
     "pale": (0.0, 0.0, (238, 215, 225), 0.75),     # a pale necrotic patch: no cells, the stain washed out
-}
+    "giant-own": (11.0, 0.35, None, 0.85),          # giant nuclei of the tissue's own nuclear colour: size only
+    "nuclei-own": (3.2, 0.55, None, 0.9),           # crowded nuclei of the tissue's own nuclear colour: crowding only
+}  # RGB None: the slide's own nuclear colour (``own_colour``), so only shape or arrangement tells
 BACKGROUNDS = ("cmu", "ihc", "synthetic")
 GLASS = np.array([242, 240, 244], np.float32)
 SOURCE_MPP = {"cmu": 0.499, "ihc": 0.5}
@@ -135,9 +137,19 @@ def paint_cells(img: np.ndarray, centres: np.ndarray, radius: float, colour, opa
         img[ys, xs] = img[ys, xs] * (1 - a) + c * a
 
 
-def paint_focus(img: np.ndarray, centre, radius: float, kind: str, mpp: float, rng) -> None:
-    """One lesion focus of ``kind`` with ``radius`` px at ``centre`` (y, x)."""
+def own_colour(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The tissue's own nuclear colour: the median RGB (3,) of the darkest 2 % of the tissue pixels
+    (``mask``) of ``img`` (H, W, 3), looked at on every 4th row and column."""
+    px = img[::4, ::4][mask[::4, ::4]]  # (n, 3)
+    dark = px.sum(1) <= np.quantile(px.sum(1), 0.02)
+    return np.median(px[dark], 0)
+
+
+def paint_focus(img: np.ndarray, centre, radius: float, kind: str, mpp: float, rng, own=None) -> None:
+    """One lesion focus of ``kind`` with ``radius`` px at ``centre`` (y, x); ``own``: the colour of
+    the kinds whose RGB is None (``own_colour``)."""
     cell_um, cover, colour, opacity = LESIONS[kind]
+    colour = own if colour is None else colour
     if kind == "pale":
         H, W = img.shape[:2]
         yy, xx = np.ogrid[:H, :W]
@@ -164,18 +176,19 @@ def make_slide(size: int, mpp: float, background: str, kind: str | None, rng: np
     ys, xs = np.nonzero(mask[::8, ::8])
     pick = lambda k: np.stack([ys, xs], 1)[rng.integers(len(ys), size=k)] * 8.0  # noqa: E731  (k, 2) tissue points
     circles = np.zeros((0, 3))
+    own = own_colour(img, mask)
     if kind is not None:
         radius = math.sqrt(roi_ratio * size * size / (foci * math.pi))
         centres = pick(foci)
         for c in centres:
-            paint_focus(img, c, radius, kind, mpp, rng)
+            paint_focus(img, c, radius, kind, mpp, rng, own)
         circles = np.column_stack([centres, np.full(foci, radius)])
     for dk in distractor_kinds:
         cell_um, _, colour, opacity = LESIONS[dk]
         pts = pick(distractors * 3)
         far = np.all(np.hypot(*(pts[:, None, :] - circles[None, :, :2]).transpose(2, 0, 1)) > circles[:, 2] * 2 + 20, 1) \
             if len(circles) else np.ones(len(pts), bool)
-        paint_cells(img, pts[far][:distractors], cell_um / mpp, colour, opacity, rng)
+        paint_cells(img, pts[far][:distractors], cell_um / mpp, own if colour is None else colour, opacity, rng)
     return np.clip(img, 0, 255).astype(np.uint8), circles
 
 

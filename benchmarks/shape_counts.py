@@ -1,0 +1,133 @@
+"""Do colour counts of a pooled view see lesions that differ by shape only? An experiment for
+lesions of the tissue's own colours (giant or crowded nuclei), not a part of the package.
+
+The stain counts (``zoomin.counts``) bin each pixel of the count view by colour, so a giant
+nucleus of the tissue's own nuclear colour adds pixels to bins that normal nuclei fill anyway.
+Pooling the view before binning turns shape into colour:
+
+* ``max``: each 4 x 4 block's lightest value per channel (a grey-level erosion of the darkness):
+  a block stays dark only inside a dark blob larger than the block, so the dark tail counts blobs
+  by size;
+* ``mean``: each block's mean colour: crowded nuclei darken their blocks, scattered ones do not.
+
+For each cell (``weak_labels_matrix.CELLS``, seed 0, all 64 slides), the slides' foreground is
+binned at ``--count-mpp`` as training bins it (``ZoomInNet.count_pass``, the packaged
+``slides.yaml``) with each pooling, and the counts' class separation is scored two ways: the
+doctor's out-of-fold probe (``zoomin.doctor.count_probe``, the learnt head as training has it) and a
+4-fold L2 logistic regression (scikit-learn, ``C = 0.01``) on the same standardised tail counts.
+The tail thresholds are fitted on all slides of a cell (no label is used for them).
+
+    python benchmarks/shape_counts.py --cells ihc-giant-own-0.5,synthetic-nuclei-own-0.25,cmu-giant-0.5,cmu-nuclei-0.25
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
+
+BLOCK = 4  # pooled blocks: BLOCK x BLOCK count-view pixels
+
+
+class Pooled:
+    """A slide source whose count view is pooled ``mode`` ('max', 'mean' or 'none') over blocks of
+    ``BLOCK`` pixels; blocks reaching outside the slide are dropped (0, not counted)."""
+
+    def __init__(self, src, mode: str):
+        self.src, self.mode = src, mode
+
+    def __getattr__(self, name):
+        return getattr(self.src, name)
+
+    def view_rows(self, scale, r0, r1):
+        import torch
+        import torch.nn.functional as F
+        px = self.src.view_rows(scale, r0, r1)  # (B, 3, rows, w) uint8
+        if self.mode == "none":
+            return px
+        inside = (px.amax(1, keepdim=True) > 0).float()
+        whole = -F.max_pool2d(-inside, BLOCK, ceil_mode=True)  # 1 where the whole block is on the slide
+        if self.mode == "max":
+            out = F.max_pool2d(px.float(), BLOCK, ceil_mode=True)
+        else:
+            out = F.avg_pool2d(px.float() * inside, BLOCK, ceil_mode=True) / \
+                F.avg_pool2d(inside, BLOCK, ceil_mode=True).clamp(min=1e-6)
+        return (out.round().clamp(0, 255) * whole).to(torch.uint8)
+
+
+def histograms(entries, cfg, mode: str) -> list:
+    """Each slide's foreground colour histogram (1, bins) of its count view pooled ``mode``."""
+    from zoomin.model import build_model
+    from zoomin.slides import SlideSource
+    net = build_model(cfg.model)
+    out = []
+    for e in entries:
+        src = SlideSource(e.path, channels=3, max_pixels=cfg.data.max_pixels, mpp=cfg.model.mpp, manifest_mpp=e.mpp)
+        out.append(net.count_pass(Pooled(src, mode), net.attend(src).threshold)[0].to_sparse())
+    return out
+
+
+def logistic_auc(hists, y, num_classes: int) -> float:
+    """4-fold L2 logistic regression on the standardised tail counts -> out-of-fold AUC."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from zoomin.counts import CountHead
+    from zoomin.doctor import auc_of
+    from zoomin.evidence import evidence_channels
+    head = CountHead(64, evidence_channels(num_classes))
+    head.fit(hists)
+    X = torch.cat([head.features(h.to_dense()) for h in hists]).numpy()
+    probs = cross_val_predict(LogisticRegression(C=0.01, max_iter=2000), X, y,
+                              cv=StratifiedKFold(4, shuffle=True, random_state=0), method="predict_proba")
+    return auc_of(probs, y)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", default="ihc-giant-own-0.5,synthetic-nuclei-own-0.25,cmu-giant-0.5,cmu-nuclei-0.25")
+    p.add_argument("--modes", default="none,max,mean")
+    p.add_argument("--count-mpp", type=float, default=2.0)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "weak_labels_shape.md"))
+    args = p.parse_args(argv)
+    from zoomin.cli import _packaged_config
+    from zoomin.doctor import count_probe
+    from zoomin.manifest import read_manifest
+    rows = []
+    for name in args.cells.split(","):
+        background, kinds, mpp, roi, _, role = CELLS[name]
+        manifest = cell_slides(args.work, name, 0, args.n, args.size)
+        cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}",
+                                                        f"model.num_classes={len(kinds) + 1}"])
+        cfg = replace(cfg, model=replace(cfg.model, count_mpp=args.count_mpp))
+        entries = read_manifest(manifest, num_classes=len(kinds) + 1)
+        y = np.array([e.label for e in entries])
+        for mode in args.modes.split(","):
+            t0 = time.perf_counter()
+            hists = histograms(entries, cfg, mode)
+            rows.append((name, role, mode, count_probe(hists, y, cfg), logistic_auc(hists, y, len(kinds) + 1),
+                         time.perf_counter() - t0))
+            print(f"{name} {mode}: probe AUC {rows[-1][3]:.3f}, logistic AUC {rows[-1][4]:.3f}", flush=True)
+    command = "python benchmarks/shape_counts.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# Weak labels: colour counts of a pooled view against shape-only lesions", "",
+             f"Written by `{command}` (see its docstring): seed 0's {args.n} slides of {args.size:,}² per cell, "
+             f"counted at {args.count_mpp:g} µm/px, pooled over {BLOCK} x {BLOCK} blocks before binning. Out-of-fold "
+             "AUC of the doctor's count probe and of a 4-fold L2 logistic regression on the same counts.", "",
+             "| cell | role | pooling | probe AUC | logistic AUC | seconds |", "|---|---|---|---:|---:|---:|"]
+    lines += [f"| {n} | {r} | {m} | {a:.3f} | {b:.3f} | {s:.0f} |" for n, r, m, a, b, s in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
