@@ -10,7 +10,7 @@ and time figure comes from a fresh process (``probe.py``). Needs the ``bench`` e
 Equal detail: both attention models feed ``f`` the same N full-resolution patches of the same
 size; the one-stage model's attention view keeps ATS's ratio (scale x patch = 6, i.e. 0.12 for
 50-pixel patches on Megapixel MNIST), the two-stage model's stage-I view is 1/5 of that scale
-(arrays) or fixed at 1,000 pixels (slides, ``view_size``) and it zooms in through stage II.
+(arrays) or fixed at 1,000 pixels (slides, ``stage1_units: px``) and it zooms in through stage II.
 """
 from __future__ import annotations
 

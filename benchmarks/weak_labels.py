@@ -80,7 +80,7 @@ def kept(args, out: Path, cfg: dict) -> dict | None:
     if not (args.keep_finished and metrics.exists() and saved.exists()):
         return None
     from zoomin.config import Config
-    if Config.from_dict(yaml.safe_load(saved.read_text())).to_dict() != cfg:  # fields added since: defaults
+    if Config.from_dict(yaml.safe_load(saved.read_text()), warn=False).to_dict() != cfg:  # fields added since: defaults
         return None
     m = json.loads(metrics.read_text())
     if m["epochs"] != cfg["train"]["epochs"]:

@@ -25,7 +25,7 @@ def test_the_cli_fixes_the_heap_for_slides_only(tmp_path, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(allocator, "steady", lambda: calls.append(1) or True)
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("model: {kind: zoom_in, scale1: 0.1, tile: 40, scale2: 0.25, subtile: 16, n_samples: 2, "
+    cfg.write_text("model: {kind: zoom_in, stage1_resolution: 0.1, tile: 40, stage2_resolution: 0.25, subtile: 16, n_samples: 2, "
                    "feature_dim: 8, feature_width: 8}\n"
                    "data: {canvas: 160, n_noise: 2, train_size: 4, test_size: 2}\n"
                    "train: {epochs: 1, batch_size: 4, threads: 1}\n")

@@ -37,7 +37,7 @@ def _csv(path: Path) -> list[dict]:
 def _tiny_run(tmp_path: Path, model: str, data: str) -> Path:
     """One epoch of a tiny two-stage Megapixel MNIST run (300² canvases) -> its run folder."""
     run, cfg = tmp_path / "run", tmp_path / "tiny.yaml"
-    cfg.write_text(f"model: {{kind: zoom_in, scale1: 0.1, tile: 60, scale2: 0.5, subtile: 30, {model}}}\n"
+    cfg.write_text(f"model: {{kind: zoom_in, stage1_resolution: 0.1, tile: 60, stage2_resolution: 0.5, subtile: 30, {model}}}\n"
                    f"data: {{canvas: 300, {data}}}\ntrain: {{epochs: 1, batch_size: 4}}\n")
     assert zoomin(["train", "--config", str(cfg), "--out", str(run), "--quiet"]) == 0
     return run

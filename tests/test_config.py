@@ -209,6 +209,13 @@ def test_earlier_resolution_keys_are_read_as_the_pair():
     assert (old.stage1_units, old.scale1, old.stage2_units, old.scale2) == ("mpp", 1 / 16, "mpp", 1 / 4)
     old = Config.from_dict({"model": {"scale1": 0.1, "view_size": 0, "stage1_mpp": 0.0}}, warn=False).model
     assert (old.stage1_resolution, old.stage1_units) == (0.1, "baseline")
+    both = {"model": {"mpp": 1.0, "scale1": 0.05, "view_size": 32, "stage1_mpp": 16.0}}  # the view_size won then
+    assert Config.from_dict(both, warn=False, rules=False).model.stage1_units == "px"
+    with pytest.raises(ValueError, match="model.stage1_resolution must be > 0"):
+        Config.from_dict({"model": {"scale1": 0}}, warn=False)
+    fmow = Config.from_yaml(CONFIGS[[p.stem for p in CONFIGS].index("fmow")])
+    with pytest.raises(ValueError, match="0 switched model.view_size off"):
+        fmow.override(["model.view_size=0"])
 
 
 @pytest.mark.parametrize("args,field", [

@@ -121,3 +121,23 @@ def test_resuming_under_another_model_config_is_refused(tmp_path):
     assert Trainer(longer, tmp_path, progress=False, log=False).resume()
     readout = Config.from_dict({**CFG, "readout": {"method": "mixture", "passes": 2}})  # a readout: allowed
     assert Trainer(readout, tmp_path, progress=False, log=False).resume()
+
+
+def test_a_checkpoint_in_the_old_resolution_keys_is_compared_as_todays(tmp_path):
+    """A checkpoint written before the (value, units) pair holds ``scale1`` etc.: resuming it under
+    another stage-I resolution is still refused, under the same one allowed."""
+    Trainer(Config.from_dict({**CFG, "train": {**CFG["train"], "epochs": 1}}), tmp_path, progress=False,
+            log=False).fit()
+    path = tmp_path / "checkpoint.pt"
+    ck = torch.load(path, weights_only=False)
+    m = ck["config"]["model"]
+    for stage in (1, 2):  # the layout of b864867: every old key, consistent
+        m[f"scale{stage}"] = m.pop(f"stage{stage}_resolution")
+        m[f"stage{stage}_mpp"] = 0.0
+        del m[f"stage{stage}_units"]
+    m["view_size"] = 0
+    torch.save(ck, path)
+    other = Config.from_dict({**CFG, "model": {**CFG["model"], "stage1_resolution": 0.2}})
+    with pytest.raises(ValueError, match=r"\(stage1_resolution 0.1 there, 0.2 here\)"):
+        Trainer(other, tmp_path, progress=False, log=False).resume()
+    assert Trainer(Config.from_dict(CFG), tmp_path, progress=False, log=False).resume()

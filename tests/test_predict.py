@@ -93,7 +93,7 @@ def test_predict_with_only_bad_inputs_fails(slides, tmp_path):
 def test_train_on_a_manifest_then_predict(slides, tmp_path):
     d, manifest, _ = slides
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: {kind: zoom_in, in_channels: 3, num_classes: 2, scale1: 0.05, tile: 128, scale2: 0.25,"
+    cfg.write_text("model: {kind: zoom_in, in_channels: 3, num_classes: 2, stage1_resolution: 0.05, tile: 128, stage2_resolution: 0.25,"
                    " subtile: 32, n_samples: 4, feature_dim: 8, feature_width: 8, foreground: otsu_dark}\n"
                    "train: {epochs: 1, batch_size: 2, contrastive_weight: 0.5, threads: 1}\nreadout: {mode: topk}\n")
     rows = list(csv.DictReader(open(manifest)))

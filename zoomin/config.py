@@ -251,7 +251,12 @@ class Config:
             except yaml.YAMLError:
                 raise ValueError(f"{source} {item}: the value is not valid YAML") from None
             if key in OLD_RESOLUTION:  # an earlier version's resolution key: today's pair takes it
-                d["model"].update(read_legacy({"model": {name: new}}, source)["model"])
+                pair = read_legacy({"model": {name: new}}, source)["model"]
+                if not pair:  # 0 switched it off: the pair to go back to is not said
+                    stage = OLD_RESOLUTION[key][0]
+                    raise ValueError(f"{source} {item}: 0 switched {key} off in earlier versions; set "
+                                     f"model.stage{stage}_resolution and model.stage{stage}_units instead")
+                d["model"].update(pair)
                 continue
             if key in LEGACY:  # an earlier version's key: today's key takes the value
                 old_section, old_name, key = section, name, LEGACY[key][0]

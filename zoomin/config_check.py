@@ -63,8 +63,9 @@ LEGACY = {"model.test_pooling": ("readout.method", TEST_POOLING), "model.place_r
           "model.topk_subtiles": ("readout.subtiles", None),
           "train.eval_mode": ("readout.mode", None), "train.eval_passes": ("readout.passes", None),
           "model.pooling": ("model.estimate", None)}
-# resolution keys of earlier versions -> (stage, units), in the order a saved config's were applied
-OLD_RESOLUTION = {"model.stage1_mpp": (1, "mpp"), "model.view_size": (1, "px"), "model.scale1": (1, "baseline"),
+# resolution keys of earlier versions -> (stage, units), in the order the code of their time let them win
+# (a view_size over everything, then a stage1_mpp over the scale it set)
+OLD_RESOLUTION = {"model.view_size": (1, "px"), "model.stage1_mpp": (1, "mpp"), "model.scale1": (1, "baseline"),
                   "model.stage2_mpp": (2, "mpp"), "model.scale2": (2, "baseline")}
 
 
@@ -186,7 +187,7 @@ def read_old_resolution(model: dict, source: str, warn: bool, strict: bool) -> N
                              f"and model.{pair[1]} only")
         values = {key: model.pop(key) for key, _ in given}
         key, units = next(((k, u) for k, u in given if values[k]), given[-1])
-        if not values[key]:  # only zeros (view_size: 0): the default pair
+        if not values[key] and units != "baseline":  # only zeros of the keys 0 switched off (view_size: 0)
             continue
         model[pair[0]], model[pair[1]] = values[key], units
         if warn:

@@ -67,8 +67,8 @@ HELP = {
                           "per pixel); `px`: "
                           "`s1` per image so the view's longer side has that many pixels (stage I costs the same on any "
                           "size). Earlier versions' `scale1`, `view_size` and `stage1_mpp` are read as this pair.",
-    "model.stage2_units": "`baseline`: `stage2_resolution` is the scale `s2` of level 0; `mpp` / `power`: the view's µm per "
-                          "pixel / objective power. Earlier versions' `scale2` and `stage2_mpp` are read as this pair.",
+    "model.stage2_units": "`baseline`: `stage2_resolution` is the scale `s2` of level 0 (in (0, 1]); `mpp` / `power`: the "
+                          "view's µm per pixel / objective power (needs `model.mpp`). Earlier versions' `scale2` and `stage2_mpp` are read as this pair.",
     "train.amp_cpu": "Faster steps on CPUs with AMX / AVX-512 BF16; not measured where bf16 is emulated.",
     "train.evidence_weight": "The MIL losses on the pooled stage-I and stage-II evidence (method §10).",
     "train.mixture_weight": "The cross-entropy of the mixture `log E[softmax(g(f))]` (`zoomin.losses.mixture_loss`).",

@@ -198,7 +198,8 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
             f"lesions may be below what stage I can see at {min(candidates):g} µm/px, the labels may not follow the "
             f"slides, or the classes may differ only at the sub-tile level")
-    log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f}), stage II at {model.view_mpp(2):g} µm/px"
+    log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f})"
+        + (f", stage II at {model.view_mpp(2):g} µm/px" if m.kind == "zoom_in" else "")
         + (f", model.count_mpp {model.count_mpp:g}" if model.count_mpp else ""))
     return replace(cfg, model=model), rows
 

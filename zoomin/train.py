@@ -143,6 +143,7 @@ class Trainer:
         ck = load_checkpoint(path, self.device)
         saved = (ck.get("config") or {}).get("model")
         if saved is not None:  # weights of the same shapes can belong to another model (a scale, N, ...)
+            saved = Config.from_dict({"model": saved}, str(path), warn=False, rules=False).to_dict()["model"]  # today's keys
             now = self.cfg.to_dict()["model"]
             diff = [f"{k} {saved.get(k)!r} there, {now[k]!r} here" for k in now
                     if saved.get(k, now[k]) != now[k] and k not in NOT_THE_MODEL]
@@ -318,7 +319,8 @@ class Trainer:
             return
         if stalled(self.history, t.stall_epochs):
             m = self.cfg.model
-            where = f"stage I at {m.stage1_resolution:g} {m.stage1_units}"
+            where = {"baseline": f"stage I at scale {m.stage1_resolution:g}", "px": f"a {m.view_size}-px stage-I view"}.get(
+                m.stage1_units, f"stage I at {m.view_mpp(1):g} µm/px")
             text = (f"no learning: training accuracy has stayed at chance ({self.history[-1]['chance']:.2f}) for "
                     f"{t.stall_epochs} epochs{', the evidence too' if m.evidence else ''}. Likely causes: the lesions "
                     f"are below what {where} sees (run `zoomin doctor MANIFEST`), unbalanced classes, or the learning "
