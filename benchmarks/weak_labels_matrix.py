@@ -231,8 +231,7 @@ def report(rows: list[dict], args) -> str:
         sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
         mean = f"{statistics.mean(aucs):.2f} ± {sd:.2f}" if aucs else "-"
         evid = " / ".join("-" if r["evidence_auc"] is None else f"{r['evidence_auc']:.2f}" for r in rs)
-        stopped = "" if all(r["finished"] for r in rs) else \
-            f" (stopped at epoch {'/'.join(str(r['epochs']) for r in rs)} of {rs[0]['of']})"
+        stopped = "".join(f" (seed {r['seed']} stopped at epoch {r['epochs']} of {r['of']})" for r in rs if not r["finished"])
         config = " / ".join(f"{r['stage1_mpp']:g}" + (f" + counts {r['count_mpp']:g}" if r.get("count_mpp") else "")
                             for r in rs)
         doctor = [r["doctor_min"] for r in rs if r.get("doctor_min")]
