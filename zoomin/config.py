@@ -64,7 +64,7 @@ class ModelConfig(Section):
 
     def _physical_units(self) -> None:
         """Resolve ``magnification`` into ``mpp``, and check each stage's (resolution, units) pair."""
-        from .units import Units, to_mpp
+        from .units import PHYSICAL, Units, to_mpp
         if self.magnification:
             mpp = to_mpp(self.magnification, Units.POWER)
             if self.mpp and abs(self.mpp - mpp) > 1e-9 * mpp:
@@ -76,28 +76,28 @@ class ModelConfig(Section):
         for stage in (1, 2):
             value, units = getattr(self, f"stage{stage}_resolution"), getattr(self, f"stage{stage}_units")
             name = f"model.stage{stage}_resolution"
-            if units == "baseline" and value > 1:
+            if units == Units.BASELINE and value > 1:
                 raise ValueError(f"{name} in baseline units is a scale of level 0: in (0, 1], got {value}")
-            if units == "px" and value != int(value):
+            if units == Units.PX and value != int(value):
                 raise ValueError(f"{name} in px is the view's longer side: a whole number, got {value}")
-            if units in ("mpp", "power"):
+            if units in PHYSICAL:
                 if not self.mpp:
                     raise ValueError(f"{name} in {units} needs model.mpp (or model.magnification): the resolution of level 0")
-                if to_mpp(value, units) < self.mpp * (1 - 1e-9):
+                if self.view_mpp(stage) < self.mpp * (1 - 1e-9):
                     raise ValueError(f"{name} ({value} {units}) must be at most as fine as model.mpp ({self.mpp} µm/px)")
 
     def view_mpp(self, stage: int) -> float:
         """µm per pixel of stage ``stage``'s view (1 or 2), when its units are physical (else 0)."""
-        from .units import to_mpp
+        from .units import PHYSICAL, to_mpp
         units = getattr(self, f"stage{stage}_units")
-        return to_mpp(getattr(self, f"stage{stage}_resolution"), units) if units in ("mpp", "power") else 0.0
+        return to_mpp(getattr(self, f"stage{stage}_resolution"), units) if units in PHYSICAL else 0.0
 
     def _scale(self, stage: int) -> float:
-        from .units import relative_scale
+        from .units import Units, relative_scale
         units = getattr(self, f"stage{stage}_units")
-        if units == "baseline":
+        if units == Units.BASELINE:
             return float(getattr(self, f"stage{stage}_resolution"))
-        return 0.0 if units == "px" else relative_scale(self.mpp, self.view_mpp(stage))
+        return 0.0 if units == Units.PX else relative_scale(self.mpp, self.view_mpp(stage))
 
     @property
     def scale1(self) -> float:
@@ -113,7 +113,8 @@ class ModelConfig(Section):
     @property
     def view_size(self) -> int:
         """With ``stage1_units: px``: the stage-I view's longer side in pixels (else 0)."""
-        return int(self.stage1_resolution) if self.stage1_units == "px" else 0
+        from .units import Units
+        return int(self.stage1_resolution) if self.stage1_units == Units.PX else 0
 
 
 @dataclass

@@ -8,6 +8,8 @@ import difflib
 import re
 import warnings
 
+from .units import Units
+
 CHOICES = {
     "model.kind": ("zoom_in", "one_stage"),
     "model.feature_norm": ("batch", "group", "none"),
@@ -15,8 +17,8 @@ CHOICES = {
     "model.estimate": ("features", "probabilities", "both"),
     "model.foreground": ("none", "otsu_bright", "otsu_dark"),
     "model.instance_pool": ("max", "mean"),
-    "model.stage1_units": ("baseline", "mpp", "power", "px"),
-    "model.stage2_units": ("baseline", "mpp", "power"),
+    "model.stage1_units": tuple(u.value for u in Units),  # zoomin.units: one vocabulary
+    "model.stage2_units": tuple(u.value for u in Units if u is not Units.PX),
     "data.task": ("megapixel_mnist", "manifest"),
     "readout.method": ("auto", "features", "mixture", "places"),
     "readout.mode": ("sample", "topk"),

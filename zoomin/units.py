@@ -4,7 +4,8 @@
 * ``power``: objective magnification, an accepted alias (``mpp = 10 / power``: 40x = 0.25 µm/px,
   20x = 0.5, 10x = 1.0, the convention scanners write into slide metadata);
 * ``baseline``: a scale relative to level 0 of the image (``zoomin.geometry.view_size``'s ``s``) —
-  for arrays and for slides whose pixel size is unknown.
+  for arrays and for slides whose pixel size is unknown;
+* ``px``: a view's longer side in pixels (stage I only: its scale then depends on the image's size).
 
 A model configured in ``mpp`` reads every slide as if its level 0 were at ``model.mpp`` µm/px
 (``SlideSource`` resamples from the nearest pyramid level), so a model trained on small slides sees
@@ -21,6 +22,10 @@ class Units(str, Enum):
     MPP = "mpp"
     POWER = "power"
     BASELINE = "baseline"
+    PX = "px"
+
+
+PHYSICAL = (Units.MPP, Units.POWER)  # the units with a physical size (``to_mpp`` takes them)
 
 
 def to_mpp(value: float, units: Units | str = Units.MPP) -> float:
@@ -32,7 +37,7 @@ def to_mpp(value: float, units: Units | str = Units.MPP) -> float:
         return float(value)
     if units is Units.POWER:
         return POWER_MPP / float(value)
-    raise ValueError("a baseline scale has no physical size: it is relative to the image's level 0")
+    raise ValueError(f"{units.value} has no physical size: it is relative to the image")
 
 
 def relative_scale(mpp: float, target_mpp: float) -> float:
