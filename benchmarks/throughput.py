@@ -21,8 +21,9 @@ Time split (``Clock``, wall seconds of the thread that computes, summed over the
 * wait: blocked on read-ahead (the next slide or batch not ready yet);
 * compute: the rest (the model, the draws, the loss and optimiser, writing the CSV);
 * open+read, all threads (thread-seconds): open and read in every thread (read-ahead, workers);
-* decode (thread-seconds, every thread): large-image's region requests (``SlideSource._region``:
-  tile reads, JPEG decoding, resampling, conversion to a tensor), whichever thread ran them.
+* decode (thread-seconds, every thread): large-image's region requests (``SlideSource._get_region``:
+  tile reads, JPEG decoding, resampling), whichever thread ran them; the whole pyramid levels a
+  slide keeps (``SlideSource._level``) included, the requests cut from them not.
 
 Device utilisation (CUDA only): ``nvidia-smi``'s utilization.gpu sampled every 100 ms during the
 run (the share of time a kernel was running), its mean; "n/a" on a CPU.
@@ -84,7 +85,7 @@ class Clock:
         self._wrap(SlideSource, "__init__", "open")
         for name in ("raw_view", "view_rows", "read"):
             self._wrap(SlideSource, name, "read")
-        self._wrap(SlideSource, "_region", "decode")
+        self._wrap(SlideSource, "_get_region", "decode")
         self._wrap(loader, "wait_for", "wait")
         return self
 
@@ -213,7 +214,7 @@ class MemorySource:
     def has_view(self, scale):
         return scale in self._views
 
-    def prefetch(self, scale):
+    def prefetch(self, scale, later=()):
         pass
 
     def raw_view(self, scale):

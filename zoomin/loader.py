@@ -18,12 +18,13 @@ def wait_for(future: Future):
 
 
 def stage1_views(model):
-    """The ``prepare`` that decodes a slide item's stage-I view for ``model`` ahead of it (items
-    whose source has no ``prefetch``, tensors say, pass unchanged)."""
+    """The ``prepare`` that decodes a slide item's stage-I view for ``model`` ahead of it, and the
+    pyramid levels its stage-II reads will be cut from (items whose source has no ``prefetch``,
+    tensors say, pass unchanged)."""
     def prepare(item):
         src = item[0] if isinstance(item, tuple) else item
         if hasattr(src, "prefetch") and hasattr(src, "size"):
-            src.prefetch(model.stage1_scale(src.size))
+            src.prefetch(model.stage1_scale(src.size), model.read_scales())
         return item
     return prepare
 

@@ -198,6 +198,11 @@ class _AttentionSampler(nn.Module):
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
         return stage1_scale_for(self.cfg, size)
 
+    def read_scales(self) -> tuple[float, ...]:
+        """The scales of the reads after stage I: the patches fed to ``f``, at full resolution
+        (a source may decode what they need ahead, ``SlideSource.prefetch``)."""
+        return (1.0,)
+
     def embed(self, patches: torch.Tensor, first: Stage1, rows: torch.Tensor) -> torch.Tensor:
         """``f`` on full-resolution patches (M, C, h2, w2) of images ``rows`` (M,): standardised with
         their image's stage I, the backbone, then ``cfg.feature_output`` -> (M, D) float."""
@@ -324,6 +329,10 @@ class ZoomInNet(_AttentionSampler):
         self.attention2 = AttentionNet(cfg.in_channels, cfg.attention_hidden, cfg.attention_depth,
                                        out_channels=self.evidence_channels)
         self.subview_hw = view_size(cfg.tile, cfg.tile, cfg.scale2)  # (u, v)
+
+    def read_scales(self) -> tuple[float, ...]:
+        """The scales of the reads after stage I: the tiles' views at ``s2``, then the sub-tiles."""
+        return (self.cfg.scale2, 1.0)
 
     def attend_tiles(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor,
                      first: Stage1 | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

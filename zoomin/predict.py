@@ -61,7 +61,7 @@ def open_slide(model, cfg, slide: Slide, max_pixels: int = 0, fallback_mpp: floa
     from .slides import SlideSource
     src = SlideSource(slide.path, channels=cfg.model.in_channels, max_pixels=max_pixels or cfg.data.max_pixels,
                       mpp=getattr(cfg.model, "mpp", 0.0), manifest_mpp=slide.mpp, fallback_mpp=fallback_mpp)
-    src.prefetch(model.stage1_scale(src.size))
+    src.prefetch(model.stage1_scale(src.size), model.read_scales())
     return src
 
 

@@ -4,7 +4,9 @@
 ``read(batch_index, boxes, scale, size_hw)`` — so ``ZoomInNet`` runs on a slide unchanged. Every
 read asks large-image for the region at the output size it needs, and large-image decodes the
 pyramid level nearest to that scale: level 0 is only decoded for full-resolution reads (the
-sub-tiles). Needs the ``slides`` extra (``pip install zoomin[slides]``).
+sub-tiles). A pyramid level small enough (``SlideSource.memo_pixels``) is decoded whole once and
+each later request at that level is cut from it in memory, the same pixels large-image would
+return (``_cut``). Needs the ``slides`` extra (``pip install zoomin[slides]``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from .geometry import view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
+from .slide_files import check_tiff_complete, unreadable
 from .sources import check_budget, pixel_budget, to_unit
 
 
@@ -41,6 +44,7 @@ class SlideSource:
     batch_size = 1
     piece = 1024  # the stage-I view is read in pieces of at most this many pixels a side
     workers = 2  # threads decoding a call's region requests
+    memo_pixels = 2 ** 20  # a native pyramid level of at most this many pixels is decoded whole, once
 
     def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
                  manifest_mpp: float | None = None, fallback_mpp: float | None = None):
@@ -86,6 +90,8 @@ class SlideSource:
         self.pixels_decoded = 0  # pixels large-image decoded for them (at the pyramid level it read)
         self.requests = 0  # region requests made to large-image
         self._views: dict[float, torch.Tensor] = {}
+        self._levels: dict[int, np.ndarray | None] = {}  # pyramid level -> its pixels decoded whole (None: not kept)
+        self._levels_lock = threading.Lock()
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
         self.mask = None  # the outline mask (annotation loss, ROI diagnostics), when a data set sets one
         self.slide_id: str | None = None  # the manifest row's slide_id, when a data set opened it
@@ -135,17 +141,11 @@ class SlideSource:
         oh, ow = out_hw
         decoded = self.decoded_pixels(width, height, out_hw)
         check_budget(str(self.path), f"reading a {width}x{height} region at {ow}x{oh}", decoded, self.max_pixels)
-        kw = dict(region=dict(left=left, top=top, width=width, height=height, units="base_pixels"),
-                  format=self._numpy)
-        if (oh, ow) != (height, width):
-            kw["output"] = dict(maxWidth=ow, maxHeight=oh)
-        try:
-            arr, _ = self._ts.getRegion(**kw)
-        except Exception as e:  # truncated or corrupt tiles
-            raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
-        self.requests += 1
-        self.pixels_decoded += decoded
+        arr = self._cut(left, top, width, height, out_hw)
+        if arr is None:
+            arr = self._get_region(left, top, width, height, None if (oh, ow) == (height, width) else out_hw)
+            self.requests += 1
+            self.pixels_decoded += decoded
         t = self._to_tensor(arr, bool(raw))
         if t.shape[-2:] != (oh, ow):
             if raw == "exact" and t.dtype == torch.uint8:
@@ -153,6 +153,78 @@ class SlideSource:
             r = F.interpolate(t[None].float(), size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)[0]
             t = r.round().clamp(0, 255).to(torch.uint8) if t.dtype == torch.uint8 else r
         return t
+
+    def _get_region(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int] | None) -> np.ndarray:
+        """large-image's ``getRegion`` of an in-file level-0 rectangle, at most ``out_hw`` (None: as
+        it is) -> (h, w, c) array; a tile it cannot decode is the usual one-line error."""
+        kw = dict(region=dict(left=left, top=top, width=width, height=height, units="base_pixels"),
+                  format=self._numpy)
+        if out_hw is not None:
+            kw["output"] = dict(maxWidth=out_hw[1], maxHeight=out_hw[0])
+        try:
+            return self._ts.getRegion(**kw)[0]
+        except Exception as e:  # truncated or corrupt tiles
+            raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
+
+    def _level(self, level: int) -> np.ndarray | None:
+        """Pyramid ``level`` (0 = coarsest) decoded whole, kept for the source's life -> (h, w, c)
+        uint8; None where it is not kept: not stored in the file (large-image builds it from a finer
+        one), more than ``memo_pixels`` pixels, or not 8-bit."""
+        with self._levels_lock:
+            if level in self._levels:
+                return self._levels[level]
+            f = 2 ** (self.levels - 1 - level)
+            (H, W), arr = self.file_size, None
+            h, w = H // f, W // f
+            try:
+                native = self._ts._nonemptyLevelsList()[level] is not None
+            except Exception:  # a source without the private helper: decode every request as asked
+                native = False
+            if native and 0 < h * w <= min(self.memo_pixels, self.max_pixels):
+                # the file's level-0 rectangle that is exactly h x w pixels of the level: large-image
+                # reads it from that level with no resampling
+                arr = self._get_region(0, 0, w * f, h * f, None if f == 1 else (h, w))
+                self.requests += 1
+                self.pixels_decoded += h * w
+                if arr.dtype != np.uint8 or arr.shape[:2] != (h, w):
+                    arr = None
+                else:
+                    arr.setflags(write=False)  # what a read returns is copied from it, never a view into it
+            self._levels[level] = arr
+            return arr
+
+    def _cut(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> np.ndarray | None:
+        """What ``_get_region`` returns for the request, cut from a level kept by ``_level`` -> (h, w, c)
+        uint8; None where its level is not kept. Follows large-image 1.35's ``getRegion``: the output
+        size that keeps the region's aspect, the level that size asks for, the region's bounds on
+        that level, then a Lanczos (or, enlarging, bicubic) resize (``tests/test_slide_memo.py``
+        holds it to large-image's answers)."""
+        if not self.memo_pixels:
+            return None
+        from large_image.tilesource.utilities import _calculateWidthHeight, _imageToNumpy, _imageToPIL
+        oh, ow = out_hw
+        top_level = self.levels - 1
+        level, out_w, out_h = top_level, width, height
+        if (oh, ow) != (height, width):
+            out_w, out_h, _ = _calculateWidthHeight(ow, oh, width, height)
+            if (out_w, out_h) != (width, height):
+                step = math.ceil(round(math.log(min(out_w / width, out_h / height)) / math.log(2), 4))
+                level = self._ts.getPreferredLevel(max(0, top_level + step))
+        arr = self._level(level)
+        if arr is None:
+            return None
+        f = 2 ** (top_level - level)
+        x0, y0 = int(left / f), int(top / f)
+        x1, y1 = max(int((left + width) / f), x0 + 1), max(int((top + height) / f), y0 + 1)
+        region = arr[y0:y1, x0:x1]
+        if region.shape[:2] != (y1 - y0, x1 - x0):  # past the kept pixels: ask large-image
+            return None
+        if (out_w, out_h) == (x1 - x0, y1 - y0):
+            return region
+        import PIL.Image
+        method = PIL.Image.Resampling.BICUBIC if out_w > x1 - x0 else PIL.Image.Resampling.LANCZOS
+        return _imageToNumpy(_imageToPIL(region).resize((out_w, out_h), method))[0]
 
     def _file_rect(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
         """Source pixels [x0, x1) x [y0, y1) -> the file's level-0 (left, top, width, height), in the file."""
@@ -206,14 +278,25 @@ class SlideSource:
             out[0, :, a - r0:b - r0, c:d] = p
         return out
 
-    def prefetch(self, scale: float) -> None:
+    def prefetch(self, scale: float, later: tuple[float, ...] = ()) -> None:
         """Decode and cache the stage-I view ahead of the model (``zoomin predict`` overlaps this
-        with the previous slide). A view larger than ``zoomin.stage1.STREAM_ABOVE`` locations is
-        not held: stage I streams it from the file, band by band."""
+        with the previous slide), then the pyramid levels that reads at the scales ``later`` (the
+        model's stage-II reads, ``read_scales``) will be cut from, where they are small enough to
+        keep (``memo_pixels``). A view larger than ``zoomin.stage1.STREAM_ABOVE`` locations is not
+        held: stage I streams it from the file, band by band."""
         from .stage1 import STREAM_ABOVE
         h, w = view_size(*self.size, scale)
         if h * w <= STREAM_ABOVE:
             self.raw_view(scale)
+        for s in later:
+            self._level(self._read_level(s))
+
+    def _read_level(self, scale: float) -> int:
+        """The pyramid level (0 = coarsest) large-image decodes for reads at ``scale`` (``_cut``'s choice)."""
+        top_level, ratio = self.levels - 1, scale / self.k  # output pixels per pixel of the file's level 0
+        if ratio >= 1:
+            return top_level
+        return self._ts.getPreferredLevel(max(0, top_level + math.ceil(round(math.log(ratio) / math.log(2), 4))))
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""
@@ -225,7 +308,7 @@ class SlideSource:
 
         Batched: boxes whose bounding box costs at most twice their own pixels (the sub-tiles of
         one tile, say) are one region request, cut with ``windows``; the requests are
-        decoded by a thread pool."""
+        decoded by a thread pool, or cut in this thread from a level kept whole (``_level``)."""
         h, w = size_hw
         groups = group_boxes(boxes.tolist(), self.size)
         if not groups:
@@ -237,7 +320,8 @@ class SlideSource:
             bw, bh = sizes[i]
             oh, ow = max(1, round((gy1 - gy0) * h / bh)), max(1, round((gx1 - gx0) * w / bw))
             return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow), raw="exact")
-        regions = list(self._decoded(fetch, range(len(groups))))  # (C, oh, ow) each, uint8 where exact
+        kept = self._levels.get(self._read_level(scale)) is not None  # cut from a kept level: no pool needed
+        regions = list(map(fetch, range(len(groups))) if kept else self._decoded(fetch, range(len(groups))))  # (C, oh, ow) each
         raw = all(r.dtype == torch.uint8 for r in regions)  # cut the 8-bit pixels, convert only the windows
         out = torch.zeros(boxes.shape[0], self.channels, h, w, dtype=torch.uint8 if raw else torch.float32)
         b = boxes.double()  # (M, 4)
@@ -308,44 +392,3 @@ def group_boxes(boxes: list, size: tuple[int, int], waste: float = 2.0) -> list[
         else:
             groups.append([[m], x0, y0, x1, y1, own, (bw, bh)])
     return [(g[0], tuple(g[1:5])) for g in groups]
-
-
-def tiff_layout(path: Path) -> dict | None:
-    """For a TIFF: where its image data ends, whether level 0 is tiled, and level 0's shape
-    (tags only, nothing decoded); None for other files or TIFFs tifffile cannot parse."""
-    with open(path, "rb") as fh:
-        if fh.read(2) not in (b"II", b"MM"):
-            return None
-    import logging
-
-    import tifffile
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # tifffile logs pages past the end; the caller reports it once
-    try:
-        with tifffile.TiffFile(path) as tf:
-            end = max((int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in tf.pages), default=0)
-            first = tf.pages.first
-            return {"end": end, "tiled": bool(first.is_tiled), "shape": tuple(first.shape)}
-    except Exception:  # not a TIFF tifffile can parse: large-image decides
-        return None
-    finally:
-        log.setLevel(level)
-
-
-def check_tiff_complete(path: Path) -> None:
-    """A TIFF whose image data runs past the end of the file (a truncated copy or download) is an
-    error: large-image would otherwise return the missing tiles as black. Other files pass."""
-    layout, size = tiff_layout(path), path.stat().st_size
-    if layout and layout["end"] > size:
-        raise ValueError(f"{path}: truncated TIFF (image data runs to byte {layout['end']:,}, the file has {size:,})")
-
-
-def unreadable(path: Path, e: Exception) -> ValueError:
-    """The one-line error for a file large-image cannot open (untiled TIFFs get a hint)."""
-    layout = tiff_layout(path)
-    if layout and not layout["tiled"]:
-        h, w = layout["shape"][:2]
-        return ValueError(f"{path}: not a readable image (an untiled {w}x{h} TIFF; convert it to a tiled "
-                          f"pyramid, e.g. vips tiffsave --tile --pyramid)")
-    return ValueError(f"{path}: not a readable image ({type(e).__name__})")

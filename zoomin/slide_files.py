@@ -1,0 +1,49 @@
+"""Slide files before large-image reads them: a TIFF whose data runs past the end of the file is an
+error (not black tiles), and a file large-image cannot open is one line naming it (with a hint for
+an untiled TIFF). Only tags are parsed; nothing is decoded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tiff_layout(path: Path) -> dict | None:
+    """For a TIFF: where its image data ends, whether level 0 is tiled, and level 0's shape
+    (tags only, nothing decoded); None for other files or TIFFs tifffile cannot parse."""
+    with open(path, "rb") as fh:
+        if fh.read(2) not in (b"II", b"MM"):
+            return None
+    import logging
+
+    import tifffile
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # tifffile logs pages past the end; the caller reports it once
+    try:
+        with tifffile.TiffFile(path) as tf:
+            end = max((int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in tf.pages), default=0)
+            first = tf.pages.first
+            return {"end": end, "tiled": bool(first.is_tiled), "shape": tuple(first.shape)}
+    except Exception:  # not a TIFF tifffile can parse: large-image decides
+        return None
+    finally:
+        log.setLevel(level)
+
+
+def check_tiff_complete(path: Path) -> None:
+    """A TIFF whose image data runs past the end of the file (a truncated copy or download) is an
+    error: large-image would otherwise return the missing tiles as black. Other files pass."""
+    layout, size = tiff_layout(path), path.stat().st_size
+    if layout and layout["end"] > size:
+        raise ValueError(f"{path}: truncated TIFF (image data runs to byte {layout['end']:,}, the file has {size:,})")
+
+
+def unreadable(path: Path, e: Exception) -> ValueError:
+    """The one-line error for a file large-image cannot open (untiled TIFFs get a hint)."""
+    layout = tiff_layout(path)
+    if layout and not layout["tiled"]:
+        h, w = layout["shape"][:2]
+        return ValueError(f"{path}: not a readable image (an untiled {w}x{h} TIFF; convert it to a tiled "
+                          f"pyramid, e.g. vips tiffsave --tile --pyramid)")
+    return ValueError(f"{path}: not a readable image ({type(e).__name__})")
