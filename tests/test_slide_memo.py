@@ -66,10 +66,13 @@ def test_reads_and_views_are_the_same_with_and_without_kept_levels(pyramids):
         asked.memo_pixels = 0
         H, W = kept.size
         for scale, size in ((1.0, (32, 32)), (0.25, (16, 16)), (0.5, (20, 20))):
-            xy = torch.randint(-16, max(W, H), (24, 2), generator=g)
+            xy = torch.randint(-16, max(W, H), (24, 2), generator=g) // round(1 / scale) * round(1 / scale)  # on the read's grid
             boxes = torch.cat([xy, torch.full((24, 2), round(size[0] / scale))], 1)
             rows = torch.zeros(24, dtype=torch.long)
             assert torch.equal(kept.read(rows, boxes, scale, size), asked.read(rows, boxes, scale, size))
+            if mpp and scale in (1.0, 0.5):  # levels 4x and 8x down: the windows of a kept level, no request
+                assert kept._crops(boxes, scale, size) is not None
+                assert kept._crops(boxes + torch.tensor([1, 0, 0, 0]), 0.5, size) is None  # off the level's grid
         assert torch.equal(kept.view(0.1), asked.view(0.1))
 
 

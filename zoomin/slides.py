@@ -92,6 +92,7 @@ class SlideSource:
         self._views: dict[float, torch.Tensor] = {}
         self._levels: dict[int, np.ndarray | None] = {}  # pyramid level -> its pixels decoded whole (None: not kept)
         self._levels_lock = threading.Lock()
+        self._level_pixels: dict[int, torch.Tensor] = {}  # the kept levels as (C, h, w) tensors (the same memory)
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
         self.mask = None  # the outline mask (annotation loss, ROI diagnostics), when a data set sets one
         self.slide_id: str | None = None  # the manifest row's slide_id, when a data set opened it
@@ -190,6 +191,8 @@ class SlideSource:
                 if arr.dtype != np.uint8 or arr.shape[:2] != (h, w):
                     arr = None
                 else:
+                    arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, order="C")
+                    self._level_pixels[level] = torch.from_numpy(arr).permute(2, 0, 1)  # (C, h, w), shared
                     arr.setflags(write=False)  # what a read returns is copied from it, never a view into it
             self._levels[level] = arr
             return arr
@@ -310,6 +313,9 @@ class SlideSource:
         one tile, say) are one region request, cut with ``windows``; the requests are
         decoded by a thread pool, or cut in this thread from a level kept whole (``_level``)."""
         h, w = size_hw
+        cut = self._crops(boxes, scale, size_hw)
+        if cut is not None:
+            return to_unit(cut)
         groups = group_boxes(boxes.tolist(), self.size)
         if not groups:
             return torch.zeros(boxes.shape[0], self.channels, h, w)
@@ -332,6 +338,26 @@ class SlideSource:
             region = region if raw else to_unit(region)
             out[members] = windows(region, corners, size_hw)
         return to_unit(out)
+
+    def _crops(self, boxes: torch.Tensor, scale: float, size_hw: tuple[int, int]) -> torch.Tensor | None:
+        """The boxes (M, 4) as windows of a kept level whose pixels are the read's, with no
+        resampling (the sub-tiles, when their level is kept) -> (M, C, h, w) uint8, zero outside;
+        None otherwise. The same pixels as the region requests ``read`` would make, in one
+        ``windows`` call."""
+        level = self._read_level(scale)
+        arr = self._levels.get(level)
+        if arr is None or arr.shape[-1] != self.channels or abs(scale / self.k * 2 ** (self.levels - 1 - level) - 1) > 1e-9:
+            return None
+        xy, wh = boxes[:, :2].double() * scale, boxes[:, 2:].double() * scale  # (M, 2) each, in the level's pixels
+        if not (torch.equal(xy, xy.round()) and (wh == torch.tensor([size_hw[1], size_hw[0]])).all()):
+            return None
+        pixels = self._level_pixels[level]  # (C, H, W)
+        corners = xy.flip(-1).long()  # (M, 2) (row, col)
+        (h, w), (H, W) = size_hw, pixels.shape[-2:]
+        if corners.min() >= 0 and (corners[:, 0] + h).max() <= H and (corners[:, 1] + w).max() <= W:
+            # all inside: strided windows of the level itself, no padded copy of it
+            return pixels.unfold(1, h, 1).unfold(2, w, 1)[:, corners[:, 0], corners[:, 1]].transpose(0, 1)
+        return windows(pixels, corners, size_hw)
 
     def _decoded(self, fetch, items):
         """``fetch(item)`` for each item, in order, lazily: one request in this thread, several decoded
