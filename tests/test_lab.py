@@ -241,7 +241,8 @@ future.done.then(() => done(out), e => done('error: ' + e));"""
 def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(lab, tmp_path):
     """Remote-safe: with JupyterLab's server the only one, a wheel zoom in the browser makes the
     kernel re-read the slide for the new range, a layer's checkbox clicked in the page shows its
-    boxes, an opacity set in the kernel reaches the page, and every request the page made went to
+    boxes, an opacity set in the kernel reaches the page and one set with the page's slider reaches
+    the map and the kernel, and every request the page made went to
     JupyterLab's own port (no tile server, no second port to proxy)."""
     from urllib.parse import urlsplit
 
@@ -250,6 +251,7 @@ def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(l
 
     from browser import GLYPHS_JS, RANGES_JS
     from zoomin.synth import synth_slides
+    from zoomin.viz.layers import LAYERS
     base, token = lab
     synth_slides(tmp_path, 1, 2048, seed=1, tile=128, progress=False, positive_fraction=1.0)
     cells = [DEEP_ZOOM[0], f"SLIDE = {str(tmp_path / 'synth_0000.tif')!r}\n" + DEEP_ZOOM[1]]
@@ -285,6 +287,14 @@ def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(l
         faded = driver.execute_async_script(KERNEL_SAYS, "zoom.show('alpha', opacity=0.25)\nprint('ok')")
         alpha = wait(lambda: [a for kind, _, a in driver.execute_script(GLYPHS_JS) if kind == "Image" and a == 0.25],
                      "alpha's opacity to reach the page", time.monotonic() + 60)
+        # alpha's opacity slider, moved in the page: a tap near its right end (0.25 -> about 0.9)
+        track = driver.execute_script(CANVAS_JS + "return deep(document, '.noUi-base')[arguments[0]];",
+                                      list(LAYERS).index("alpha"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", track)
+        ActionChains(driver).move_to_element_with_offset(track, int(0.4 * track.size["width"]), 0).click().perform()
+        dragged = wait(lambda: [a for kind, _, a in driver.execute_script(GLYPHS_JS) if kind == "Image" and a > 0.8],
+                       "alpha's opacity slider, moved in the page, to redraw the map", time.monotonic() + 60)
+        kernel_opacity = float(driver.execute_async_script(KERNEL_SAYS, "print(zoom.opacity['alpha'].value)"))
         network = driver.get_log("performance")
     finally:
         driver.quit()
@@ -292,5 +302,6 @@ def test_the_deep_zoom_view_rereads_the_slide_over_the_kernels_connection_only(l
     assert audit["plots"] and all(p["drawn"] for p in audit["plots"]), audit
     assert wide and narrow, (wide, narrow)  # the wheel zoomed the view in
     assert shown and faded.strip() == "ok" and alpha  # a layer toggled from the page, an opacity set in the kernel
+    assert dragged and kernel_opacity > 0.8, (dragged, kernel_opacity)  # and one set in the page, seen by the kernel
     ports = {urlsplit(u).port for u in requested_urls(network) if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert ports == {urlsplit(base).port}, (ports, said)  # JupyterLab's port, nothing else
