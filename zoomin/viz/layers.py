@@ -44,6 +44,8 @@ STAGE_LAYERS: dict[str, tuple[str, ...]] = {
     "negatives": ("negatives", "annotations"), "prediction": ("alpha", "sub-tiles", "annotations"),
 }
 GALLERY = 6  # sub-tiles in the gallery
+RANGE_DEBOUNCE_MS = 0  # holoviews waits this long for more range events (its default: 100); bokeh already waited RANGE_SETTLE_MS
+RANGE_SETTLE_MS = 50  # the page reports a pan or zoom once no wheel or drag event came for this long (bokeh: 500)
 THUMB = 96  # screen pixels of a gallery image
 
 
@@ -175,25 +177,63 @@ class DeepZoom:
         self.visible = {n: pn.widgets.Checkbox(label=n, value=v, width=110) for n, (_, v) in LAYERS.items()}
         self.opacity = {n: pn.widgets.FloatSlider(start=0, end=1, step=0.05, value=o, width=150, show_value=False)
                         for n, (o, _) in LAYERS.items()}
-        self.slide = slide = views.zoomable(state.source, state.b)  # DynamicMap of the slide's pixels
-        self.range = slide.streams[0]  # RangeXY: the visible level-0 range, re-read on every pan/zoom
-        self._figures: list = []
-        plot = slide
+        self._figures: list = []  # the bokeh figures showing the view
+        self._images: list = []  # (holoviews plot, ColumnDataSource of the slide's image) of each
+        plot = first = None
         for name, element in layers(state, annotation).items():
-            plot = plot * element.apply(look, opacity=self.opacity[name].param.value,
-                                        visible=self.visible[name].param.value)
+            layer = element.apply(look, opacity=self.opacity[name].param.value, visible=self.visible[name].param.value)
+            plot, first = (layer, layer) if plot is None else (plot * layer, first)
         hooks = views.axes(state.mpp).get("hooks", [])
         labels = {k: v for k, v in views.axes(state.mpp).items() if k != "hooks"}
         self.plot = plot.opts(width=width, height=height, hooks=[*hooks, self._keep_figure], active_tools=["wheel_zoom"],
                               title=state.title or (state.name or ""), **labels)
+        # the visible level-0 range, re-read on every pan/zoom into the slide's own image glyph
+        # (drawn beneath the layers): only that glyph's data changes, the layers are not redrawn
+        H, W = state.trace.image_size
+        # (linked to the first layer: holoviews links a range stream to a plotted layer, not to an overlay)
+        self.range = hv.streams.RangeXY(source=first, x_range=(0, W), y_range=(0, H))  # first display: all of it
+        self.range.add_subscriber(self._reread)
+        self.image = views.rgba_image(*views.visible_region(state.source, b=state.b))  # its glyph's columns now
         self.stepper = pn.widgets.RadioButtonGroup(options=list(STAGES), value=STAGES[0])
         self.stepper.param.watch(lambda event: self.step(event.new), "value")
         self.gallery = self._gallery()
 
     def _keep_figure(self, plot, element) -> None:
-        """A plot hook: keep the bokeh figure(s) showing the view, so ``go_to`` can move them."""
-        if plot.state not in self._figures:
-            self._figures.append(plot.state)
+        """A plot hook: keep the bokeh figure(s) showing the view, so ``go_to`` can move them, and
+        give each the slide's image glyph, beneath every layer."""
+        if plot.state in self._figures:
+            return
+        from bokeh.models import ColumnDataSource
+        fig, source = plot.state, ColumnDataSource(self.image)
+        fig.lod_timeout = RANGE_SETTLE_MS  # bokeh says the ranges changed this long after the last wheel or drag event
+        image = fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=source, name="slide")
+        fig.renderers = [image] + [r for r in fig.renderers if r is not image]
+        self._figures.append(fig)
+        self._images.append((plot, source))
+        for callback in (c for p in plot.traverse(lambda x: x) for c in getattr(p, "callbacks", [])):
+            if type(callback).__name__ == "RangeXYCallback":  # holoviews waits 100 ms for more range events
+                callback.debounce = RANGE_DEBOUNCE_MS
+
+    def _reread(self, x_range=None, y_range=None) -> None:
+        """The slide re-read for the visible range into each figure's image glyph (a ``RangeXY``
+        subscriber)."""
+        from panel.io.state import state
+        self.image = image = views.rgba_image(*views.visible_region(self.state.source, x_range, y_range, self.state.b))
+        for plot, source in self._images:
+            doc = plot.document
+            if plot.renderer.mode == "server" and doc is not None and doc.session_context and not state._unblocked(doc):
+                doc.add_next_tick_callback(lambda plot=plot, source=source: self._draw(plot, source, image))
+            else:  # in a notebook, or already holding the page's document
+                self._draw(plot, source, image)
+
+    @staticmethod
+    def _draw(plot, source, image: dict) -> None:
+        """Replace the image glyph's columns and send the change to the page (a served page's
+        websocket, or the kernel's comm in a notebook)."""
+        from panel.io.document import unlocked
+        with unlocked():
+            source.data = image
+        plot.push()
 
     def show(self, name: str, visible: bool = True, opacity: float | None = None) -> None:
         if name not in LAYERS:

@@ -244,20 +244,36 @@ def zoom_scale(extent: float, max_pixels: int = MAX_PIXELS) -> float:
     return 2.0 ** math.floor(math.log2(max_pixels / extent))
 
 
+def visible_region(source: Source, x_range=None, y_range=None, b: int = 0,
+                   max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, list[float]]:
+    """The visible range (None: the whole image) read at ``zoom_scale`` -> ((C, h, w) pixels,
+    its level-0 box ``[x, y, w, h]``)."""
+    H, W = source.size
+    x0, x1 = x_range if x_range else (0, W)
+    y0, y1 = sorted(y_range) if y_range else (0, H)
+    x0, y0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+    x1, y1 = min(W, max(x0 + 1, math.ceil(x1))), min(H, max(y0 + 1, math.ceil(y1)))
+    s = zoom_scale(max(x1 - x0, y1 - y0), max_pixels)
+    size = (max(1, round((y1 - y0) * s)), max(1, round((x1 - x0) * s)))
+    box = torch.tensor([[x0, y0, x1 - x0, y1 - y0]], dtype=torch.float)
+    return source.read(torch.tensor([b]), box, s, size)[0], box[0].tolist()
+
+
 def zoomable(source: Source, b: int = 0, max_pixels: int = MAX_PIXELS) -> hv.DynamicMap:
     """The image as a DynamicMap on a ``RangeXY`` stream: every pan/zoom reads the visible range at
     ``zoom_scale`` (so a 100,000² slide zooms to sub-tile pixels without reading level 0 whole)."""
-    H, W = source.size
-
     def region(x_range=None, y_range=None):
-        x0, x1 = x_range if x_range else (0, W)
-        y0, y1 = sorted(y_range) if y_range else (0, H)
-        x0, y0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-        x1, y1 = min(W, max(x0 + 1, math.ceil(x1))), min(H, max(y0 + 1, math.ceil(y1)))
-        s = zoom_scale(max(x1 - x0, y1 - y0), max_pixels)
-        size = (max(1, round((y1 - y0) * s)), max(1, round((x1 - x0) * s)))
-        box = torch.tensor([[x0, y0, x1 - x0, y1 - y0]], dtype=torch.float)
-        pixels = source.read(torch.tensor([b]), box, s, size)[0]
-        return rgb(pixels, box[0].tolist(), label="slide")  # one label: the same glyph is updated, not a new one added
+        pixels, box = visible_region(source, x_range, y_range, b, max_pixels)
+        return rgb(pixels, box, label="slide")  # one label: the same glyph is updated, not a new one added
 
     return hv.DynamicMap(region, streams=[hv.streams.RangeXY()])
+
+
+def rgba_image(pixels: torch.Tensor, box) -> dict:
+    """(C, h, w) pixels in [0, 1] covering level-0 ``box`` -> the columns of a bokeh ``image_rgba``
+    glyph that draws them there (row 0 at the box's top, on an inverted y axis)."""
+    u8 = to_uint8(pixels)  # (h, w, 3)
+    rgba = np.full((*u8.shape[:2], 4), 255, dtype=np.uint8)
+    rgba[..., :3] = u8
+    x, y, w, h = (float(v) for v in box)
+    return dict(image=[rgba.view(np.uint32)[..., 0]], x=[x], y=[y], dw=[w], dh=[h])
