@@ -158,10 +158,9 @@ def poll_until(check, seconds: float, every: float = 0.5):
 
 def wait(check, what: str, deadline: float, every: float = 1.0):
     """Call ``check`` until it returns something truthy; fail once ``deadline`` passes."""
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(every)
+    result = poll_until(check, deadline - time.monotonic(), every)
+    if not result:
+        pytest.fail(f"timed out waiting for {what}")
     return result
 
 

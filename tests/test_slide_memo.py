@@ -71,8 +71,8 @@ def test_reads_and_views_are_the_same_with_and_without_kept_levels(pyramids):
             rows = torch.zeros(24, dtype=torch.long)
             assert torch.equal(kept.read(rows, boxes, scale, size), asked.read(rows, boxes, scale, size))
             if mpp and scale in (1.0, 0.5):  # levels 4x and 8x down: the windows of a kept level, no request
-                assert kept._crops(boxes, scale, size) is not None
-                assert kept._crops(boxes + torch.tensor([1, 0, 0, 0]), 0.5, size) is None  # off the level's grid
+                assert kept._crops(boxes, scale, size, kept._read_level(scale)) is not None
+                assert kept._crops(boxes + torch.tensor([1, 0, 0, 0]), 0.5, size, kept._read_level(0.5)) is None  # off the level's grid
         assert torch.equal(kept.view(0.1), asked.view(0.1))
 
 

@@ -207,17 +207,12 @@ class SlideSource:
             return None
         from large_image.tilesource.utilities import _calculateWidthHeight, _imageToNumpy, _imageToPIL
         oh, ow = out_hw
-        top_level = self.levels - 1
-        level, out_w, out_h = top_level, width, height
-        if (oh, ow) != (height, width):
-            out_w, out_h, _ = _calculateWidthHeight(ow, oh, width, height)
-            if (out_w, out_h) != (width, height):
-                step = math.ceil(round(math.log(min(out_w / width, out_h / height)) / math.log(2), 4))
-                level = self._ts.getPreferredLevel(max(0, top_level + step))
+        out_w, out_h = (width, height) if (oh, ow) == (height, width) else _calculateWidthHeight(ow, oh, width, height)[:2]
+        level = self._level_for(min(out_w / width, out_h / height))
         arr = self._level(level)
         if arr is None:
             return None
-        f = 2 ** (top_level - level)
+        f = 2 ** (self.levels - 1 - level)
         x0, y0 = int(left / f), int(top / f)
         x1, y1 = max(int((left + width) / f), x0 + 1), max(int((top + height) / f), y0 + 1)
         region = arr[y0:y1, x0:x1]
@@ -295,8 +290,13 @@ class SlideSource:
             self._level(self._read_level(s))
 
     def _read_level(self, scale: float) -> int:
-        """The pyramid level (0 = coarsest) large-image decodes for reads at ``scale`` (``_cut``'s choice)."""
-        top_level, ratio = self.levels - 1, scale / self.k  # output pixels per pixel of the file's level 0
+        """The pyramid level (0 = coarsest) large-image decodes for reads at ``scale``."""
+        return self._level_for(scale / self.k)
+
+    def _level_for(self, ratio: float) -> int:
+        """The pyramid level (0 = coarsest) large-image's ``getRegion`` decodes for ``ratio`` output
+        pixels per pixel of the file's level 0 (the finest for 1 or more)."""
+        top_level = self.levels - 1
         if ratio >= 1:
             return top_level
         return self._ts.getPreferredLevel(max(0, top_level + math.ceil(round(math.log(ratio) / math.log(2), 4))))
@@ -313,7 +313,8 @@ class SlideSource:
         one tile, say) are one region request, cut with ``windows``; the requests are
         decoded by a thread pool, or cut in this thread from a level kept whole (``_level``)."""
         h, w = size_hw
-        cut = self._crops(boxes, scale, size_hw)
+        level = self._read_level(scale)
+        cut = self._crops(boxes, scale, size_hw, level)
         if cut is not None:
             return to_unit(cut)
         groups = group_boxes(boxes.tolist(), self.size)
@@ -326,7 +327,7 @@ class SlideSource:
             bw, bh = sizes[i]
             oh, ow = max(1, round((gy1 - gy0) * h / bh)), max(1, round((gx1 - gx0) * w / bw))
             return self._region(*self._file_rect(gx0, gy0, gx1, gy1), (oh, ow), raw="exact")
-        kept = self._levels.get(self._read_level(scale)) is not None  # cut from a kept level: no pool needed
+        kept = self._levels.get(level) is not None  # cut from a kept level: no pool needed
         regions = list(map(fetch, range(len(groups))) if kept else self._decoded(fetch, range(len(groups))))  # (C, oh, ow) each
         raw = all(r.dtype == torch.uint8 for r in regions)  # cut the 8-bit pixels, convert only the windows
         out = torch.zeros(boxes.shape[0], self.channels, h, w, dtype=torch.uint8 if raw else torch.float32)
@@ -339,12 +340,10 @@ class SlideSource:
             out[members] = windows(region, corners, size_hw)
         return to_unit(out)
 
-    def _crops(self, boxes: torch.Tensor, scale: float, size_hw: tuple[int, int]) -> torch.Tensor | None:
-        """The boxes (M, 4) as windows of a kept level whose pixels are the read's, with no
-        resampling (the sub-tiles, when their level is kept) -> (M, C, h, w) uint8, zero outside;
-        None otherwise. The same pixels as the region requests ``read`` would make, in one
-        ``windows`` call."""
-        level = self._read_level(scale)
+    def _crops(self, boxes: torch.Tensor, scale: float, size_hw: tuple[int, int], level: int) -> torch.Tensor | None:
+        """The boxes (M, 4) as windows of kept ``level`` (``_read_level(scale)``) where its pixels are
+        the read's unresampled (sub-tiles) -> (M, C, h, w) uint8, zero outside; else None. The
+        pixels ``read``'s region requests would give, in one ``windows`` call."""
         arr = self._levels.get(level)
         if arr is None or arr.shape[-1] != self.channels or abs(scale / self.k * 2 ** (self.levels - 1 - level) - 1) > 1e-9:
             return None

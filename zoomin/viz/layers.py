@@ -24,6 +24,8 @@ Layers (``LAYERS``: name -> (opacity, shown at first)):
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from pathlib import Path
 
 import holoviews as hv
@@ -179,10 +181,9 @@ class DeepZoom:
                         for n, (o, _) in LAYERS.items()}
         self._figures: list = []  # the bokeh figures showing the view
         self._images: list = []  # (holoviews plot, ColumnDataSource of the slide's image) of each
-        plot = first = None
-        for name, element in layers(state, annotation).items():
-            layer = element.apply(look, opacity=self.opacity[name].param.value, visible=self.visible[name].param.value)
-            plot, first = (layer, layer) if plot is None else (plot * layer, first)
+        shown = [element.apply(look, opacity=self.opacity[name].param.value, visible=self.visible[name].param.value)
+                 for name, element in layers(state, annotation).items()]
+        plot = reduce(operator.mul, shown)
         hooks = views.axes(state.mpp).get("hooks", [])
         labels = {k: v for k, v in views.axes(state.mpp).items() if k != "hooks"}
         self.plot = plot.opts(width=width, height=height, hooks=[*hooks, self._keep_figure], active_tools=["wheel_zoom"],
@@ -191,7 +192,7 @@ class DeepZoom:
         # (drawn beneath the layers): only that glyph's data changes, the layers are not redrawn
         H, W = state.trace.image_size
         # (linked to the first layer: holoviews links a range stream to a plotted layer, not to an overlay)
-        self.range = hv.streams.RangeXY(source=first, x_range=(0, W), y_range=(0, H))  # first display: all of it
+        self.range = hv.streams.RangeXY(source=shown[0], x_range=(0, W), y_range=(0, H))  # first display: all of it
         self.range.add_subscriber(self._reread)
         self.image = views.rgba_image(*views.visible_region(state.source, b=state.b))  # its glyph's columns now
         self.stepper = pn.widgets.RadioButtonGroup(options=list(STAGES), value=STAGES[0])
@@ -210,8 +211,9 @@ class DeepZoom:
         fig.renderers = [image] + [r for r in fig.renderers if r is not image]
         self._figures.append(fig)
         self._images.append((plot, source))
+        from holoviews.plotting.bokeh.callbacks import RangeXYCallback
         for callback in (c for p in plot.traverse(lambda x: x) for c in getattr(p, "callbacks", [])):
-            if type(callback).__name__ == "RangeXYCallback":  # holoviews waits 100 ms for more range events
+            if isinstance(callback, RangeXYCallback):  # holoviews waits 100 ms for more range events
                 callback.debounce = RANGE_DEBOUNCE_MS
 
     def _reread(self, x_range=None, y_range=None) -> None:
