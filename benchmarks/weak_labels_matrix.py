@@ -37,6 +37,7 @@ CELLS = {
     "ihc-giant-0.5": ("ihc", ("giant",), 0.5, 1e-3, 3, "tuning"),
     "ihc-giant-own-0.5": ("ihc", ("giant-own",), 0.5, 1e-3, 3, "tuning"),  # shape only: the tissue's own colour
     "synthetic-nuclei-own-0.25": ("synthetic", ("nuclei-own",), 0.25, 1e-3, 3, "tuning"),
+    "ihc-dab-0.5-roi5e-5": ("ihc", ("dab",), 0.5, 5e-5, 3, "tuning"),  # the lowest ROI, on a background held out from cmu
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),
