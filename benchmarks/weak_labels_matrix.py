@@ -7,6 +7,7 @@ trained from the slide labels alone with the packaged ``slides.yaml`` as a user 
     python benchmarks/weak_labels_matrix.py --cells cmu-dab-0.5 --seeds 0  # one cell, one seed
     python benchmarks/weak_labels_matrix.py --doctor ...                   # train with zoomin doctor's config
     python benchmarks/weak_labels_matrix.py --doctor --doctor-candidates 16 ...  # the doctor probing stage I at 16 µm/px only
+    python benchmarks/weak_labels_matrix.py --doctor --collect --merge docs/weak_labels_doctor.json ...  # new runs beside earlier ones
 
 Each cell says whether its generator was used while choosing settings (``tuning``) or held out
 (``held-out``): the figure that counts is the held-out rows'. Every run writes its slides (the
@@ -38,6 +39,7 @@ CELLS = {
     "ihc-giant-own-0.5": ("ihc", ("giant-own",), 0.5, 1e-3, 3, "tuning"),  # shape only: the tissue's own colour
     "synthetic-nuclei-own-0.25": ("synthetic", ("nuclei-own",), 0.25, 1e-3, 3, "tuning"),
     "ihc-dab-0.5-roi5e-5": ("ihc", ("dab",), 0.5, 5e-5, 3, "tuning"),  # the lowest ROI, on a background held out from cmu
+    "synthetic-dab-0.5-roi5e-5": ("synthetic", ("dab",), 0.5, 5e-5, 3, "tuning"),
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),
@@ -266,6 +268,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
     p.add_argument("--budget-min", type=float, default=0, help="start no run after this many minutes (0: no limit)")
     p.add_argument("--collect", action="store_true", help="only report the runs already in --work (finished or not)")
+    p.add_argument("--merge", default="", help="a JSON this script wrote before (e.g. docs/weak_labels_doctor.json): "
+                   "its rows are reported beside --work's, for every (cell, seed) --work has no run of")
     p.add_argument("--work", default="runs/weak_labels_matrix")
     p.add_argument("--out", default="docs/weak_labels_matrix.md")
     args = p.parse_args()
@@ -287,6 +291,11 @@ def main() -> None:
     for c, s in runs:  # runs trained before predict was part of a run, or stopped ones since finished
         predict_test(Path(args.work) / c / f"seed{s}")
     rows = [r for r in (read_run(Path(args.work) / c / f"seed{s}", c, s) for c, s in runs) if r is not None]
+    if args.merge:  # runs made earlier, elsewhere: kept where this work folder has none of their own
+        have = {(r["cell"], r["seed"]) for r in rows}
+        rows += [r for r in json.loads(Path(args.merge).read_text()) if (r["cell"], r["seed"]) not in have]
+        order = list(CELLS)
+        rows.sort(key=lambda r: (order.index(r["cell"]), r["seed"]))
     Path(args.out).write_text(report(rows, args))
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print(Path(args.out).read_text())
