@@ -40,6 +40,7 @@ CELLS = {
     "synthetic-nuclei-own-0.25": ("synthetic", ("nuclei-own",), 0.25, 1e-3, 3, "tuning"),
     "ihc-dab-0.5-roi5e-5": ("ihc", ("dab",), 0.5, 5e-5, 3, "tuning"),  # the lowest ROI, on a background held out from cmu
     "synthetic-dab-0.5-roi5e-5": ("synthetic", ("dab",), 0.5, 5e-5, 3, "tuning"),
+    "synthetic-giant-0.5": ("synthetic", ("giant",), 0.5, 1e-3, 3, "tuning"),
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),

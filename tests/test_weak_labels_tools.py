@@ -162,6 +162,14 @@ def test_the_matrix_benchmark_trains_reports_and_collects(tmp_path):
     subprocess.run(args + ["--collect", "--out", str(tmp_path / "c.md")], check=True, cwd=root, capture_output=True)
     assert "Collected from runs trained by" in (tmp_path / "c.md").read_text()
     assert json.loads((tmp_path / "c.json").read_text()) == rows
+    # an earlier run made elsewhere (seed 1) and an older copy of this one: the first is reported beside
+    # this work folder's run, the second is not (the work folder's own run wins)
+    earlier = [{**rows[0], "seed": 1, "auc": 0.25}, {**rows[0], "auc": 0.125}]
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    subprocess.run(args + ["--seeds", "0,1", "--collect", "--merge", str(tmp_path / "earlier.json"),
+                           "--out", str(tmp_path / "merged.md")], check=True, cwd=root, capture_output=True)
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert [(r["seed"], r["auc"]) for r in merged] == [(0, rows[0]["auc"]), (1, 0.25)]
 
 
 def test_the_whitened_prior_singles_out_a_colour_off_the_slides_mix():
