@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoomin.config import Config
-from zoomin.train import Trainer, stalled
+from zoomin.train import Trainer, stall_message, stalled
 
 
 class Squares(Dataset):
@@ -58,6 +58,19 @@ def test_stalled_reads_the_last_epochs():
     assert not stalled([row(0.5, ev=0.8), row(0.5, ev=0.9)], 2)  # the evidence learns: not silent
     assert not stalled([{"train_accuracy": 0.5}, {"train_accuracy": 0.5}], 2)  # history from before "chance"
     assert stalled([{"train_accuracy": 0.6, "chance": 0.5, "samples": 60}] * 2, 2)  # within 2 sd of 60 coin flips
+
+
+def test_the_warning_says_when_the_held_out_slides_are_ranked_all_the_same():
+    cfg = Config.from_dict({"model": {"kind": "zoom_in", "evidence": True, "mpp": 1.0, "stage1_resolution": 16,
+                                      "stage1_units": "mpp"}, "train": {"stall_epochs": 3, "lr": 0.003}})
+    row = lambda auc=None: {"train_accuracy": 0.5, "chance": 0.5, "samples": 48,  # noqa: E731
+                            **({} if auc is None else {"test_auc": auc})}
+    plain = stall_message([row(), row(0.55), row()], cfg)
+    assert plain.startswith("no learning: training accuracy has stayed at chance (0.50) for 3 epochs, the evidence too.")
+    assert "stage I at 16 µm/px" in plain and "held-out" not in plain and "train.lr 0.003" in plain
+    ranked = stall_message([row(0.9), row(0.78), row()], cfg)  # the last test in the window: 0.78
+    assert "the held-out AUC was 0.78 at the last test" in ranked and "\n" not in ranked
+    assert "held-out" not in stall_message([row(0.9), row(), row(), row()], cfg)  # a test before the window
 
 
 def manifest_run(tmp_path, shuffle: bool) -> dict:

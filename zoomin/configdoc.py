@@ -75,7 +75,8 @@ HELP = {
     "train.instance_weight": "The instance head exists with `model.evidence: true` or `model.instance_pool: mean`.",
     "train.stall_epochs": "Chance: the largest class's share of the epoch's training labels, plus two binomial standard "
                           "deviations (at least 0.05); with evidence heads the evidence must be at chance too "
-                          "(`zoomin.train.stalled`). The warning is one line on stderr and in `metrics.json`'s `warnings`.",
+                          "(`zoomin.train.stalled`). The warning is one line on stderr and in `metrics.json`'s `warnings`; "
+                          "it adds the last held-out AUC of those epochs when that is 0.75 or more (`zoomin.train.stall_message`).",
     "train.eval_every": "The test reads the model's answer as the `readout` section defines it.",
     "readout.method": "`features`: each pass `softmax(g(z))`, the passes' mean. `mixture`: each pass the mixture "
                       "`E[softmax(g(f))]` of its patches' own class probabilities under `g` (a model trained on "

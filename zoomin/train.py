@@ -71,6 +71,25 @@ def stalled(history: list[dict], epochs: int) -> bool:
     return len(last) == epochs and all("chance" in r and at_chance(r) for r in last)
 
 
+RANKED = 0.75  # a held-out AUC from which the no-learning warning says the slides are ranked all the same
+
+
+def stall_message(history: list[dict], cfg: Config) -> str:
+    """The no-learning warning's line for ``history`` (``stalled``): what stayed at chance, the likely
+    causes, and the last held-out AUC within the stalled epochs when it is ``RANKED`` or more (the
+    answers rank the slides while the accuracy, a threshold on them, does not move)."""
+    m, t = cfg.model, cfg.train
+    where = {"baseline": f"stage I at scale {m.stage1_resolution:g}", "px": f"a {m.view_size}-px stage-I view"}.get(
+        m.stage1_units, f"stage I at {m.view_mpp(1):g} µm/px")
+    auc = next((r["test_auc"] for r in reversed(history[-t.stall_epochs:]) if r.get("test_auc") is not None), None)
+    ranked = (f" (yet the held-out AUC was {auc:.2f} at the last test: the slides are ranked, the answers stay on "
+              "one side of the threshold)") if auc is not None and auc >= RANKED else ""
+    return (f"no learning: training accuracy has stayed at chance ({history[-1]['chance']:.2f}) for "
+            f"{t.stall_epochs} epochs{', the evidence too' if m.evidence else ''}{ranked}. Likely causes: the lesions "
+            f"are below what {where} sees (run `zoomin doctor MANIFEST`), unbalanced classes, or the learning "
+            f"rate (train.lr {t.lr:g})")
+
+
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out``. ``datasets`` overrides the built-in data;
     ``callbacks``: objects with ``on_step`` / ``on_fit_end`` (module doc)."""
@@ -318,13 +337,7 @@ class Trainer:
         if not t.stall_epochs or any(w.startswith("no learning") for w in self.warnings):
             return
         if stalled(self.history, t.stall_epochs):
-            m = self.cfg.model
-            where = {"baseline": f"stage I at scale {m.stage1_resolution:g}", "px": f"a {m.view_size}-px stage-I view"}.get(
-                m.stage1_units, f"stage I at {m.view_mpp(1):g} µm/px")
-            text = (f"no learning: training accuracy has stayed at chance ({self.history[-1]['chance']:.2f}) for "
-                    f"{t.stall_epochs} epochs{', the evidence too' if m.evidence else ''}. Likely causes: the lesions "
-                    f"are below what {where} sees (run `zoomin doctor MANIFEST`), unbalanced classes, or the learning "
-                    f"rate (train.lr {t.lr:g})")
+            text = stall_message(self.history, self.cfg)
             self.warnings.append(text)
             print(f"zoomin: warning: {text}", file=sys.stderr, flush=True)
 
