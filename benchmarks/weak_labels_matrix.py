@@ -41,6 +41,7 @@ CELLS = {
     "ihc-dab-0.5-roi5e-5": ("ihc", ("dab",), 0.5, 5e-5, 3, "tuning"),  # the lowest ROI, on a background held out from cmu
     "synthetic-dab-0.5-roi5e-5": ("synthetic", ("dab",), 0.5, 5e-5, 3, "tuning"),
     "synthetic-giant-0.5": ("synthetic", ("giant",), 0.5, 1e-3, 3, "tuning"),
+    "ihc-nuclei-inside-0.5": ("ihc", ("nuclei-inside",), 0.5, 1e-3, 3, "tuning"),  # a colour of its own inside the range
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),

@@ -29,6 +29,7 @@ LESIONS = {
     "pale": (0.0, 0.0, (238, 215, 225), 0.75),     # a pale necrotic patch: no cells, the stain washed out
     "giant-own": (11.0, 0.35, None, 0.85),          # giant nuclei of the tissue's own nuclear colour: size only
     "nuclei-own": (3.2, 0.55, None, 0.9),           # crowded nuclei of the tissue's own nuclear colour: crowding only
+    "nuclei-inside": (3.2, 0.55, (147, 117, 115), 0.9),  # crowded nuclei of a colour inside the IHC image's range
 }  # RGB None: the slide's own nuclear colour (``own_colour``), so only shape or arrangement tells
 BACKGROUNDS = ("cmu", "ihc", "synthetic")
 GLASS = np.array([242, 240, 244], np.float32)
