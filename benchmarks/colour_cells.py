@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
+from weak_labels_matrix import CELLS, cell_data, slide_arguments  # noqa: E402
 
 TOPS = (1, 3, 10)
 CS = (0.01, 0.1)
@@ -79,26 +79,19 @@ def main(argv=None) -> None:
     p.add_argument("--cells", default="ihc-nuclei-inside-0.5,cmu-giant-0.5,cmu-nuclei-0.25")
     p.add_argument("--bits", default="4,5", help="colour-cell sizes, bits a channel, comma-separated")
     p.add_argument("--count-mpp", type=float, default=2.0)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+    slide_arguments(p)
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "weak_labels_colour_cells.md"))
     args = p.parse_args(argv)
     import torch
 
-    from zoomin.cli import _packaged_config
     from zoomin.counts import CountHead
     from zoomin.doctor import histograms
-    from zoomin.manifest import read_manifest
     rows = []
     for name in args.cells.split(","):
         background, kinds, mpp, roi, _, role = CELLS[name]
         if len(kinds) != 1:
             raise SystemExit(f"--cells {name}: binary cells only")
-        manifest = cell_slides(args.work, name, 0, args.n, args.size)
-        cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}"])
-        entries = read_manifest(manifest)
-        y = np.array([e.label for e in entries])
+        cfg, entries, y = cell_data(args, name)
         t0 = time.perf_counter()
         hists = histograms(entries, cfg, args.count_mpp)
         read_s = time.perf_counter() - t0

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
+from weak_labels_matrix import CELLS, cell_data, slide_arguments  # noqa: E402
 
 
 def painted(kind: str) -> np.ndarray:
@@ -58,16 +58,12 @@ def main(argv=None) -> None:
     p.add_argument("--view-mpp", default="2,1", help="view resolutions to try, µm/px, comma-separated")
     p.add_argument("--radius", default="20,30", help="RGB distances to the painted colour, comma-separated")
     p.add_argument("--core", type=int, default=3, help="also count blob cores this many pixels across (1: not)")
-    p.add_argument("--n", type=int, default=64, help="slides (as weak_labels_matrix.py writes them)")
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+    slide_arguments(p)
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "weak_labels_colour_oracle.md"))
     args = p.parse_args(argv)
     from sklearn.metrics import roc_auc_score
 
-    from zoomin.cli import _packaged_config
     from zoomin.doctor import views
-    from zoomin.manifest import read_manifest
     radii = [float(r) for r in args.radius.split(",")]
     cores = [1] + ([args.core] if args.core > 1 else [])
     rows = []
@@ -75,10 +71,7 @@ def main(argv=None) -> None:
         background, kinds, mpp, roi, distractors, role = CELLS[name]
         if len(kinds) != 1 or kinds[0] == "pale":  # pale: a wash over the tissue, no cells
             raise SystemExit(f"--cells {name}: the colour count is for one kind of painted cells against negatives")
-        manifest = cell_slides(args.work, name, args.seed, args.n, args.size)
-        cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}"])
-        entries = read_manifest(manifest)
-        y = np.array([e.label for e in entries])
+        cfg, entries, y = cell_data(args, name, args.seed)
         for view_mpp in (float(a) for a in args.view_mpp.split(",")):
             t0 = time.perf_counter()
             vs = views(entries, cfg, view_mpp)

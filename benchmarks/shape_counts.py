@@ -35,10 +35,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
+from weak_labels_matrix import CELLS, cell_data, slide_arguments  # noqa: E402
 
 BLOCK = 4  # pooled blocks: BLOCK x BLOCK count-view pixels
 
@@ -136,23 +135,15 @@ def main(argv=None) -> None:
     p.add_argument("--cells", default="ihc-giant-own-0.5,synthetic-nuclei-own-0.25,cmu-giant-0.5,cmu-nuclei-0.25")
     p.add_argument("--modes", default="none,max,mean,texture")
     p.add_argument("--count-mpp", type=float, default=2.0)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+    slide_arguments(p)
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "weak_labels_shape.md"))
     args = p.parse_args(argv)
-    from zoomin.cli import _packaged_config
     from zoomin.doctor import count_probe
-    from zoomin.manifest import read_manifest
     rows = []
     for name in args.cells.split(","):
         background, kinds, mpp, roi, _, role = CELLS[name]
-        manifest = cell_slides(args.work, name, 0, args.n, args.size)
-        cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}",
-                                                        f"model.num_classes={len(kinds) + 1}"])
+        cfg, entries, y = cell_data(args, name)
         cfg = replace(cfg, model=replace(cfg.model, count_mpp=args.count_mpp))
-        entries = read_manifest(manifest, num_classes=len(kinds) + 1)
-        y = np.array([e.label for e in entries])
         for mode in args.modes.split(","):
             t0 = time.perf_counter()
             hists = histograms(entries, cfg, mode)

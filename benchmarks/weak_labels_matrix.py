@@ -70,6 +70,28 @@ def cell_slides(work, name: str, seed: int, n: int, size: int) -> Path:
     return manifest
 
 
+def slide_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of a probe over the matrix's slides (``cell_data``): --n, --size, --work."""
+    p.add_argument("--n", type=int, default=64, help="slides a cell (as this script writes them)")
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+
+
+def cell_data(args, name: str, seed: int = 0):
+    """A (cell, seed)'s slides for a probe, written first if missing -> (the packaged ``slides.yaml`` on
+    their manifest, its rows, their labels as an array)."""
+    import numpy as np
+
+    from zoomin.cli import _packaged_config
+    from zoomin.manifest import read_manifest
+    classes = len(CELLS[name][1]) + 1
+    manifest = cell_slides(args.work, name, seed, args.n, args.size)
+    cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}",
+                                                    f"model.num_classes={classes}"])
+    entries = read_manifest(manifest, num_classes=classes)
+    return cfg, entries, np.array([e.label for e in entries])
+
+
 def one_run(args, name: str, seed: int) -> dict:
     kinds = CELLS[name][1]
     out = Path(args.work) / name / f"seed{seed}"
