@@ -53,7 +53,7 @@ def cell_counts(hists, bits: int) -> np.ndarray:
 
 def scores(X: np.ndarray, y: np.ndarray, tails, repeats: int = 3) -> dict[str, float]:
     """Out-of-fold AUC of each method, averaged over the folds of ``repeats`` 4-fold splits; ``tails``:
-    a function (train rows, all rows) -> the stain counts' standardised tails (S, F)."""
+    the training rows of a fold -> every row's stain-count tails (S, F), fitted on those rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -96,10 +96,14 @@ def main(argv=None) -> None:
         hists = histograms(entries, cfg, args.count_mpp)
         read_s = time.perf_counter() - t0
 
+        fitted: dict[tuple, np.ndarray] = {}  # a fold's tails, fitted once for every cell size
+
         def tails(train):
-            head = CountHead(cfg.model.count_directions, 1)
-            head.fit([hists[i] for i in train])
-            return torch.cat([head.features(h.to_dense()) for h in hists]).numpy()
+            if tuple(train) not in fitted:
+                head = CountHead(cfg.model.count_directions, 1)
+                head.fit([hists[i] for i in train])
+                fitted[tuple(train)] = torch.cat([head.features(h.to_dense()) for h in hists]).numpy()
+            return fitted[tuple(train)]
         for bits in (int(b) for b in args.bits.split(",")):
             X = cell_counts(hists, bits)
             rows.append((name, role, bits, X.shape[1], scores(X, y, tails), read_s))

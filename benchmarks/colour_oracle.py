@@ -37,17 +37,19 @@ def painted(kind: str) -> np.ndarray:
     return np.asarray(colour, np.float32)
 
 
-def counts(views, colour: np.ndarray, radius: float, core: int) -> list[float]:
-    """Each view's pixels within ``radius`` of ``colour`` (the whole ``core`` x ``core`` neighbourhood
-    when ``core`` > 1)."""
+def counts(views, colour: np.ndarray, radii: list[float], cores: list[int]) -> dict[tuple[float, int], list[float]]:
+    """Each view's pixels within each radius of ``radii`` of ``colour``, for each ``core`` of ``cores``
+    the pixels whose whole ``core`` x ``core`` neighbourhood is (1: each pixel alone) -> {(radius,
+    core): one count a view}; each view's distances to the colour computed once."""
     import torch
     import torch.nn.functional as F
-    out = []
+    out: dict[tuple[float, int], list[float]] = {(r, k): [] for r in radii for k in cores}
     for v in views:
-        near = ((v.float() - torch.as_tensor(colour).view(1, 3, 1, 1)).norm(dim=1, keepdim=True) < radius).float()
-        if core > 1:
-            near = -F.max_pool2d(-near, core, 1, core // 2)
-        out.append(float(near.sum()))
+        distance = (v.float() - torch.as_tensor(colour).view(1, 3, 1, 1)).norm(dim=1, keepdim=True)  # (1, 1, h, w)
+        for r in radii:
+            near = (distance < r).float()
+            for k in cores:
+                out[(r, k)].append(float((-F.max_pool2d(-near, k, 1, k // 2) if k > 1 else near).sum()))
     return out
 
 
@@ -75,7 +77,7 @@ def main(argv=None) -> None:
         for view_mpp in (float(a) for a in args.view_mpp.split(",")):
             t0 = time.perf_counter()
             vs = views(entries, cfg, view_mpp)
-            aucs = {(r, k): roc_auc_score(y, counts(vs, painted(kinds[0]), r, k)) for r in radii for k in cores}
+            aucs = {key: roc_auc_score(y, c) for key, c in counts(vs, painted(kinds[0]), radii, cores).items()}
             rows.append((name, role, view_mpp, aucs, time.perf_counter() - t0))
             print(f"{name} {view_mpp:g} µm/px: " + ", ".join(f"r{r:g} core{k} {a:.3f}" for (r, k), a in aucs.items()),
                   flush=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weak_labels_matrix import CELLS, cell_slides  # noqa: E402
+from weak_labels_matrix import CELLS, cell_data, slide_arguments  # noqa: E402
 
 QUANTILES = (0.999, 0.9999)
 
@@ -49,23 +49,16 @@ def main(argv=None) -> None:
     p.add_argument("--cell", default="cmu-dab-0.5", choices=sorted(CELLS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--view-mpp", default="4,2,1", help="view resolutions to try, µm/px, comma-separated")
-    p.add_argument("--n", type=int, default=64, help="slides (as weak_labels_matrix.py writes them)")
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--work", default="runs/weak_labels_matrix", help="where the matrix's slides are (or are written)")
+    slide_arguments(p)
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "weak_labels_oracle.md"))
     args = p.parse_args(argv)
     from sklearn.metrics import roc_auc_score
 
-    from zoomin.cli import _packaged_config
     from zoomin.doctor import views
-    from zoomin.manifest import read_manifest
     background, kinds, mpp, roi, distractors, role = CELLS[args.cell]
     if len(kinds) != 1 or kinds[0] != "dab":
         raise SystemExit(f"--cell {args.cell}: the stain count is for DAB foci against negatives (a 'dab' cell)")
-    manifest = cell_slides(args.work, args.cell, args.seed, args.n, args.size)
-    cfg = _packaged_config("slides.yaml").override(["data.task=manifest", f"data.manifest={manifest}"])
-    entries = read_manifest(manifest)
-    y = np.array([e.label for e in entries])
+    cfg, entries, y = cell_data(args, args.cell, args.seed)
     rows = []
     for view_mpp in (float(a) for a in args.view_mpp.split(",")):
         t0 = time.perf_counter()
