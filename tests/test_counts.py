@@ -142,7 +142,7 @@ def trained_head(model, rows, steps: int = 100) -> list[torch.Tensor]:
     y = torch.tensor([e.label for _, e in rows])
     train = [i for i, (_, e) in enumerate(rows) if e.split == "train"]
     head = model.counts
-    head.fit([hists[i].to_sparse() for i in train])
+    head.fit([hists[i].to_sparse() for i in train], y[train])
     feats = torch.cat([head.features(h) for h in hists])  # (20, F)
     opt = torch.optim.Adam(head.linear.parameters(), lr=0.01)
     for _ in range(steps):
@@ -168,9 +168,14 @@ def test_the_counts_say_nothing_until_fitted_then_enter_the_answer(slides):
     torch.testing.assert_close(trace.answer_evidence, trace.evidence_logits + trace.evidence2_logits + trace.count_logits)
 
 
-def test_the_counts_learn_brown_foci_on_real_tissue_from_slide_labels(slides):
-    """The head fitted and trained on 16 slides' labels ranks the 4 held-out slides."""
-    model = build_model(ModelConfig(**TINY))
+FEATURES = {"tails": {}, "cells": {"count_directions": 0, "count_cells": 10}}
+
+
+@pytest.mark.parametrize("features", FEATURES)
+def test_the_counts_learn_brown_foci_on_real_tissue_from_slide_labels(slides, features):
+    """The head fitted and trained on 16 slides' labels ranks the 4 held-out slides, by its tails or
+    by colour cells alone."""
+    model = build_model(ModelConfig(**TINY, **FEATURES[features]))
     rows = sources(slides)
     hists = trained_head(model, rows)
     y = torch.tensor([e.label for _, e in rows])
@@ -181,12 +186,13 @@ def test_the_counts_learn_brown_foci_on_real_tissue_from_slide_labels(slides):
     assert len(pos) and len(neg) and pos.min() > neg.max()
 
 
-def test_alpha_turns_to_the_foci_the_counts_found(slides):
+@pytest.mark.parametrize("features", FEATURES)
+def test_alpha_turns_to_the_foci_the_counts_found(slides, features):
     """On every held-out positive slide the location the count map weighs most lies in a brown focus,
     and alpha there is larger than before the counts were trained (real CMU-1 tissue, slide labels)."""
     import json
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY)).eval()
+    model = build_model(ModelConfig(**TINY, **FEATURES[features])).eval()
     rows = sources(slides)
     with torch.no_grad():
         before = [model.attend(s).log_alpha for s, _ in rows]
@@ -214,6 +220,9 @@ def test_alpha_turns_to_the_foci_the_counts_found(slides):
     ({"count_mpp": 0.5}, "at most model.count_mpp"),
     ({"in_channels": 1}, "model.in_channels: 3"),
     ({"count_mpp": 0.0, "count_directions": 8}, "model.count_directions is a setting of model.count_mpp"),
+    ({"count_mpp": 0.0, "count_cells": 10}, "model.count_cells is a setting of model.count_mpp"),
+    ({"count_directions": 0}, "model.count_mpp counts nothing"),
+    ({"count_cells": -1}, "model.count_cells"),
 ])
 def test_count_settings_are_checked_on_load(override, field):
     with pytest.raises(ValueError, match=field):
@@ -225,7 +234,9 @@ def test_training_fits_the_counts_and_the_doctor_probes_them(slides, tmp_path, c
     out = tmp_path / "recommended.yaml"
     assert main(["doctor", str(slides), "--out", str(out), "--candidates", "16", "--steps", "2"]) == 0
     text = capsys.readouterr().out
-    assert "stain counts at 2 µm/px: out-of-fold AUC" in text
+    assert "stain counts at 2 µm/px: 16 slides read" in text
+    for features in ("64 directions, 0 colour cells", "64 directions, 10 colour cells", "0 directions, 10 colour cells"):
+        assert f"stain counts at 2 µm/px ({features}): out-of-fold AUC" in text
     cfg = Config.from_yaml(out)
     assert cfg.model.count_mpp in (0.0, 2.0)
     run = tmp_path / "run"
@@ -235,4 +246,58 @@ def test_training_fits_the_counts_and_the_doctor_probes_them(slides, tmp_path, c
     assert "stain counts fitted on 16 training images at 2 µm/px" in text
     assert "stain counts at 2 µm/px (a 256 x 256 view)" in text  # the line on what it reads
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
-    assert bool(state["counts.fitted"]) and state["counts.thresholds"].abs().sum() > 0
+    assert bool(state["counts.fitted"])
+    if cfg.model.count_directions:  # the tails the doctor chose, or the cells, are fitted
+        assert state["counts.thresholds"].abs().sum() > 0
+    assert len(state["counts.cells"]) == cfg.model.count_cells and len(state["counts.cells"].unique()) == cfg.model.count_cells
+
+
+def pale_tissue(n: int, lesion: int, seed: int) -> torch.Tensor:
+    """Colour histograms (n, bins) of ``n`` images of 20,000 tissue pixels from two stains (pink and
+    purple, each image's mixture and shade its own) with ``lesion`` pixels of a colour between them,
+    inside the tissue's range along every direction."""
+    g = torch.Generator().manual_seed(seed)
+    pink, purple, inside = torch.tensor([230., 150, 190]), torch.tensor([120., 60, 150]), torch.tensor([180., 108, 172])
+    out = []
+    for _ in range(n):
+        share = 0.3 + 0.4 * torch.rand((), generator=g)
+        k = int(20000 * share)
+        px = torch.cat([pink + 12 * torch.randn(k, 3, generator=g), purple + 12 * torch.randn(20000 - k, 3, generator=g)])
+        px = torch.cat([px + 6 * torch.randn(1, 3, generator=g),  # the image's shade; the lesion's colour is fixed
+                        inside + 2 * torch.randn(lesion, 3, generator=g)])
+        out.append(counts.colour_histogram(px.clamp(1, 255).to(torch.uint8).T.reshape(1, 3, 1, -1)))
+    return torch.cat(out)
+
+
+def test_colour_cells_find_a_lesion_colour_inside_the_tissue_range_that_no_tail_reaches():
+    """Lesion pixels of a colour between the two stains lie beyond no tail: the tails rank held-out
+    images near chance, the chosen cells (``screen_cells``) hold the lesion's colour and rank them."""
+    from zoomin.evaluate import auc
+    y = torch.arange(48) % 2
+    hists = torch.cat([pale_tissue(1, 60 * int(c), seed=i) for i, c in enumerate(y)])  # (48, bins)
+    train, held = torch.arange(32), torch.arange(32, 48)
+    scores = {}
+    for name, (d, c) in {"tails": (64, 0), "cells": (0, 3)}.items():
+        head = counts.CountHead(d, 1, c)
+        head.fit([hists[i:i + 1].to_sparse() for i in train], y[train])
+        feats = head.features(hists)
+        opt = torch.optim.Adam(head.linear.parameters(), lr=0.01)
+        for _ in range(200):
+            loss = torch.nn.functional.cross_entropy(head.logits(feats[train]), y[train])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            scores[name] = float(auc(head.logits(feats[held]).softmax(-1)[:, 1], y[held]))
+    lesion_cell = counts.cell_of(torch.tensor([(180 >> 1 << 14) | (108 >> 1 << 7) | (172 >> 1)]))
+    assert lesion_cell in head.cells  # the lesion's colour is among the chosen cells
+    assert head.in_tail(torch.tensor([(180 >> 1 << 14) | (108 >> 1 << 7) | (172 >> 1)])).all()  # on the count map
+    assert scores["cells"] >= 0.95 and scores["tails"] < 0.8, scores
+
+
+def test_a_checkpoint_from_before_the_cells_loads():
+    head = counts.CountHead(8, 1)
+    state = {k: v for k, v in head.state_dict().items() if k != "cells"}
+    counts.CountHead(8, 1).load_state_dict(state)  # strict: the missing cells are none
+    with pytest.raises(RuntimeError, match="cells"):
+        counts.CountHead(8, 1, 3).load_state_dict(state)

@@ -54,7 +54,8 @@ class ModelConfig(Section):
     magnification: float = 0.0  # mpp given as objective power (mpp = 10 / magnification)
     stage1_chunk: int = 256  # stage I streamed in pieces of this many view locations a side (0: one piece)
     count_mpp: float = 0.0  # stain counts read at this µm per pixel, a slide-level evidence (0: off; method §10.6)
-    count_directions: int = 64  # model.count_mpp: colour directions the counts are taken along
+    count_directions: int = 64  # model.count_mpp: colour directions the counts' tails are taken along (0: no tails)
+    count_cells: int = 0  # model.count_mpp: colour cells counted for each lesion class, chosen from the training labels
 
     def __post_init__(self):
         check_fields("model", self)

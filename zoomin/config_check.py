@@ -35,7 +35,8 @@ RANGES = {  # (lower, bound[, upper, bound]): ">=" / ">" below, "<=" / "<" above
     "model.evidence_prior": NOT_NEGATIVE, "model.evidence_topk": AT_LEAST_1, "model.augment_affine": NOT_NEGATIVE,
     "model.proposal_floor": (">=", 0, "<", 1), "model.instance_topk": AT_LEAST_1, "model.mpp": NOT_NEGATIVE,
     "model.magnification": NOT_NEGATIVE,
-    "model.stage1_chunk": NOT_NEGATIVE, "model.count_mpp": NOT_NEGATIVE, "model.count_directions": AT_LEAST_1,
+    "model.stage1_chunk": NOT_NEGATIVE, "model.count_mpp": NOT_NEGATIVE, "model.count_directions": NOT_NEGATIVE,
+    "model.count_cells": NOT_NEGATIVE,
     "data.canvas": AT_LEAST_1, "data.n_digits": AT_LEAST_1, "data.n_target": AT_LEAST_1, "data.n_noise": NOT_NEGATIVE,
     "data.train_size": AT_LEAST_1, "data.test_size": AT_LEAST_1, "data.max_pixels": NOT_NEGATIVE,
     "train.epochs": NOT_NEGATIVE, "train.batch_size": AT_LEAST_1, "train.lr": (">", 0),
@@ -130,8 +131,13 @@ def cross_check(cfg) -> None:
             raise ValueError(f"model.count_mpp ({m.count_mpp}) needs model.mpp set and at most model.count_mpp (got {m.mpp})")
         if m.in_channels != 3:
             raise ValueError(f"model.count_mpp counts colours: it needs model.in_channels: 3 (got {m.in_channels})")
+        if not m.count_directions and not m.count_cells:
+            raise ValueError("model.count_mpp counts nothing with model.count_directions: 0 and model.count_cells: 0 "
+                             "(set one of them)")
     elif m.count_directions != 64:
         raise ValueError("model.count_directions is a setting of model.count_mpp, which is off (remove it or set model.count_mpp)")
+    elif m.count_cells:
+        raise ValueError("model.count_cells is a setting of model.count_mpp, which is off (remove it or set model.count_mpp)")
     if t.reference_class >= m.num_classes:
         raise ValueError(f"train.reference_class ({t.reference_class}) must be a class below model.num_classes ({m.num_classes})")
     if d.task == "megapixel_mnist" and not 2 * d.n_target > d.n_digits:

@@ -13,9 +13,16 @@ chance. Counting is the part that needs no learning, so it is fixed; only the we
   standardised with the training slides' mean and spread, and projected on ``n`` directions
   spread evenly over the sphere (``directions``);
 * a slide's features are ``log(1 + count)`` of its pixels beyond three tail quantiles of the
-  training pixels along each direction (``tail_counts``); the quantiles, the standardisation and
+  training pixels along each direction (``CountHead.tails``); the quantiles, the standardisation and
   the features' own mean and spread are fitted once, before training, on the training slides
   (``CountHead.fit``) and kept in the checkpoint;
+* with ``model.count_cells`` k > 0, the counts also take colour cells (``CELL_BITS`` bits a
+  channel) inside the tissue's range: before training, the k cells whose ``log(1 + count)`` is
+  raised most on each lesion class's training slides against the others' (a Welch t-statistic,
+  ``screen_cells``) are chosen, and a slide's ``log(1 + count)`` of each chosen cell is a feature
+  beside the tails. A lesion painted in a colour the tissue has too (crowded or giant nuclei of
+  their own hue) adds pixels there, where no tail reaches; ``model.count_directions: 0`` leaves
+  the tails out;
 * a linear head on those features gives class logits (``CountHead.forward``), trained with the
   slide labels like the pooled evidence: a logistic regression, convex in its weights.
 
@@ -25,12 +32,12 @@ location into a count map (``count_map``), and alpha is tilted toward it (``coun
 the tiles drawn, and the explorer's alpha, show the places the counts' answer comes from.
 
 Once fitted, what a slide's counts depend on is fixed: its tails (the features before
-standardisation) and its tail pixels (the pixels beyond any tail, as stage-I location, colour bin
-and count). ``CountMemo`` keeps both per slide, so a slide seen again (the next epoch, another
+standardisation) and its tail pixels (the pixels beyond any tail or in a chosen cell, as stage-I
+location, colour bin and count). ``CountMemo`` keeps both per slide, so a slide seen again (the next epoch, another
 readout) is not read again at ``model.count_mpp``.
 
-What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only
-(crowded or giant nuclei of the tissue's own colours). Stage I and stage II are left for those.
+What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only,
+in exactly the tissue's own colours. Stage I and stage II are left for those.
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from . import foreground
 from .evidence import evidence_class_logits
 
 BITS = 7  # colour bins: the top BITS bits of each 8-bit channel
+CELL_BITS = 5  # colour cells (model.count_cells): the top CELL_BITS bits of each 8-bit channel
 QUANTILES = (0.99, 0.999, 0.9999)  # the tails counted along each direction, as quantiles of the training pixels
 BAND_PIXELS = 2**22  # a view larger than this is binned band by band
 MEMO_MB = 256  # CountMemo's budget: what the counts found on the slides seen most recently
@@ -134,6 +142,38 @@ def count_attention(count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
     return sharpness * torch.log1p(count_map.clamp(min=0))
 
 
+def cell_of(bins: torch.Tensor) -> torch.Tensor:
+    """The colour cell (``CELL_BITS`` bits a channel) of each colour bin (U,) -> (U,) int64."""
+    shift, mask = BITS - CELL_BITS, 2**BITS - 1
+    r, g, b = bins >> (2 * BITS), (bins >> BITS) & mask, bins & mask
+    return ((r >> shift) << (2 * CELL_BITS)) | ((g >> shift) << CELL_BITS) | (b >> shift)
+
+
+def cell_counts(hist: torch.Tensor) -> torch.Tensor:
+    """``log(1 + count)`` of each colour cell: colour histograms (B, bins) -> (B, 2^(3 CELL_BITS)) float64."""
+    used = hist.sum(0).nonzero().squeeze(1)  # (U,)
+    cells = torch.zeros(len(hist), 2 ** (3 * CELL_BITS), dtype=torch.float64)
+    return torch.log1p(cells.index_add_(1, cell_of(used), hist[:, used].double()))
+
+
+def screen_cells(x: torch.Tensor, y: torch.Tensor, k: int, groups: int) -> torch.Tensor:
+    """The ``k`` colour cells whose ``log(1 + count)`` is raised most on each lesion class's images
+    against the others', by a Welch t-statistic (method §10.6). x (S, cells) ``cell_counts``;
+    y (S,) labels; ``groups``: 1 (a binary task: class 1 against 0) or one per class (each against
+    the rest) -> (groups * k,) cell indices, group by group."""
+    picks = []
+    for c in range(groups):
+        lesion = y == (1 if groups == 1 else c)
+        a, n = x[lesion], x[~lesion]
+        if not len(a) or not len(n):
+            raise ValueError(f"model.count_cells: choosing cells needs training images in and out of class "
+                             f"{1 if groups == 1 else c}")
+        spread = a.var(0, correction=min(1, len(a) - 1)) / len(a) + n.var(0, correction=min(1, len(n) - 1)) / len(n)
+        t = (a.mean(0) - n.mean(0)) / (spread + 1e-9).sqrt()  # (cells,)
+        picks.append(t.argsort(descending=True)[:k])
+    return torch.cat(picks)
+
+
 def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | None:
     """Which colour bins are foreground for each image, by stage I's own threshold (``Stage1.threshold``,
     ``zoomin.foreground``): (B,) -> (B, bins) bool; None (no mask) -> None."""
@@ -141,15 +181,6 @@ def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | Non
         return None
     colours = (bin_colours() / 255).T.reshape(1, 3, -1, 1)  # (1, 3, bins, 1) in [0, 1]
     return foreground.raw_mask(colours.expand(len(threshold), -1, -1, -1), threshold.cpu(), kind)
-
-
-def tail_counts(hist: torch.Tensor, od_mean: torch.Tensor, od_std: torch.Tensor, dirs: torch.Tensor,
-                thresholds: torch.Tensor) -> torch.Tensor:
-    """``log(1 + count)`` of each image's pixels beyond each threshold along each direction.
-
-    hist (B, bins) counts; od_mean, od_std (3,); dirs (n, 3); thresholds (n, q) -> (B, n * q)."""
-    used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
-    return torch.log1p(hist[:, used].float() @ beyond(used, od_mean, od_std, dirs, thresholds))  # (B, n * q)
 
 
 class CountMemo:
@@ -208,17 +239,21 @@ def weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, qs) -> torch
 class CountHead(nn.Module):
     """The stain counts' class logits (method §10.6): fitted buffers, a linear layer on the counts.
 
-    ``fit(hists)`` sets the buffers from the training slides' colour histograms; until then the
-    head says nothing (its logits are 0)."""
+    Features: ``n_directions`` x ``len(QUANTILES)`` tails, then ``n_cells`` colour cells for each
+    lesion class (``screen_cells``). ``fit(hists, labels)`` sets the buffers from the training
+    slides' colour histograms (and labels, for the cells); until then the head says nothing (its
+    logits are 0)."""
 
-    def __init__(self, n_directions: int, out_channels: int):
+    def __init__(self, n_directions: int, out_channels: int, n_cells: int = 0):
         super().__init__()
-        n = n_directions * len(QUANTILES)
+        self.n_cells = n_cells
+        n = n_directions * len(QUANTILES) + n_cells * out_channels
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.register_buffer("od_mean", torch.zeros(3))
         self.register_buffer("od_std", torch.ones(3))
         self.register_buffer("dirs", directions(n_directions))
         self.register_buffer("thresholds", torch.zeros(n_directions, len(QUANTILES)))
+        self.register_buffer("cells", torch.zeros(n_cells * out_channels, dtype=torch.int64))  # screened cells
         self.register_buffer("feature_mean", torch.zeros(n))
         self.register_buffer("feature_std", torch.ones(n))
         self.linear = nn.Linear(n, out_channels)
@@ -226,13 +261,18 @@ class CountHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
         self.memo = CountMemo()  # not state: rebuilt from the slides when they are read again
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.memo.clear()  # other thresholds: what was kept no longer holds
-        super()._load_from_state_dict(*args, **kwargs)
+        if not self.n_cells:  # a checkpoint from before the cells: none were chosen
+            state_dict.setdefault(prefix + "cells", self.cells)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def tails(self, hist: torch.Tensor) -> torch.Tensor:
-        """Tail counts ``log(1 + count)`` of colour histograms (B, bins) -> (B, F) (``tail_counts``)."""
-        return tail_counts(hist.cpu(), self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+        """The counts' features before standardisation: ``log(1 + count)`` of each image's pixels
+        beyond each tail and in each chosen cell, from colour histograms (B, bins) -> (B, F)."""
+        hist = hist.cpu()
+        used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
+        return torch.log1p(hist[:, used].float() @ self.beyond(used))  # (B, F)
 
     def standardise(self, tails: torch.Tensor) -> torch.Tensor:
         """Tail counts (B, F) standardised with the training slides' mean and spread -> (B, F)."""
@@ -243,11 +283,13 @@ class CountHead(nn.Module):
         return self.standardise(self.tails(hist))
 
     def beyond(self, bins: torch.Tensor) -> torch.Tensor:
-        """Whether colour bins (U,) lie beyond each fitted tail -> (U, F) float (``counts.beyond``)."""
-        return beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+        """Which features colour bins (U,) count toward: beyond each fitted tail (``counts.beyond``),
+        then in each chosen cell -> (U, F) float."""
+        tails = beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
+        return torch.cat([tails, (cell_of(bins)[:, None] == self.cells.cpu()).float()], 1)  # (U, F)
 
     def in_tail(self, bins: torch.Tensor) -> torch.Tensor:
-        """Whether colour bins (U,) lie beyond any fitted tail -> (U,) bool."""
+        """Whether colour bins (U,) count toward any feature (beyond a tail or in a chosen cell) -> (U,) bool."""
         return self.beyond(bins).any(-1) > 0
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
@@ -274,9 +316,10 @@ class CountHead(nn.Module):
         return evidence_class_logits(self.linear(features))
 
     @torch.no_grad()
-    def fit(self, hists: list[torch.Tensor]) -> None:
-        """Fit the optical-density standardisation, the tail thresholds and the features' mean and
-        spread on the training images' colour histograms, each (1, bins), dense or sparse."""
+    def fit(self, hists: list[torch.Tensor], labels=None) -> None:
+        """Fit the optical-density standardisation, the tail thresholds, the chosen cells and the
+        features' mean and spread on the training images' colour histograms, each (1, bins), dense
+        or sparse; ``labels`` (one per image) are needed with cells only."""
         total = torch.zeros(2 ** (3 * BITS), dtype=torch.int64)
         for h in hists:
             total += h.to_dense()[0]
@@ -289,10 +332,16 @@ class CountHead(nn.Module):
         std = ((((od - mean) ** 2) * w[:, None]).sum(0) / w.sum()).sqrt().clamp(min=1e-3)
         self.od_mean.copy_(mean.float())
         self.od_std.copy_(std.float())
-        proj = standardised_od(used, self.od_mean, self.od_std) @ self.dirs.T  # (U, n)
-        self.thresholds.copy_(weighted_quantiles(proj, w, QUANTILES))
-        f = torch.cat([tail_counts(h.to_dense(), self.od_mean, self.od_std, self.dirs, self.thresholds)
-                       for h in hists])  # (S, F)
+        if len(self.dirs):
+            proj = standardised_od(used, self.od_mean, self.od_std) @ self.dirs.T  # (U, n)
+            self.thresholds.copy_(weighted_quantiles(proj, w, QUANTILES))
+        if self.n_cells:
+            if labels is None:
+                raise ValueError("model.count_cells: the cells are chosen with the training images' labels")
+            x = torch.cat([cell_counts(h.to_dense()) for h in hists])  # (S, cells)
+            self.cells.copy_(screen_cells(x, torch.as_tensor(labels).view(-1), self.n_cells,
+                                          len(self.cells) // self.n_cells))
+        f = torch.cat([self.tails(h.to_dense()) for h in hists])  # (S, F)
         self.feature_mean.copy_(f.mean(0))
         self.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else torch.ones_like(f[0]))
         self.fitted.fill_(True)

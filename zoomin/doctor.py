@@ -11,10 +11,13 @@ resolution within ``tolerance`` of the best is recommended and written into a co
 ROI may be below what stage I can see (or the labels may not follow the slides).
 
 Then the stain counts (``model.count_mpp``, ``zoomin.counts``, method §10.6) are probed the same
-way at ``COUNT_CANDIDATES``: the count head is fitted and trained on one fold's colour histograms
-and scored on the other's. They are switched on in the recommended config when their out-of-fold
-AUC is at least ``WEAK`` and within ``tolerance`` of stage I's best: foci of a few stained cells
-that no stage-I resolution shows are counted at a finer one.
+way at ``COUNT_CANDIDATES``, with three sets of features (``count_features``): the tails alone,
+the tails and ``COUNT_CELLS`` colour cells a lesion class, the cells alone. The count head is
+fitted and trained on one fold's colour histograms and labels and scored on the other's. The
+best of them (the first within ``tolerance`` of the best, in that order) is switched on in the
+recommended config when its out-of-fold AUC is at least ``WEAK`` and within ``tolerance`` of
+stage I's best: foci of a few stained cells that no stage-I resolution shows are counted at a
+finer one.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .units import relative_scale
 
 CANDIDATES = (16.0, 8.0, 4.0)  # stage-I µm per view pixel tried by default, coarse to fine
 COUNT_CANDIDATES = (2.0,)  # µm per pixel the stain counts are probed at
+COUNT_CELLS = 10  # colour cells a lesion class in the count features probed with cells
 WEAK = 0.75  # a best out-of-fold AUC below this is a warning
 MAX_VIEW = 2048**2  # view locations per slide above which a candidate is skipped (say so)
 
@@ -113,9 +117,10 @@ def histograms(entries, cfg: Config, count_mpp: float) -> list[torch.Tensor]:
 
 def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 200, batch: int = 8,
                 lr: float = 3e-3, seed: int = 0) -> float:
-    """Out-of-fold AUC of the stain counts (``zoomin.counts.CountHead``) on colour histograms
-    ``hists`` with labels ``y``: per fold, the head is fitted on the training half's histograms
-    and its linear layer trained by ``steps`` Adam steps of ``batch`` slides (2 folds, stratified)."""
+    """Out-of-fold AUC of the stain counts (``zoomin.counts.CountHead`` with ``cfg.model``'s
+    ``count_directions`` and ``count_cells``) on colour histograms ``hists`` with labels ``y``: per
+    fold, the head is fitted on the training half's histograms and labels and its linear layer
+    trained by ``steps`` Adam steps of ``batch`` slides (2 folds, stratified)."""
     from .counts import CountHead
     m = cfg.model
     rng = np.random.default_rng(seed)
@@ -124,8 +129,8 @@ def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: in
     for k in (0, 1):
         torch.manual_seed(seed * 2 + k)
         train, held = np.nonzero(fold != k)[0], np.nonzero(fold == k)[0]
-        head = CountHead(m.count_directions, evidence_channels(m.num_classes))
-        head.fit([hists[i] for i in train])
+        head = CountHead(m.count_directions, evidence_channels(m.num_classes), m.count_cells)
+        head.fit([hists[i] for i in train], y[train])
         feats = torch.cat([head.features(h.to_dense()) for h in hists])  # (S, F) this fold's standardised counts
         opt = torch.optim.Adam(head.linear.parameters(), lr=lr)
         for _ in range(steps):
@@ -185,14 +190,26 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         if mpp_c < m.mpp:
             continue
         t0 = time.perf_counter()
-        auc = count_probe(histograms(entries, cfg, mpp_c), y, cfg, seed=seed)
-        counted.append({"count_mpp": mpp_c, "auc": auc, "seconds": time.perf_counter() - t0})
-        log(f"stain counts at {mpp_c:g} µm/px: out-of-fold AUC {auc:.3f} ({counted[-1]['seconds']:.0f} s)")
+        hists = histograms(entries, cfg, mpp_c)
+        log(f"stain counts at {mpp_c:g} µm/px: {len(hists)} slides read ({time.perf_counter() - t0:.0f} s)")
+        for d, c in count_features(m):
+            t1 = time.perf_counter()
+            try:
+                auc = count_probe(hists, y, replace(cfg, model=replace(m, count_directions=d, count_cells=c)), seed=seed)
+            except ValueError as e:  # too few slides of a class in a fold to choose cells
+                log(f"stain counts at {mpp_c:g} µm/px ({d} directions, {c} colour cells): skipped ({e})")
+                continue
+            counted.append({"count_mpp": mpp_c, "count_directions": d, "count_cells": c, "auc": auc,
+                            "seconds": time.perf_counter() - t1})
+            log(f"stain counts at {mpp_c:g} µm/px ({d} directions, {c} colour cells): out-of-fold AUC {auc:.3f} "
+                f"({counted[-1]['seconds']:.0f} s)")
     rows += counted
     good = [r for r in counted if r["auc"] >= max(WEAK, best - tolerance)]
     if good:
-        best_count = max(good, key=lambda r: r["auc"])
-        model = replace(model, count_mpp=best_count["count_mpp"])
+        top = max(r["auc"] for r in good)
+        best_count = next(r for r in good if r["auc"] >= top - tolerance)  # the first that is nearly the best
+        model = replace(model, count_mpp=best_count["count_mpp"], count_directions=best_count["count_directions"],
+                        count_cells=best_count["count_cells"])
         best = max(best, best_count["auc"])
     if best < WEAK:
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
@@ -200,8 +217,16 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
             f"slides, or the classes may differ only at the sub-tile level")
     log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f})"
         + (f", stage II at {model.view_mpp(2):g} µm/px" if m.kind == "zoom_in" else "")
-        + (f", model.count_mpp {model.count_mpp:g}" if model.count_mpp else ""))
+        + (f", model.count_mpp {model.count_mpp:g} ({model.count_directions} directions, {model.count_cells} colour "
+           f"cells)" if model.count_mpp else ""))
     return replace(cfg, model=model), rows
+
+
+def count_features(m) -> list[tuple[int, int]]:
+    """The (``count_directions``, ``count_cells``) pairs the doctor probes, in the order it prefers
+    them: the tails alone, the tails and cells, the cells alone."""
+    d = m.count_directions or 64
+    return [(d, 0), (d, COUNT_CELLS), (0, COUNT_CELLS)]
 
 
 def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float | None = None) -> str:

@@ -104,7 +104,7 @@ class _AttentionSampler(nn.Module):
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
         with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (method §10)
         self.instance_head = nn.Linear(cfg.feature_dim, evidence_channels(cfg.num_classes)) if with_head else None
-        self.counts = counts.CountHead(cfg.count_directions, self.evidence_channels) if cfg.count_mpp else None
+        self.counts = counts.CountHead(cfg.count_directions, self.evidence_channels, cfg.count_cells) if cfg.count_mpp else None
 
     def attend(self, src: Source) -> Stage1:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of

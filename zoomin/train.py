@@ -195,10 +195,15 @@ class Trainer:
         if head is None or bool(head.fitted):
             return
         t0 = time.perf_counter()
-        xs = (self.train_set[i][0] for i in range(len(self.train_set)))
-        hists = self.model.fit_histograms(as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
-                                          for x in xs)
-        head.fit(hists)
+        labels = []
+
+        def images():  # one at a time: a slide's pixels are not kept
+            for i in range(len(self.train_set)):
+                x, y = self.train_set[i]
+                labels.append(int(y))
+                yield as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
+        hists = self.model.fit_histograms(images())
+        head.fit(hists, labels)
         if self.log and self.writer:
             print(f"zoomin train: stain counts fitted on {len(hists)} training images at "
                   f"{self.cfg.model.count_mpp:g} µm/px ({time.perf_counter() - t0:.0f} s)", flush=True)
