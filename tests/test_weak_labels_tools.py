@@ -199,3 +199,11 @@ def test_the_whitened_prior_streams_like_one_piece():
         plain = attend(net, view, 0.1, "otsu_dark", 2.0, True, 8, 0, prior=1.0)
     assert torch.allclose(one.log_alpha, pieces.log_alpha, atol=1e-5)
     assert not torch.allclose(one.log_alpha, plain.log_alpha)
+
+
+def test_the_doctor_recommends_the_coarsest_resolution_nearly_the_best_or_when_none_separates():
+    from zoomin.doctor import pick_resolution
+    rows = lambda *aucs: [{"stage1_mpp": m, "auc": a} for m, a in zip((16.0, 8.0, 4.0), aucs)]  # noqa: E731
+    assert pick_resolution(rows(0.70, 0.95, 0.96), 0.02)["stage1_mpp"] == 8.0
+    assert pick_resolution(rows(0.95, 0.90, 0.96), 0.02)["stage1_mpp"] == 16.0
+    assert pick_resolution(rows(0.40, 0.35, 0.52), 0.02)["stage1_mpp"] == 16.0  # chance everywhere: the cheapest

@@ -7,8 +7,9 @@ the outlier prior) — is trained on the slide labels with 2-fold cross-validati
 training rows (the test rows are never read). Its out-of-fold AUC (macro one-vs-rest for more
 than two classes) says how well stage I separates the classes at that resolution; the cheapest
 resolution within ``tolerance`` of the best is recommended and written into a config that
-``zoomin train --config`` takes as it is. A best AUC below ``WEAK`` is reported as a warning: the
-ROI may be below what stage I can see (or the labels may not follow the slides).
+``zoomin train --config`` takes as it is (the cheapest of all when none reaches ``WEAK``: their
+order is then noise). A best AUC below ``WEAK``, stage I's and the counts', is reported as a
+warning: the ROI may be below what stage I can see (or the labels may not follow the slides).
 
 Then the stain counts (``model.count_mpp``, ``zoomin.counts``, method §10.6) are probed the same
 way at ``COUNT_CANDIDATES``, with three sets of features (``count_features``): the tails alone,
@@ -179,7 +180,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     if not scored:
         raise ValueError("no candidate stage-I resolution could be probed (every view too large)")
     best = max(r["auc"] for r in scored)
-    pick = next(r for r in scored if r["auc"] >= best - tolerance)  # the coarsest that is nearly the best
+    pick = pick_resolution(scored, tolerance)
     mpp1 = pick["stage1_mpp"]
     model = replace(m, stage1_resolution=mpp1, stage1_units="mpp")
     if m.kind == "zoom_in":  # stage II at the config's own µm/px, at least twice finer than stage I
@@ -220,6 +221,13 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         + (f", model.count_mpp {model.count_mpp:g} ({model.count_directions} directions, {model.count_cells} colour "
            f"cells)" if model.count_mpp else ""))
     return replace(cfg, model=model), rows
+
+
+def pick_resolution(scored: list[dict], tolerance: float) -> dict:
+    """The stage-I candidate to recommend among ``scored`` (coarse to fine, each with ``auc``): the
+    coarsest within ``tolerance`` of the best; the coarsest of all when none reaches ``WEAK``."""
+    best = max(r["auc"] for r in scored)
+    return next(r for r in scored if r["auc"] >= (best - tolerance if best >= WEAK else 0))
 
 
 def count_features(m) -> list[tuple[int, int]]:
