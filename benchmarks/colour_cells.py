@@ -1,6 +1,6 @@
 """Counts of colour cells inside the tissue's range: can slide labels pick the colours a lesion adds
-where the stain counts' tails do not reach? An experiment for the cells the counts miss, not a part
-of the package (yet).
+where the stain counts' tails do not reach? The experiment that chose the package's colour cells
+(``model.count_cells``, ``zoomin.counts.screen_cells``), on slide-level features without training.
 
 The stain counts (``zoomin.counts``) count pixels beyond tails along colour directions: the
 extremes of the tissue's colours. A lesion painted in a colour inside that range (the crowded and

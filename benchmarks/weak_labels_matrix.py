@@ -229,8 +229,15 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "accuracy": last["test_accuracy"], "evidence_auc": last.get("test_evidence_auc"),
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": model.view_mpp(1),
-            "count_mpp": cfg["model"].get("count_mpp", 0.0), "predict_auc": predict_auc(out),
+            "count_mpp": cfg["model"].get("count_mpp", 0.0), "count_directions": model.count_directions,
+            "count_cells": model.count_cells, "predict_auc": predict_auc(out),
             "foci": foci_attention(out), **times}
+
+
+def counted(r: dict) -> str:
+    """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails alone."""
+    cells = r.get("count_cells", 0)
+    return "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells)"
 
 
 def report(rows: list[dict], args) -> str:
@@ -243,7 +250,8 @@ def report(rows: list[dict], args) -> str:
              f"{args.jobs} run(s) at once).",
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
-             "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed); "
+             "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed; "
+             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
              "`zoomin predict`: the AUC of `zoomin predict` run on the held-out rows with the run's checkpoint.", "",
              "α on foci: on the held-out positive slides, the median share of stage I's attention on the foci "
@@ -259,7 +267,7 @@ def report(rows: list[dict], args) -> str:
         mean = f"{statistics.mean(aucs):.2f} ± {sd:.2f}" if aucs else "-"
         evid = " / ".join("-" if r["evidence_auc"] is None else f"{r['evidence_auc']:.2f}" for r in rs)
         stopped = "".join(f" (seed {r['seed']} stopped at epoch {r['epochs']} of {r['of']})" for r in rs if not r["finished"])
-        config = " / ".join(f"{r['stage1_mpp']:g}" + (f" + counts {r['count_mpp']:g}" if r.get("count_mpp") else "")
+        config = " / ".join(f"{r['stage1_mpp']:g}" + (f" + counts {r['count_mpp']:g}{counted(r)}" if r.get("count_mpp") else "")
                             for r in rs)
         doctor = [r["doctor_min"] for r in rs if r.get("doctor_min")]
         minutes = (f"{statistics.mean(doctor):.1f} + " if doctor else "") + f"{statistics.mean(r['train_min'] for r in rs):.1f}"
