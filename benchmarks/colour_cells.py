@@ -42,13 +42,9 @@ def cell_counts(hists, bits: int) -> np.ndarray:
     """``log(1 + count)`` of each used colour cell of ``bits`` bits a channel -> (S, used cells)."""
     import torch
 
-    from zoomin.counts import BITS
-    H = torch.cat([h.to_dense() for h in hists]).double()  # (S, 2^(3 BITS)) 7-bit colour bins
-    i, shift = torch.arange(H.shape[1]), BITS - bits
-    r, g, b = i >> (2 * BITS), (i >> BITS) & (2**BITS - 1), i & (2**BITS - 1)
-    cell = ((r >> shift) << (2 * bits)) | ((g >> shift) << bits) | (b >> shift)
-    C = torch.zeros(len(H), 2 ** (3 * bits), dtype=torch.float64).index_add_(1, cell, H)
-    return torch.log1p(C[:, C.sum(0) > 0]).numpy()
+    from zoomin import counts
+    X = counts.cell_counts(torch.cat([h.to_dense() for h in hists]), bits)  # (S, 2^(3 bits))
+    return X[:, X.sum(0) > 0].numpy()
 
 
 def scores(X: np.ndarray, y: np.ndarray, tails, repeats: int = 3) -> dict[str, float]:

@@ -202,7 +202,7 @@ def test_the_whitened_prior_streams_like_one_piece():
 
 
 def test_the_doctor_recommends_the_coarsest_resolution_nearly_the_best_or_when_none_separates():
-    from zoomin.doctor import pick_resolution
+    from zoomin.doctor import first_nearly_best as pick_resolution
     rows = lambda *aucs: [{"stage1_mpp": m, "auc": a} for m, a in zip((16.0, 8.0, 4.0), aucs)]  # noqa: E731
     assert pick_resolution(rows(0.70, 0.95, 0.96), 0.02)["stage1_mpp"] == 8.0
     assert pick_resolution(rows(0.95, 0.90, 0.96), 0.02)["stage1_mpp"] == 16.0

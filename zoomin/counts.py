@@ -142,18 +142,19 @@ def count_attention(count_map: torch.Tensor, sharpness: float) -> torch.Tensor:
     return sharpness * torch.log1p(count_map.clamp(min=0))
 
 
-def cell_of(bins: torch.Tensor) -> torch.Tensor:
-    """The colour cell (``CELL_BITS`` bits a channel) of each colour bin (U,) -> (U,) int64."""
-    shift, mask = BITS - CELL_BITS, 2**BITS - 1
+def cell_of(bins: torch.Tensor, bits: int = CELL_BITS) -> torch.Tensor:
+    """The colour cell (``bits`` bits a channel) of each colour bin (U,) -> (U,) int64."""
+    shift, mask = BITS - bits, 2**BITS - 1
     r, g, b = bins >> (2 * BITS), (bins >> BITS) & mask, bins & mask
-    return ((r >> shift) << (2 * CELL_BITS)) | ((g >> shift) << CELL_BITS) | (b >> shift)
+    return ((r >> shift) << (2 * bits)) | ((g >> shift) << bits) | (b >> shift)
 
 
-def cell_counts(hist: torch.Tensor) -> torch.Tensor:
-    """``log(1 + count)`` of each colour cell: colour histograms (B, bins) -> (B, 2^(3 CELL_BITS)) float64."""
+def cell_counts(hist: torch.Tensor, bits: int = CELL_BITS) -> torch.Tensor:
+    """``log(1 + count)`` of each colour cell (``bits`` bits a channel): colour histograms (B, bins)
+    -> (B, 2^(3 bits)) float64."""
     used = hist.sum(0).nonzero().squeeze(1)  # (U,)
-    cells = torch.zeros(len(hist), 2 ** (3 * CELL_BITS), dtype=torch.float64)
-    return torch.log1p(cells.index_add_(1, cell_of(used), hist[:, used].double()))
+    cells = torch.zeros(len(hist), 2 ** (3 * bits), dtype=torch.float64)
+    return torch.log1p(cells.index_add_(1, cell_of(used, bits), hist[:, used].double()))
 
 
 def screen_cells(x: torch.Tensor, y: torch.Tensor, k: int, groups: int) -> torch.Tensor:
@@ -321,8 +322,12 @@ class CountHead(nn.Module):
         features' mean and spread on the training images' colour histograms, each (1, bins), dense
         or sparse; ``labels`` (one per image) are needed with cells only."""
         total = torch.zeros(2 ** (3 * BITS), dtype=torch.int64)
+        x = []  # (1, cells) each: the cell counts the cells are chosen by
         for h in hists:
-            total += h.to_dense()[0]
+            dense = h.to_dense()
+            total += dense[0]
+            if self.n_cells:
+                x.append(cell_counts(dense))
         used = total.nonzero().squeeze(1)
         if not len(used):
             raise ValueError("the stain counts found no foreground pixel in the training images")
@@ -338,8 +343,7 @@ class CountHead(nn.Module):
         if self.n_cells:
             if labels is None:
                 raise ValueError("model.count_cells: the cells are chosen with the training images' labels")
-            x = torch.cat([cell_counts(h.to_dense()) for h in hists])  # (S, cells)
-            self.cells.copy_(screen_cells(x, torch.as_tensor(labels).view(-1), self.n_cells,
+            self.cells.copy_(screen_cells(torch.cat(x), torch.as_tensor(labels).view(-1), self.n_cells,
                                           len(self.cells) // self.n_cells))
         f = torch.cat([self.tails(h.to_dense()) for h in hists])  # (S, F)
         self.feature_mean.copy_(f.mean(0))

@@ -180,7 +180,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     if not scored:
         raise ValueError("no candidate stage-I resolution could be probed (every view too large)")
     best = max(r["auc"] for r in scored)
-    pick = pick_resolution(scored, tolerance)
+    pick = first_nearly_best(scored, tolerance)  # the coarsest stage I
     mpp1 = pick["stage1_mpp"]
     model = replace(m, stage1_resolution=mpp1, stage1_units="mpp")
     if m.kind == "zoom_in":  # stage II at the config's own µm/px, at least twice finer than stage I
@@ -207,8 +207,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     rows += counted
     good = [r for r in counted if r["auc"] >= max(WEAK, best - tolerance)]
     if good:
-        top = max(r["auc"] for r in good)
-        best_count = next(r for r in good if r["auc"] >= top - tolerance)  # the first that is nearly the best
+        best_count = first_nearly_best(good, tolerance)  # every one reaches WEAK
         model = replace(model, count_mpp=best_count["count_mpp"], count_directions=best_count["count_directions"],
                         count_cells=best_count["count_cells"])
         best = max(best, best_count["auc"])
@@ -223,9 +222,10 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     return replace(cfg, model=model), rows
 
 
-def pick_resolution(scored: list[dict], tolerance: float) -> dict:
-    """The stage-I candidate to recommend among ``scored`` (coarse to fine, each with ``auc``): the
-    coarsest within ``tolerance`` of the best; the coarsest of all when none reaches ``WEAK``."""
+def first_nearly_best(scored: list[dict], tolerance: float) -> dict:
+    """The candidate to recommend among ``scored`` (in the order preferred, each with ``auc``: stage
+    I coarse to fine, or ``count_features``): the first within ``tolerance`` of the best; the first
+    of all when none reaches ``WEAK``, whose order is then noise."""
     best = max(r["auc"] for r in scored)
     return next(r for r in scored if r["auc"] >= (best - tolerance if best >= WEAK else 0))
 
