@@ -230,14 +230,16 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": model.view_mpp(1),
             "count_mpp": cfg["model"].get("count_mpp", 0.0), "count_directions": model.count_directions,
-            "count_cells": model.count_cells, "predict_auc": predict_auc(out),
+            "count_cells": model.count_cells, "count_answer": model.count_answer, "predict_auc": predict_auc(out),
             "foci": foci_attention(out), **times}
 
 
 def counted(r: dict) -> str:
-    """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails alone."""
+    """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails
+    alone; ", answer" where they answer alone (``model.count_answer``)."""
     cells = r.get("count_cells", 0)
-    return "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells)"
+    what = "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells)"
+    return what + (", answer" if r.get("count_answer") else "")
 
 
 def report(rows: list[dict], args) -> str:
@@ -251,7 +253,8 @@ def report(rows: list[dict], args) -> str:
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
              "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed; "
-             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them); "
+             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them; \"answer\": the counts "
+             "answer alone, `model.count_answer`); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
              "`zoomin predict`: the AUC of `zoomin predict` run on the held-out rows with the run's checkpoint.", "",
              "α on foci: on the held-out positive slides, the median share of stage I's attention on the foci "

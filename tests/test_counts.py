@@ -168,6 +168,44 @@ def test_the_counts_say_nothing_until_fitted_then_enter_the_answer(slides):
     torch.testing.assert_close(trace.answer_evidence, trace.evidence_logits + trace.evidence2_logits + trace.count_logits)
 
 
+def test_the_counts_answer_alone_and_the_stages_still_learn(slides):
+    from zoomin.losses import classification_loss
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TINY, count_answer=True))
+    rows = sources(slides)
+    model.counts.fit([model.count_histogram(s, model.attend(s).threshold).to_sparse() for s, e in rows
+                      if e.split == "train"])
+    torch.nn.init.normal_(model.counts.linear.weight)
+    trace = model(rows[0][0], generator=torch.Generator().manual_seed(1))
+    assert torch.equal(trace.logits, trace.count_logits)  # the answer is the counts'
+    torch.testing.assert_close(trace.stages_logits, model.classify(trace.z) + trace.evidence_logits + trace.evidence2_logits)
+    y = torch.tensor([rows[0][1].label])
+    loss = classification_loss(trace, y)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(trace.count_logits, y)
+                               + torch.nn.functional.cross_entropy(trace.stages_logits, y))
+    loss.backward()
+    assert model.classifier.linear.weight.grad.abs().sum() > 0  # g still learns
+    assert model.counts.linear.weight.grad.abs().sum() > 0
+    plain = build_model(ModelConfig(**TINY))
+    assert plain(rows[0][0]).stages_logits is None
+
+
+def test_the_counts_answer_is_refused_with_the_places_readout():
+    with pytest.raises(ValueError, match="model.count_answer: .* readout.method places"):
+        Config.from_dict({"model": {**TINY, "count_answer": True}, "readout": {"method": "places", "mode": "sample"}})
+
+
+@pytest.mark.parametrize("stage1_auc, answer", [(0.5, True), (0.9, False)])
+def test_the_doctor_lets_the_counts_answer_alone_when_stage_one_sees_nothing(slides, monkeypatch, stage1_auc, answer):
+    from zoomin import doctor
+    monkeypatch.setattr(doctor, "probe", lambda *a, **k: stage1_auc)
+    monkeypatch.setattr(doctor, "count_probe", lambda *a, **k: 0.9)
+    cfg = Config.from_dict({"model": {**TINY, "count_mpp": 0.0}, "data": {"task": "manifest", "manifest": str(slides)}})
+    out, rows = doctor.diagnose(cfg, candidates=(16.0,), log=lambda *a: None)
+    assert out.model.count_mpp == 2.0 and out.model.count_answer is answer
+    Config.from_dict(out.to_dict())  # a config train takes
+
+
 FEATURES = {"tails": {}, "cells": {"count_directions": 0, "count_cells": 10}}
 
 
@@ -223,6 +261,7 @@ def test_alpha_turns_to_the_foci_the_counts_found(slides, features):
     ({"count_mpp": 0.0, "count_cells": 10}, "model.count_cells is a setting of model.count_mpp"),
     ({"count_directions": 0}, "model.count_mpp counts nothing"),
     ({"count_cells": -1}, "model.count_cells"),
+    ({"count_mpp": 0.0, "count_answer": True}, "model.count_answer is a setting of model.count_mpp"),
 ])
 def test_count_settings_are_checked_on_load(override, field):
     with pytest.raises(ValueError, match=field):

@@ -53,6 +53,9 @@ HELP = {
     "model.evidence_answer": "The answer's class logits are `g(z)` (or the mixture) plus the pooled stage-I evidence and, "
                              "for two stages, the stage-II evidence of the drawn tiles (`zoomin.model.answer_evidence`): a "
                              "product of the experts, so a model whose evidence ranks the slides cannot answer against it.",
+    "model.count_answer": "The answer's class logits are the stain counts' alone (method §10.7); `g(z)` plus the pooled "
+                          "evidence is kept as `Trace.stages_logits` and still trained. `zoomin doctor` sets it when the "
+                          "counts separate the classes and no stage-I resolution does.",
     "model.augment_affine": "1: up to 15 degrees, 10% scale, 0.1 shear (`zoomin.augment.affine`); for objects whose "
                             "orientation matters.",
     "model.proposal_floor": "Draws are weighted by alpha / q, so the estimate stays unbiased (method §10); 0: from alpha.",

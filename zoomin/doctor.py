@@ -18,7 +18,9 @@ fitted and trained on one fold's colour histograms and labels and scored on the 
 best of them (the first within ``tolerance`` of the best, in that order) is switched on in the
 recommended config when its out-of-fold AUC is at least ``WEAK`` and within ``tolerance`` of
 stage I's best: foci of a few stained cells that no stage-I resolution shows are counted at a
-finer one.
+finer one. When stage I's best stays below ``WEAK`` as well, the counts answer alone
+(``model.count_answer``, method §10.7): the stages' own answer, read from tiles that stage I drew
+without seeing the lesions, would only add noise to it.
 """
 from __future__ import annotations
 
@@ -209,7 +211,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     if good:
         best_count = first_nearly_best(good, tolerance)  # every one reaches WEAK
         model = replace(model, count_mpp=best_count["count_mpp"], count_directions=best_count["count_directions"],
-                        count_cells=best_count["count_cells"])
+                        count_cells=best_count["count_cells"], count_answer=best < WEAK)  # stage I sees nothing
         best = max(best, best_count["auc"])
     if best < WEAK:
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
@@ -218,7 +220,8 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f})"
         + (f", stage II at {model.view_mpp(2):g} µm/px" if m.kind == "zoom_in" else "")
         + (f", model.count_mpp {model.count_mpp:g} ({model.count_directions} directions, {model.count_cells} colour "
-           f"cells)" if model.count_mpp else ""))
+           f"cells)" if model.count_mpp else "")
+        + (", the answer from the counts alone (model.count_answer)" if model.count_answer else ""))
     return replace(cfg, model=model), rows
 
 

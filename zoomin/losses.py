@@ -11,8 +11,10 @@ from .trace import Trace
 
 
 def classification_loss(trace: Trace, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``g(z)`` against the image labels."""
-    return F.cross_entropy(trace.logits, y)
+    """Cross-entropy of the answer against the image labels; where the counts answer alone
+    (``model.count_answer``), plus that of the stages' own answer, which they still learn."""
+    loss = F.cross_entropy(trace.logits, y)
+    return loss if trace.stages_logits is None else loss + F.cross_entropy(trace.stages_logits, y)
 
 
 def attention_entropy(trace: Trace) -> torch.Tensor:

@@ -295,10 +295,13 @@ class _AttentionSampler(nn.Module):
                 mixture = probability_logits(expected)
             else:
                 logits, draw_probs = probability_logits(expected), probs
+        counts_alone = cfg.count_answer and "count_logits" in heads  # method §10.7: the counts answer alone
         if cfg.evidence_answer and "evidence_logits" in heads:  # the answer follows the evidence (method §10)
             heads["answer_evidence"] = answer_evidence(heads["evidence_logits"], heads.get("evidence2_logits"),
-                                                       heads.get("count_logits"))
+                                                       None if counts_alone else heads.get("count_logits"))
             logits = logits + heads["answer_evidence"]
+        if counts_alone:
+            heads["stages_logits"], logits = logits, heads["count_logits"]
         return Trace(logits=logits, draw_probs=draw_probs, mixture_logits=mixture, tile_index=tiles.index, view_hw=first.view_hw,
                      tile_counts=tiles.count, tile_log_q=tiles.log_q, tile_boxes=boxes, subtile_index=second.subtiles.index, subtile_valid=drawn,
                      subtile_boxes=second.boxes, features=feats, z=z, log_alpha=log_alpha, log_beta=second.log_beta,

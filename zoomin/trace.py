@@ -29,7 +29,7 @@ class Trace:
     is ``SHARED``.
     """
 
-    logits: torch.Tensor  # (B, classes) the answer: g(z) (model.estimate probabilities: log E[softmax(g(f))]) + answer_evidence
+    logits: torch.Tensor  # (B, classes) the answer: g(z) (model.estimate probabilities: log E[softmax(g(f))]) + answer_evidence; the counts' logits alone with model.count_answer
     tile_index: torch.Tensor  # (B, P) flat stage-I location of each distinct tile
     tile_counts: torch.Tensor  # (B, P) stage-I draws per tile; 0 marks padding
     tile_boxes: torch.Tensor  # (B, P, 4) level-0 tile boxes (one stage: the patches themselves)
@@ -58,6 +58,7 @@ class Trace:
     draw_probs: Optional[torch.Tensor] = None  # (B, P, K, classes) softmax(g(f)) of each drawn sub-tile (model.estimate: probabilities; 0 where not drawn)
     tile_log_q: Optional[torch.Tensor] = None  # (B, P) log proposal of the drawn tiles when not drawn from alpha (method §10)
     answer_evidence: Optional[torch.Tensor] = None  # (B, classes) the pooled evidence added to logits (model.evidence_answer)
+    stages_logits: Optional[torch.Tensor] = None  # (B, classes) the stages' own answer, g(z) + answer_evidence, where the counts answer alone (model.count_answer)
     draw_weights: Optional[torch.Tensor] = None  # (B, P, K) each draw's weight in z as the forward pass computed it (losses that need it)
 
     @property
