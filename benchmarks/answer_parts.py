@@ -1,0 +1,76 @@
+"""What each expert of a trained model's answer says on its held-out slides (method §10.5, §10.7).
+
+The answer of a model with evidence heads is a product of experts: ``g(z)`` of the sampled
+sub-tiles, the pooled stage-I evidence, the stage-II evidence of the drawn tiles and, with
+``model.count_mpp``, the stain counts. For each run folder of ``benchmarks/weak_labels_matrix.py``
+(``RUN/run/checkpoint.pt``, ``RUN/slides/manifest.csv``), every held-out slide is read out as
+``zoomin predict`` reads it (``readout.answer``, the run's readout and seed) and each expert's
+class logits are taken from the first pass's trace; the AUC of each (macro one-vs-rest for more
+than two classes) is written as a table, with each one's spread of logits (how loudly it speaks).
+
+    python benchmarks/answer_parts.py runs/wlm_cells/cmu-dab-0.5/seed1 ... --out docs/answer_parts.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from weak_labels_matrix import CELLS  # noqa: E402  (each cell's role: tuning or held-out)
+
+PARTS = ("answer", "g(z)", "stage-I evidence", "stage-II evidence", "counts")
+
+
+def parts(run: Path) -> dict[str, tuple[float, float]]:
+    """Each expert's held-out AUC and the mean spread (sd over slides) of its logit differences."""
+    from zoomin.checkpoint import load_model
+    from zoomin.doctor import auc_of
+    from zoomin.manifest import read_manifest
+    from zoomin.predict import Slide, open_slide, predict_slide
+    model, cfg = load_model(run / "run" / "checkpoint.pt")
+    rows = [e for e in read_manifest(run / "slides" / "manifest.csv", check_files=False) if e.split == cfg.data.test_split]
+    out: dict[str, list] = {k: [] for k in PARTS}
+    for e in rows:
+        src = open_slide(model, cfg, Slide(e.slide_id, Path(e.path), e.mpp))
+        probs, tr = predict_slide(model, src, e.slide_id, cfg.readout, cfg.train.seed)
+        zero = torch.zeros_like(tr.logits)
+        answered = tr.answer_evidence if tr.answer_evidence is not None else zero
+        stages = tr.stages_logits if tr.stages_logits is not None else tr.logits
+        for name, lg in zip(PARTS, (probs.log()[None], stages - answered, tr.evidence_logits, tr.evidence2_logits,
+                                    tr.count_logits)):
+            out[name].append((zero if lg is None else lg)[0].float())
+    y = np.array([e.label for e in rows])
+    result = {}
+    for name, lgs in out.items():
+        lg = torch.stack(lgs)  # (S, classes)
+        result[name] = (float(auc_of(lg.softmax(-1).numpy(), y)), float((lg - lg[:, :1]).std(0)[1:].mean()))
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run folders of benchmarks/weak_labels_matrix.py")
+    p.add_argument("--out", default="docs/answer_parts.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    lines = ["# What each expert of the answer says on held-out slides", "",
+             f"Written by `python benchmarks/answer_parts.py {' '.join(sys.argv[1:])}`: for each run, the held-out "
+             "AUC of the answer (as `zoomin predict` reads it) and of each expert's class logits in the first pass "
+             "(macro one-vs-rest for more than two classes); in brackets, the spread of its logits over the slides.",
+             "", "| run | role | " + " | ".join(PARTS) + " |", "|---|---|" + "---|" * len(PARTS)]
+    for run in map(Path, args.runs):
+        r = parts(run)
+        role = CELLS[run.parent.name][5] if run.parent.name in CELLS else "-"
+        lines.append(f"| {run.parent.name} seed {run.name.removeprefix('seed')} | {role} | "
+                     + " | ".join(f"{r[k][0]:.2f} ({r[k][1]:.2f})" for k in PARTS) + " |")
+        print(lines[-1], flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
