@@ -178,6 +178,7 @@ def test_the_counts_answer_alone_and_the_stages_still_learn(slides):
     torch.nn.init.normal_(model.counts.linear.weight)
     trace = model(rows[0][0], generator=torch.Generator().manual_seed(1))
     assert torch.equal(trace.logits, trace.count_logits)  # the answer is the counts'
+    assert "the counts answer alone" in trace.contribution_name  # the explorer's gallery says whose shares
     torch.testing.assert_close(trace.stages_logits, model.classify(trace.z) + trace.evidence_logits + trace.evidence2_logits)
     y = torch.tensor([rows[0][1].label])
     loss = classification_loss(trace, y)

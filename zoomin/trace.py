@@ -109,8 +109,10 @@ class Trace:
 
     @property
     def contribution_name(self) -> str:
-        """What ``contributions`` are shares of, as the explorer labels them."""
-        return "logit share" if self.draw_probs is None else "probability share"
+        """What ``contributions`` are shares of, as the explorer labels them; where the counts answer
+        alone (``model.count_answer``), shares of the stages' own answer, not of the answer."""
+        name = "logit share" if self.draw_probs is None else "probability share"
+        return name if self.stages_logits is None else f"{name} of the stages' answer; the counts answer alone"
 
     @cached_property
     def contributions(self) -> Optional[torch.Tensor]:
