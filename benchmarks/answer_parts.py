@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from weak_labels_matrix import CELLS  # noqa: E402  (each cell's role: tuning or held-out)
+from weak_labels_matrix import runs_table  # noqa: E402
 
 PARTS = ("answer", "g(z)", "stage-I evidence", "stage-II evidence", "counts")
 
@@ -57,18 +57,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/answer_parts.md")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    lines = ["# What each expert of the answer says on held-out slides", "",
-             f"Written by `python benchmarks/answer_parts.py {' '.join(sys.argv[1:])}`: for each run, the held-out "
-             "AUC of the answer (as `zoomin predict` reads it) and of each expert's class logits in the first pass "
-             "(macro one-vs-rest for more than two classes); in brackets, the spread of its logits over the slides.",
-             "", "| run | role | " + " | ".join(PARTS) + " |", "|---|---|" + "---|" * len(PARTS)]
-    for run in map(Path, args.runs):
-        r = parts(run)
-        role = CELLS[run.parent.name][5] if run.parent.name in CELLS else "-"
-        lines.append(f"| {run.parent.name} seed {run.name.removeprefix('seed')} | {role} | "
-                     + " | ".join(f"{r[k][0]:.2f} ({r[k][1]:.2f})" for k in PARTS) + " |")
-        print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    runs_table(args.runs, PARTS, lambda run: {k: f"{a:.2f} ({sd:.2f})" for k, (a, sd) in parts(run).items()},
+               "What each expert of the answer says on held-out slides",
+               f"Written by `python benchmarks/answer_parts.py {' '.join(sys.argv[1:])}`: for each run, the held-out "
+               "AUC of the answer (as `zoomin predict` reads it) and of each expert's class logits in the first pass "
+               "(macro one-vs-rest for more than two classes); in brackets, the spread of its logits over the slides.",
+               args.out)
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from weak_labels_matrix import CELLS  # noqa: E402  (each cell's role: tuning or held-out)
+from weak_labels_matrix import runs_table  # noqa: E402
 
 SETS = ("the run's head", "totals", "peaks", "totals + peaks")
 
@@ -80,18 +80,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/count_peaks.md")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    lines = ["# Stain counts at the densest place: a probe", "",
-             f"Written by `python benchmarks/count_peaks.py {' '.join(sys.argv[1:])}` (the module's docstring says "
-             "what it measures): held-out AUC of a logistic regression on each set of count features, fitted on the "
-             "run's training rows; a lesion class against class 0.", "",
-             "| run | role | " + " | ".join(SETS) + " |", "|---|---|" + "---|" * len(SETS)]
-    for run in map(Path, args.runs):
-        r = probe(run)
-        role = CELLS[run.parent.name][5] if run.parent.name in CELLS else "-"
-        lines.append(f"| {run.parent.name} seed {run.name.removeprefix('seed')} | {role} | "
-                     + " | ".join(f"{r[k]:.2f}" for k in SETS) + " |")
-        print(lines[-1], flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    runs_table(args.runs, SETS, probe, "Stain counts at the densest place: a probe",
+               f"Written by `python benchmarks/count_peaks.py {' '.join(sys.argv[1:])}` (the module's docstring says "
+               "what it measures): held-out AUC of a logistic regression on each set of count features, fitted on the "
+               "run's training rows; a lesion class against class 0.", args.out)
     return 0
 
 

@@ -234,6 +234,20 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "foci": foci_attention(out), **times}
 
 
+def runs_table(runs: list[str], columns: tuple[str, ...], measure, title: str, intro: str, out: str) -> None:
+    """A page of one row per run folder (``measure(run) -> {column: value}``, each value printed with 2
+    decimals, or as it is when a string), with each run's cell role; written to ``out`` and printed row by row."""
+    lines = [f"# {title}", "", intro, "", "| run | role | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for run in map(Path, runs):
+        r = measure(run)
+        role = CELLS[run.parent.name][5] if run.parent.name in CELLS else "-"
+        lines.append(f"| {run.parent.name} seed {run.name.removeprefix('seed')} | {role} | "
+                     + " | ".join(v if isinstance(v, str) else f"{v:.2f}" for v in (r[k] for k in columns)) + " |")
+        print(lines[-1], flush=True)
+    Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def counted(r: dict) -> str:
     """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails
     alone; ", answer" where they answer alone (``model.count_answer``)."""
