@@ -83,6 +83,7 @@ suppress_warnings = ["mystnb.unknown_mime_type"]
 nb_ipywidgets_js: dict = {}  # MyST-NB's default loads require.js and the widget manager from CDNs
 
 shutil.copyfile(REPO / "notebooks" / "README.md", _nb_dst / "README.md")  # the Notebooks section's first page
+shutil.copytree(REPO / "notebooks" / "data", _nb_dst / "data")  # what a notebook executed here reads (notebook 02's checkpoint)
 
 
 def _relink(app, docname, source):
@@ -170,7 +171,7 @@ NAV = {
                    "megapixel_limits", "megapixel_limits_instance", "estimator_variance",
                    "throughput", "throughput_baseline", "zoom_latency", "slide_memory", "slide_training",
                    "weak_labels", "weak_labels_8k", "weak_labels_16k", "weak_labels_mixed",
-                   "weak_labels_matrix", "weak_labels_doctor", "weak_labels_real_tissue", "weak_labels_oracle", "weak_labels_colour_oracle", "weak_labels_colour_cells", "weak_labels_shape", "lesion_salience"],
+                   "weak_labels_matrix", "weak_labels_doctor", "weak_labels_real_tissue", "weak_labels_oracle", "weak_labels_colour_oracle", "weak_labels_colour_cells", "answer_parts", "count_peaks", "weak_labels_shape", "lesion_salience"],
     "API reference": ["api"],
 }
 
