@@ -12,7 +12,6 @@ than two classes) is written as a table, with each one's spread of logits (how l
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from weak_labels_matrix import runs_table  # noqa: E402
+from weak_labels_matrix import runs_page  # noqa: E402
 
 PARTS = ("answer", "g(z)", "stage-I evidence", "stage-II evidence", "counts")
 
@@ -52,18 +51,11 @@ def parts(run: Path) -> dict[str, tuple[float, float]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="run folders of benchmarks/weak_labels_matrix.py")
-    p.add_argument("--out", default="docs/answer_parts.md")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    runs_table(args.runs, PARTS, lambda run: {k: f"{a:.2f} ({sd:.2f})" for k, (a, sd) in parts(run).items()},
-               "What each expert of the answer says on held-out slides",
-               f"Written by `python benchmarks/answer_parts.py {' '.join(sys.argv[1:])}`: for each run, the held-out "
-               "AUC of the answer (as `zoomin predict` reads it) and of each expert's class logits in the first pass "
-               "(macro one-vs-rest for more than two classes); in brackets, the spread of its logits over the slides.",
-               args.out)
-    return 0
+    return runs_page(argv, PARTS, lambda run: {k: f"{a:.2f} ({sd:.2f})" for k, (a, sd) in parts(run).items()},
+                     "What each expert of the answer says on held-out slides",
+                     "for each run, the held-out AUC of the answer (as `zoomin predict` reads it) and of each expert's "
+                     "class logits in the first pass (macro one-vs-rest for more than two classes); in brackets, the "
+                     "spread of its logits over the slides.", "docs/answer_parts.md")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ own count head (trained with the model) on the same rows.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from weak_labels_matrix import runs_table  # noqa: E402
+from weak_labels_matrix import runs_page  # noqa: E402
 
 SETS = ("the run's head", "totals", "peaks", "totals + peaks")
 
@@ -75,16 +74,10 @@ def probe(run: Path) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="run folders of benchmarks/weak_labels_matrix.py with stain counts")
-    p.add_argument("--out", default="docs/count_peaks.md")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    runs_table(args.runs, SETS, probe, "Stain counts at the densest place: a probe",
-               f"Written by `python benchmarks/count_peaks.py {' '.join(sys.argv[1:])}` (the module's docstring says "
-               "what it measures): held-out AUC of a logistic regression on each set of count features, fitted on the "
-               "run's training rows; a lesion class against class 0.", args.out)
-    return 0
+    return runs_page(argv, SETS, probe, "Stain counts at the densest place: a probe",
+                     "held-out AUC of a logistic regression on each set of count features (the module's docstring "
+                     "says which), fitted on the run's training rows; a lesion class against class 0.",
+                     "docs/count_peaks.md")
 
 
 if __name__ == "__main__":

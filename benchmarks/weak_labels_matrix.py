@@ -234,18 +234,28 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "foci": foci_attention(out), **times}
 
 
-def runs_table(runs: list[str], columns: tuple[str, ...], measure, title: str, intro: str, out: str) -> None:
-    """A page of one row per run folder (``measure(run) -> {column: value}``, each value printed with 2
-    decimals, or as it is when a string), with each run's cell role; written to ``out`` and printed row by row."""
-    lines = [f"# {title}", "", intro, "", "| run | role | " + " | ".join(columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
-    for run in map(Path, runs):
+def runs_page(argv, columns: tuple[str, ...], measure, title: str, what: str, default_out: str) -> int:
+    """The ``main`` of a benchmark that measures run folders of this script one by one: parses ``RUNS...
+    --out PAGE``, and writes a page of one row per run (``measure(run) -> {column: value}``, each value
+    printed with 2 decimals, or as it is when a string) with each run's cell role, after a line
+    giving the command and ``what`` it measures; each row is printed as it is measured."""
+    import torch
+    script = Path(sys.argv[0]).name
+    p = argparse.ArgumentParser(description=title)
+    p.add_argument("runs", nargs="+", help="run folders of benchmarks/weak_labels_matrix.py")
+    p.add_argument("--out", default=default_out)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    lines = [f"# {title}", "", f"Written by `python benchmarks/{script} {' '.join(sys.argv[1:])}`: {what}", "",
+             "| run | role | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for run in map(Path, args.runs):
         r = measure(run)
         role = CELLS[run.parent.name][5] if run.parent.name in CELLS else "-"
         lines.append(f"| {run.parent.name} seed {run.name.removeprefix('seed')} | {role} | "
                      + " | ".join(v if isinstance(v, str) else f"{v:.2f}" for v in (r[k] for k in columns)) + " |")
         print(lines[-1], flush=True)
-    Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
 
 
 def counted(r: dict) -> str:
