@@ -16,13 +16,14 @@ what it measures is the compute alone.
 Time split (``Clock``, wall seconds of the thread that computes, summed over the run):
 
 * open: ``SlideSource`` construction in that thread (with read-ahead it happens in others);
-* read: ``SlideSource`` pixel calls in that thread (``raw_view``, ``view_rows``, ``read``), the
+* read: ``SlideSource`` pixel calls in that thread (``raw_view``, ``view_rows``, ``read``, ``prefetch``), the
   time it waits for their region requests included;
 * wait: blocked on read-ahead (the next slide or batch not ready yet);
 * compute: the rest (the model, the draws, the loss and optimiser, writing the CSV);
 * open+read, all threads (thread-seconds): open and read in every thread (read-ahead, workers);
 * decode (thread-seconds, every thread): large-image's region requests (``SlideSource._get_region``:
-  tile reads, JPEG decoding, resampling), whichever thread ran them; the whole pyramid levels a
+  tile reads, JPEG decoding, resampling) and tifffile's decoding of a plain pyramid's levels
+  (``zoomin.tiff_pyramid.Pyramid.decode``), whichever thread ran them; the whole pyramid levels a
   slide keeps (``SlideSource._level``) included, the requests cut from them not.
 
 Device utilisation (CUDA only): ``nvidia-smi``'s utilization.gpu sampled every 100 ms during the
@@ -82,10 +83,12 @@ class Clock:
     def __enter__(self):
         from zoomin import loader
         from zoomin.slides import SlideSource
+        from zoomin.tiff_pyramid import Pyramid
         self._wrap(SlideSource, "__init__", "open")
-        for name in ("raw_view", "view_rows", "read"):
+        for name in ("raw_view", "view_rows", "read", "prefetch"):
             self._wrap(SlideSource, name, "read")
         self._wrap(SlideSource, "_get_region", "decode")
+        self._wrap(Pyramid, "decode", "decode")
         self._wrap(loader, "wait_for", "wait")
         return self
 

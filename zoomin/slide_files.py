@@ -34,9 +34,14 @@ def tiff_layout(path: Path) -> dict | None:
 def check_tiff_complete(path: Path) -> None:
     """A TIFF whose image data runs past the end of the file (a truncated copy or download) is an
     error: large-image would otherwise return the missing tiles as black. Other files pass."""
-    layout, size = tiff_layout(path), path.stat().st_size
-    if layout and layout["end"] > size:
-        raise ValueError(f"{path}: truncated TIFF (image data runs to byte {layout['end']:,}, the file has {size:,})")
+    layout = tiff_layout(path)
+    if layout and layout["end"] > path.stat().st_size:
+        raise ValueError(truncated(path, layout["end"]))
+
+
+def truncated(path: Path, end: int) -> str:
+    """The one-line error for a TIFF whose image data runs to byte ``end``, past the end of the file."""
+    return f"{path}: truncated TIFF (image data runs to byte {end:,}, the file has {path.stat().st_size:,})"
 
 
 def unreadable(path: Path, e: Exception) -> ValueError:

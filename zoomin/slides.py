@@ -6,7 +6,9 @@ read asks large-image for the region at the output size it needs, and large-imag
 pyramid level nearest to that scale: level 0 is only decoded for full-resolution reads (the
 sub-tiles). A pyramid level small enough (``SlideSource.memo_pixels``) is decoded whole once and
 each later request at that level is cut from it in memory, the same pixels large-image would
-return (``_cut``). Needs the ``slides`` extra (``pip install zoomin[slides]``).
+return (``_cut``). A plain tiled pyramidal TIFF (``zoomin.tiff_pyramid``) is opened and its kept
+levels decoded by tifffile, and large-image is opened only for a request no kept level answers.
+Needs the ``slides`` extra (``pip install zoomin[slides]``).
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import torch.nn.functional as F
 from .geometry import view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
 from .slide_files import check_tiff_complete, unreadable
+from .slide_levels import KeptLevels, windows
 from .sources import check_budget, pixel_budget, to_unit
+from .tiff_pyramid import probe
 
 
-class SlideSource:
+class SlideSource(KeptLevels):
     """One slide (batch of one) read through large-image; pixels become floats in [0, 1].
 
     With ``mpp`` (the model's working resolution, µm per pixel; ``zoomin.units``) the slide is read
@@ -44,7 +48,6 @@ class SlideSource:
     batch_size = 1
     piece = 1024  # the stage-I view is read in pieces of at most this many pixels a side
     workers = 2  # threads decoding a call's region requests
-    memo_pixels = 2 ** 20  # a native pyramid level of at most this many pixels is decoded whole, once
 
     def __init__(self, path: str | Path, channels: int = 3, max_pixels: int | None = None, mpp: float = 0.0,
                  manifest_mpp: float | None = None, fallback_mpp: float | None = None):
@@ -57,17 +60,16 @@ class SlideSource:
             raise FileNotFoundError(f"{self.path}: file not found")
         if self.path.stat().st_size == 0:
             raise ValueError(f"{self.path}: not a readable image (empty file, 0 bytes)")
-        check_tiff_complete(self.path)
-        from .slide_cache import configure, uncycled
+        from .slide_cache import configure
         configure()
-        try:
-            # pylibtiff prints notes about some tags; sys.stdout is the process's, so threads opening
-            # slides at once (read-ahead) take turns, or one could restore another's StringIO for good
-            with _open_lock, contextlib.redirect_stdout(io.StringIO()):
-                self._ts = uncycled(large_image.open(str(self.path)))  # freed with the source, not by the cycle collector
-                meta = self._ts.getMetadata()
-        except Exception as e:
-            raise unreadable(self.path, e) from None
+        self._tile_source = None  # large-image's, opened on first use for a plain pyramid (``_ts``)
+        self._plain = probe(self.path)  # a plain pyramid: opened and its kept levels decoded by tifffile
+        if self._plain is not None:
+            meta = {"sizeY": self._plain.size[0], "sizeX": self._plain.size[1], "levels": self._plain.levels,
+                    "mm_x": self._plain.mm_x}
+        else:
+            check_tiff_complete(self.path)
+            meta = self._ts.getMetadata()
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
         self.file_size = (int(meta["sizeY"]), int(meta["sizeX"]))  # the file's level-0 (H, W)
         self.levels = int(meta.get("levels", 1))
@@ -93,9 +95,27 @@ class SlideSource:
         self._levels: dict[int, np.ndarray | None] = {}  # pyramid level -> its pixels decoded whole (None: not kept)
         self._levels_lock = threading.Lock()
         self._level_pixels: dict[int, torch.Tensor] = {}  # the kept levels as (C, h, w) tensors (the same memory)
+        self._decoded_ahead: dict[int, np.ndarray] = {}  # a plain pyramid's levels decoded by ``_keep``, not yet kept
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
         self.mask = None  # the outline mask (annotation loss, ROI diagnostics), when a data set sets one
         self.slide_id: str | None = None  # the manifest row's slide_id, when a data set opened it
+
+    @property
+    def _ts(self):
+        """large-image's tile source of the file, opened on first use (at once unless ``_plain``)."""
+        if self._tile_source is None:
+            import large_image
+
+            from .slide_cache import uncycled
+            try:
+                # pylibtiff prints notes about some tags; sys.stdout is the process's, so threads opening
+                # slides at once (read-ahead) take turns, or one could restore another's StringIO for good
+                with _open_lock, contextlib.redirect_stdout(io.StringIO()):
+                    if self._tile_source is None:  # freed with the source, not by the cycle collector
+                        self._tile_source = uncycled(large_image.open(str(self.path)))
+            except Exception as e:
+                raise unreadable(self.path, e) from None
+        return self._tile_source
 
     def _to_tensor(self, arr: np.ndarray, raw: bool = False) -> torch.Tensor:
         """(h, w[, c]) uint8/uint16/float -> (C, h, w) float in [0, 1]; with ``raw``, 8-bit pixels stay uint8."""
@@ -115,15 +135,6 @@ class SlideSource:
         if t.shape[0] != self.channels:
             t = t.mean(0, keepdim=True).expand(self.channels, -1, -1) if self.channels in (1, 3) else t
         return t
-
-    def _data_level(self, level: int) -> int:
-        """The pyramid level large-image decodes for ``level`` (0 = coarsest): the first level at
-        least as fine that holds data (missing levels are built from finer ones)."""
-        try:
-            present = self._ts._nonemptyLevelsList()
-        except Exception:  # a source without the private helper: trust the level it prefers
-            return self._ts.getPreferredLevel(level)
-        return next((k for k in range(level, len(present)) if present[k] is not None), len(present) - 1)
 
     def decoded_pixels(self, width: int, height: int, out_hw: tuple[int, int]) -> int:
         """Pixels large-image decodes to return a ``width x height`` region of the file's level 0 at
@@ -167,62 +178,6 @@ class SlideSource:
         except Exception as e:  # truncated or corrupt tiles
             raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
-
-    def _level(self, level: int) -> np.ndarray | None:
-        """Pyramid ``level`` (0 = coarsest) decoded whole, kept for the source's life -> (h, w, c)
-        uint8; None where it is not kept: not stored in the file (large-image builds it from a finer
-        one), more than ``memo_pixels`` pixels, or not 8-bit."""
-        with self._levels_lock:
-            if level in self._levels:
-                return self._levels[level]
-            f = 2 ** (self.levels - 1 - level)
-            (H, W), arr = self.file_size, None
-            h, w = H // f, W // f
-            try:
-                native = self._ts._nonemptyLevelsList()[level] is not None
-            except Exception:  # a source without the private helper: decode every request as asked
-                native = False
-            if native and 0 < h * w <= min(self.memo_pixels, self.max_pixels):
-                # the file's level-0 rectangle that is exactly h x w pixels of the level: large-image
-                # reads it from that level with no resampling
-                arr = self._get_region(0, 0, w * f, h * f, None if f == 1 else (h, w))
-                self.requests += 1
-                self.pixels_decoded += h * w
-                if arr.dtype != np.uint8 or arr.shape[:2] != (h, w):
-                    arr = None
-                else:
-                    arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, order="C")
-                    self._level_pixels[level] = torch.from_numpy(arr).permute(2, 0, 1)  # (C, h, w), shared
-                    arr.setflags(write=False)  # what a read returns is copied from it, never a view into it
-            self._levels[level] = arr
-            return arr
-
-    def _cut(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> np.ndarray | None:
-        """What ``_get_region`` returns for the request, cut from a level kept by ``_level`` -> (h, w, c)
-        uint8; None where its level is not kept. Follows large-image 1.35's ``getRegion``: the output
-        size that keeps the region's aspect, the level that size asks for, the region's bounds on
-        that level, then a Lanczos (or, enlarging, bicubic) resize (``tests/test_slide_memo.py``
-        holds it to large-image's answers)."""
-        if not self.memo_pixels:
-            return None
-        from large_image.tilesource.utilities import _calculateWidthHeight, _imageToNumpy, _imageToPIL
-        oh, ow = out_hw
-        out_w, out_h = (width, height) if (oh, ow) == (height, width) else _calculateWidthHeight(ow, oh, width, height)[:2]
-        level = self._level_for(min(out_w / width, out_h / height))
-        arr = self._level(level)
-        if arr is None:
-            return None
-        f = 2 ** (self.levels - 1 - level)
-        x0, y0 = int(left / f), int(top / f)
-        x1, y1 = max(int((left + width) / f), x0 + 1), max(int((top + height) / f), y0 + 1)
-        region = arr[y0:y1, x0:x1]
-        if region.shape[:2] != (y1 - y0, x1 - x0):  # past the kept pixels: ask large-image
-            return None
-        if (out_w, out_h) == (x1 - x0, y1 - y0):
-            return region
-        import PIL.Image
-        method = PIL.Image.Resampling.BICUBIC if out_w > x1 - x0 else PIL.Image.Resampling.LANCZOS
-        return _imageToNumpy(_imageToPIL(region).resize((out_w, out_h), method))[0]
 
     def _file_rect(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
         """Source pixels [x0, x1) x [y0, y1) -> the file's level-0 (left, top, width, height), in the file."""
@@ -284,22 +239,10 @@ class SlideSource:
         held: stage I streams it from the file, band by band."""
         from .stage1 import STREAM_ABOVE
         h, w = view_size(*self.size, scale)
-        if h * w <= STREAM_ABOVE:
+        held = h * w <= STREAM_ABOVE
+        self._keep({self._read_level(s) for s in ((scale,) if held else ()) + tuple(later)})
+        if held:
             self.raw_view(scale)
-        for s in later:
-            self._level(self._read_level(s))
-
-    def _read_level(self, scale: float) -> int:
-        """The pyramid level (0 = coarsest) large-image decodes for reads at ``scale``."""
-        return self._level_for(scale / self.k)
-
-    def _level_for(self, ratio: float) -> int:
-        """The pyramid level (0 = coarsest) large-image's ``getRegion`` decodes for ``ratio`` output
-        pixels per pixel of the file's level 0 (the finest for 1 or more)."""
-        top_level = self.levels - 1
-        if ratio >= 1:
-            return top_level
-        return self._ts.getPreferredLevel(max(0, top_level + math.ceil(round(math.log(ratio) / math.log(2), 4))))
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""
@@ -340,24 +283,6 @@ class SlideSource:
             out[members] = windows(region, corners, size_hw)
         return to_unit(out)
 
-    def _crops(self, boxes: torch.Tensor, scale: float, size_hw: tuple[int, int], level: int) -> torch.Tensor | None:
-        """The boxes (M, 4) as windows of kept ``level`` (``_read_level(scale)``) where its pixels are
-        the read's unresampled (sub-tiles) -> (M, C, h, w) uint8, zero outside; else None. The
-        pixels ``read``'s region requests would give, in one ``windows`` call."""
-        arr = self._levels.get(level)
-        if arr is None or arr.shape[-1] != self.channels or abs(scale / self.k * 2 ** (self.levels - 1 - level) - 1) > 1e-9:
-            return None
-        xy, wh = boxes[:, :2].double() * scale, boxes[:, 2:].double() * scale  # (M, 2) each, in the level's pixels
-        if not (torch.equal(xy, xy.round()) and (wh == torch.tensor([size_hw[1], size_hw[0]])).all()):
-            return None
-        pixels = self._level_pixels[level]  # (C, H, W)
-        corners = xy.flip(-1).long()  # (M, 2) (row, col)
-        (h, w), (H, W) = size_hw, pixels.shape[-2:]
-        if corners.min() >= 0 and (corners[:, 0] + h).max() <= H and (corners[:, 1] + w).max() <= W:
-            # all inside: strided windows of the level itself, no padded copy of it
-            return pixels.unfold(1, h, 1).unfold(2, w, 1)[:, corners[:, 0], corners[:, 1]].transpose(0, 1)
-        return windows(pixels, corners, size_hw)
-
     def _decoded(self, fetch, items):
         """``fetch(item)`` for each item, in order, lazily: one request in this thread, several decoded
         by the process's pool of ``workers`` threads (``decode_pool``)."""
@@ -368,18 +293,6 @@ class SlideSource:
 
     def __repr__(self) -> str:
         return f"SlideSource({str(self.path)!r}, size={self.size}, levels={self.levels})"
-
-
-def windows(region: torch.Tensor, corners: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """``size_hw`` windows at top-left ``corners`` (m, 2) ``(row, col)`` of one ``region`` (C, H, W),
-    zero outside it -> (m, C, h, w): ``zoomin.geometry.crop`` of a batch of one, as strided views of
-    the zero-padded region (one copy of the windows; no index per pixel)."""
-    h, w = size_hw
-    C, H, W = region.shape
-    padded = F.pad(region, (w, w, h, h))  # (C, H + 2h, W + 2w)
-    view = padded.unfold(1, h, 1).unfold(2, w, 1)  # (C, H + h + 1, W + w + 1, h, w) every window
-    rows, cols = corners[:, 0].clamp(-h, H) + h, corners[:, 1].clamp(-w, W) + w  # a window wholly outside: zeros
-    return view[:, rows, cols].transpose(0, 1)  # (m, C, h, w)
 
 
 _open_lock = threading.Lock()
