@@ -301,15 +301,18 @@ def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[d
     ckpt = model_checkpoint(work, args.seed)
     rows, notes, recorded = [], [], {}
     predict_run(ckpt, manifest, work / "warm.csv", device, args.prefetch, record=recorded)
-    for rep in range(args.repeats):
-        for kind in ("slides", "in memory"):
-            out = work / f"pred_{size}_{kind.replace(' ', '_')}.csv"
-            wall, clock, util = predict_run(ckpt, manifest, out, device, args.prefetch,
-                                            twin=recorded if kind == "in memory" else None, workers=args.workers)
-            rows.append(row("predict", size, n, kind, wall, clock, util, rep))
-            print(rows[-1], flush=True)
-    same = probabilities(work / f"pred_{size}_slides.csv") == probabilities(work / f"pred_{size}_in_memory.csv")
-    notes.append(f"predict {side(size)}: the in-memory twin's probabilities equal the real run's: {same}")
+    for workers in [int(w) for w in str(args.workers).split(",")]:
+        for rep in range(args.repeats):
+            for kind in ("slides", "in memory"):
+                out = work / f"pred_{size}_{workers}_{kind.replace(' ', '_')}.csv"
+                wall, clock, util = predict_run(ckpt, manifest, out, device, args.prefetch,
+                                                twin=recorded if kind == "in memory" else None, workers=workers)
+                rows.append(row("predict", size, n, kind, wall, clock, util, rep, at_once=workers))
+                print(rows[-1], flush=True)
+        same = (probabilities(work / f"pred_{size}_{workers}_slides.csv")
+                == probabilities(work / f"pred_{size}_{workers}_in_memory.csv"))
+        notes.append(f"predict {side(size)}, {workers} at once: the in-memory twin's probabilities equal the real "
+                     f"run's: {same}")
     return rows, notes
 
 
@@ -388,9 +391,9 @@ def train_section(args, device, size: int, n: int, work: Path) -> tuple[list[dic
 
 # -- report ---------------------------------------------------------------------------------------
 def row(what: str, size: int, n: int, kind: str, wall: float, clock: Clock, util: Utilisation, rep: int,
-        steps: int = 0, test_s: float = 0.0, test_n: int = 0) -> dict:
+        steps: int = 0, test_s: float = 0.0, test_n: int = 0, at_once: int = 1) -> dict:
     split = clock.split(wall + test_s)
-    out = {"run": what, "slide": side(size), "slides": n, "reads": kind, "repeat": rep, "wall_s": wall,
+    out = {"run": what, "slide": side(size), "at once": at_once, "slides": n, "reads": kind, "repeat": rep, "wall_s": wall,
            "slides_per_hour": n / wall * 3600, "s_per_slide": wall / n}
     if steps:
         out.update(steps_per_s=steps / wall, test_s=test_s, test_slides_per_hour=test_n / test_s * 3600)
@@ -401,9 +404,11 @@ def render(rows: list[dict]) -> str:
     df = pd.DataFrame(rows)
     lines = []
     for what, part in df.groupby("run", sort=False):
-        med = part.groupby(["slide", "reads"], sort=False).median(numeric_only=True).reset_index()
-        util = part.groupby(["slide", "reads"], sort=False)["device_util"].last().values
-        cols = {"slide": med["slide"], "reads": med["reads"], "slides": med["slides"].astype(int).map(num),
+        keys = ["slide", "at once", "reads"]
+        med = part.groupby(keys, sort=False).median(numeric_only=True).reset_index()
+        util = part.groupby(keys, sort=False)["device_util"].last().values
+        cols = {"slide": med["slide"], **({"at once": med["at once"].astype(int)} if what == "predict" else {}),
+                "reads": med["reads"], "slides": med["slides"].astype(int).map(num),
                 "slides/h": med["slides_per_hour"].map(lambda v: num(float(v), 0)),
                 "s/slide": med["s_per_slide"].map(lambda v: num(float(v), 4))}
         if what == "train":
@@ -414,10 +419,14 @@ def render(rows: list[dict]) -> str:
         cols["device busy"] = util
         t = pd.DataFrame(cols)
         ratio = []
-        for s in t["slide"].unique():
-            sub = med[med["slide"] == s].set_index("reads")["wall_s"]
-            if {"slides", "in memory"} <= set(sub.index):
-                ratio.append(f"{what} {s}: real / compute-only wall = {sub['slides'] / sub['in memory']:.2f}×")
+        for (s, once), sub in part.groupby(["slide", "at once"], sort=False):
+            walls = sub.pivot_table(index="repeat", columns="reads", values="wall_s")
+            if {"slides", "in memory"} <= set(walls.columns):
+                pairs = (walls["slides"] / walls["in memory"]).sort_values()
+                m = med[(med["slide"] == s) & (med["at once"] == once)].set_index("reads")["wall_s"]
+                ratio.append(f"{what} {s}{f', {once} at once' if what == 'predict' else ''}: real / compute-only "
+                             f"wall = {m['slides'] / m['in memory']:.2f}× (the medians); pair by pair "
+                             f"{', '.join(f'{v:.2f}' for v in pairs)}")
         lines += [f"## {'Predict' if what == 'predict' else 'Training (one epoch) and its test pass'}", "",
                   table(t, text=("slide", "reads", "device busy")), ""] + [f"- {r}" for r in ratio] + [""]
     return "\n".join(lines)
@@ -441,7 +450,8 @@ def parser() -> argparse.ArgumentParser:
                    help="slides written for training per size (3/4 train, 1/4 test; 0: no training at that size)")
     p.add_argument("--parts", default="predict,train")
     p.add_argument("--prefetch", type=int, default=1, help="zoomin predict --prefetch")
-    p.add_argument("--workers", type=int, default=1, help="slides predicted at once (zoomin.predict.predict's workers)")
+    p.add_argument("--workers", default="1", help="slides predicted at once (zoomin.predict.predict's workers); "
+                   "comma-separated, each measured (e.g. 1,2; 1 is zoomin predict's default)")
     p.add_argument("--repeats", type=int, default=2, help="real / in-memory pairs, alternating (medians shown)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default on a CPU: 1; a 2-core machine shared with other work runs "
@@ -488,7 +498,7 @@ def main(argv=None) -> int:
            f"in one process, alternating, {args.repeats} times; medians shown. Model: an untrained "
            "`zoomin/configs/slides.yaml` (weights from the seed); synthetic slides of `zoomin.synth.synth_slides` "
            f"(0.25 µm/px, read at the config's 1 µm/px). Predict: `zoomin.predict.predict`, 4 passes, "
-           f"--prefetch {args.prefetch}, {args.workers} slide(s) at once. Training: one epoch of the "
+           f"--prefetch {args.prefetch}, {args.workers} slide(s) at once (`at once`). Training: one epoch of the "
            "packaged config (batch 8) through `Trainer.train_epoch`, then the test slides through "
            "`zoomin.evaluate.evaluate` (4 passes); open / read / wait / compute / decode cover both.", "",
            render(rows), *[f"- {n}" for n in notes]]

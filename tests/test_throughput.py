@@ -115,16 +115,19 @@ def test_training_with_read_ahead_draws_the_same_samples(slides, tmp_path):
 def test_benchmark_runs_and_its_in_memory_twin_matches(tmp_path):
     out = tmp_path / "tp.md"
     r = subprocess.run([sys.executable, "benchmarks/throughput.py", "--sizes", "1024", "--predict-slides", "3",
-                        "--train-slides", "8", "--repeats", "1", "--out", str(out), "--work", str(tmp_path / "w")],
+                        "--train-slides", "8", "--repeats", "1", "--workers", "1,2", "--out", str(out), "--work", str(tmp_path / "w")],
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",  # this checkout's zoomin, whatever is installed
                             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
-    assert "probabilities equal the real run's: True" in text
+    assert text.count("probabilities equal the real run's: True") == 2  # 1 and 2 slides at once
+    assert "1 at once: real / compute-only wall" in text and "2 at once: real / compute-only wall" in text
     assert "ends with the real run's weights and losses: True" in text
     with open(out.with_suffix(".csv")) as fh:
         rows = list(csv.DictReader(fh))
-    assert {(r["run"], r["reads"]) for r in rows} == {(a, b) for a in ("predict", "train") for b in ("slides", "in memory")}
+    assert {(r["run"], r["reads"], r["at once"]) for r in rows} == {
+        *(("predict", b, w) for b in ("slides", "in memory") for w in ("1", "2")),
+        *(("train", b, "1") for b in ("slides", "in memory"))}
     assert all(float(r["slides_per_hour"]) > 0 and np.isfinite(float(r["compute_s"])) for r in rows)
 
 

@@ -5,11 +5,14 @@ Nothing here draws from a random generator: the batches, their order and every s
 draws are the same with and without read-ahead (``tests/test_loader.py``)."""
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 DEPTH = 1  # batches read ahead of the one being computed on
-WORKERS = 4  # threads opening slides and decoding their stage-I views
+# threads opening slides and decoding their stage-I views: at most one per core, for they share the
+# cores with the computing thread (docs/throughput.md measures 2 against 4 on two cores)
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 def wait_for(future: Future):
