@@ -15,10 +15,15 @@ what it measures is the compute alone.
 
 Time split (``Clock``, wall seconds of the thread that computes, summed over the run):
 
-* open: ``SlideSource`` construction in that thread (with read-ahead it happens in others);
+* open: ``SlideSource`` construction in that thread (with read-ahead it happens in others); a plain
+  pyramid's large-image source, opened later when a read needs it, is counted where it is opened
+  (in ``prefetch``: read; in a region request: decode);
 * read: ``SlideSource`` pixel calls in that thread (``raw_view``, ``view_rows``, ``read``, ``prefetch``), the
   time it waits for their region requests included;
-* wait: blocked on read-ahead (the next slide or batch not ready yet);
+* wait: blocked on read-ahead (the next slide or batch not ready yet); with more than one slide
+  predicted at once (``at once``), the slides are opened, read and computed in worker threads and
+  the main thread only waits for them, so open / read / compute are those threads' (in the
+  all-threads and decode columns) and this column is the run's wall time;
 * compute: the rest (the model, the draws, the loss and optimiser, writing the CSV);
 * open+read, all threads (thread-seconds): open and read in every thread (read-ahead, workers);
 * decode (thread-seconds, every thread): large-image's region requests (``SlideSource._get_region``:
@@ -301,14 +306,16 @@ def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[d
     ckpt = model_checkpoint(work, args.seed)
     rows, notes, recorded = [], [], {}
     predict_run(ckpt, manifest, work / "warm.csv", device, args.prefetch, record=recorded)
-    for workers in [int(w) for w in str(args.workers).split(",")]:
-        for rep in range(args.repeats):
+    at_once = [int(w) for w in str(args.workers).split(",")]
+    for rep in range(args.repeats):  # each setting's pair in turn, so that the settings compare too
+        for workers in at_once:
             for kind in ("slides", "in memory"):
                 out = work / f"pred_{size}_{workers}_{kind.replace(' ', '_')}.csv"
                 wall, clock, util = predict_run(ckpt, manifest, out, device, args.prefetch,
                                                 twin=recorded if kind == "in memory" else None, workers=workers)
                 rows.append(row("predict", size, n, kind, wall, clock, util, rep, at_once=workers))
                 print(rows[-1], flush=True)
+    for workers in at_once:
         same = (probabilities(work / f"pred_{size}_{workers}_slides.csv")
                 == probabilities(work / f"pred_{size}_{workers}_in_memory.csv"))
         notes.append(f"predict {side(size)}, {workers} at once: the in-memory twin's probabilities equal the real "

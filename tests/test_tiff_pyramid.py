@@ -46,6 +46,17 @@ def test_what_tifffile_reads_is_what_large_image_reads(plain):
             assert got.shape == ref.shape and np.array_equal(got, ref), (path.name, level)
 
 
+def _pages(path, sizes, tile=128, first_tags=()):
+    """A tiled RGB TIFF whose pages have ``sizes`` (h, w), page 0 with ``first_tags`` (tifffile's
+    extratags) -> path."""
+    with tifffile.TiffWriter(path) as tw:
+        for k, (h, w) in enumerate(sizes):
+            tw.write(np.full((h, w, 3), 100 + k, np.uint8), tile=(tile, tile), photometric="rgb",
+                     compression="zlib", subfiletype=1 if k else 0, metadata=None,
+                     extratags=list(first_tags) if k == 0 else [])
+    return path
+
+
 def test_other_files_are_left_to_large_image(tmp_path, plain):
     img = np.full((600, 700, 3), 128, np.uint8)
     aperio = write_pyramidal_tiff(tmp_path / "aperio.tif", img, tile=128, aperio=True)  # metadata in the description
@@ -56,8 +67,23 @@ def test_other_files_are_left_to_large_image(tmp_path, plain):
     svs.write_bytes(plain[0].read_bytes())  # not a .tif: large-image chooses its reader by name too
     png = tmp_path / "a.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
-    for path in (aperio, missing, untiled, svs, png, tmp_path / "absent.tif"):
+    two_names = tmp_path / "scan.ndpi.tif"  # large-image reads every dot-part: OpenSlide's
+    two_names.write_bytes(plain[0].read_bytes())
+    sizes = [(1030, 1030), (515, 515), (257, 257), (128, 128)]
+    assert probe(_pages(tmp_path / "ok.tif", sizes, tile=256)) is not None  # the same pages, plainly
+    oriented = _pages(tmp_path / "oriented.tif", sizes, tile=256, first_tags=[(274, "H", 1, 1, True)])  # page 0 only
+    rounded_up = _pages(tmp_path / "up.tif", [(900, 900), (450, 450), (225, 225), (113, 113)])
+    for path in (aperio, missing, untiled, svs, png, tmp_path / "absent.tif", two_names, oriented, rounded_up):
         assert probe(path) is None, path.name
+
+
+def test_a_truncated_plain_pyramid_is_one_line(tmp_path, capfd):
+    path = write_pyramidal_tiff(tmp_path / "cut.tif", np.full((512, 512, 3), 90, np.uint8), tile=128)
+    path.write_bytes(path.read_bytes()[:-2000])  # the last tiles' bytes gone, the tags kept
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"cut\.tif: truncated TIFF"):
+        SlideSource(path)
+    assert capfd.readouterr().err == ""
 
 
 def test_a_plain_slide_reads_as_through_large_image(plain, monkeypatch):

@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 DEPTH = 1  # batches read ahead of the one being computed on
 # threads opening slides and decoding their stage-I views: at most one per core, for they share the
 # cores with the computing thread (docs/throughput.md measures 2 against 4 on two cores)
-WORKERS = min(4, os.cpu_count() or 1)
+WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def wait_for(future: Future):

@@ -130,12 +130,16 @@ class KeptLevels:
             return top_level
         return self._preferred(max(0, top_level + math.ceil(round(math.log(ratio) / math.log(2), 4))))
 
+    def _resampled(self, scale: float, level: int) -> bool:
+        """Whether reads at ``scale`` resample the pixels of ``level`` (0 = coarsest)."""
+        return abs(scale / self.k * 2 ** (self.levels - 1 - level) - 1) > 1e-9
+
     def _crops(self, boxes: torch.Tensor, scale: float, size_hw: tuple[int, int], level: int) -> torch.Tensor | None:
         """The boxes (M, 4) as windows of kept ``level`` (``_read_level(scale)``) where its pixels are
         the read's unresampled (sub-tiles) -> (M, C, h, w) uint8, zero outside; else None. The
         pixels ``read``'s region requests would give, in one ``windows`` call."""
         arr = self._levels.get(level)
-        if arr is None or arr.shape[-1] != self.channels or abs(scale / self.k * 2 ** (self.levels - 1 - level) - 1) > 1e-9:
+        if arr is None or arr.shape[-1] != self.channels or self._resampled(scale, level):
             return None
         xy, wh = boxes[:, :2].double() * scale, boxes[:, 2:].double() * scale  # (M, 2) each, in the level's pixels
         if not (torch.equal(xy, xy.round()) and (wh == torch.tensor([size_hw[1], size_hw[0]])).all()):

@@ -69,7 +69,10 @@ class SlideSource(KeptLevels):
                     "mm_x": self._plain.mm_x}
         else:
             check_tiff_complete(self.path)
-            meta = self._ts.getMetadata()
+            try:
+                meta = self._ts.getMetadata()
+            except Exception as e:
+                raise unreadable(self.path, e) from None
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
         self.file_size = (int(meta["sizeY"]), int(meta["sizeX"]))  # the file's level-0 (H, W)
         self.levels = int(meta.get("levels", 1))
@@ -173,8 +176,9 @@ class SlideSource(KeptLevels):
                   format=self._numpy)
         if out_hw is not None:
             kw["output"] = dict(maxWidth=out_hw[1], maxHeight=out_hw[0])
+        ts = self._ts  # opened here first for a plain pyramid whose reads need it (its errors are its own)
         try:
-            return self._ts.getRegion(**kw)[0]
+            return ts.getRegion(**kw)[0]
         except Exception as e:  # truncated or corrupt tiles
             raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
@@ -236,13 +240,16 @@ class SlideSource(KeptLevels):
         with the previous slide), then the pyramid levels that reads at the scales ``later`` (the
         model's stage-II reads, ``read_scales``) will be cut from, where they are small enough to
         keep (``memo_pixels``). A view larger than ``zoomin.stage1.STREAM_ABOVE`` locations is not
-        held: stage I streams it from the file, band by band."""
+        held: stage I streams it from the file, band by band. Where some of those reads will need
+        large-image (a level not kept), a plain pyramid's large-image source is opened here too."""
         from .stage1 import STREAM_ABOVE
         h, w = view_size(*self.size, scale)
         held = h * w <= STREAM_ABOVE
         self._keep({self._read_level(s) for s in ((scale,) if held else ()) + tuple(later)})
         if held:
             self.raw_view(scale)
+        if any(self._levels.get(self._read_level(s)) is None for s in (scale, *later)):
+            self._ts  # noqa: B018  (opened now, ahead of the reads that ask it)
 
     def view(self, scale: float) -> torch.Tensor:
         """``V(x, s)`` from the pyramid level nearest to ``s`` -> (1, C, h, w) floats in [0, 1]."""

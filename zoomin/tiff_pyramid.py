@@ -29,14 +29,14 @@ _PLAIN_TAGS = frozenset({
     339, 347, 530, 531, 532,
 })
 _UNITS_MM = {2: 25.4, 3: 10.0}  # ResolutionUnit -> mm per unit (inch, centimetre)
-_SAME = (258, 259, 262, 277, 284, 317, 322, 323)  # the tags every page must share with the first
+_SAME = (258, 259, 262, 274, 277, 284, 317, 322, 323)  # the tags every page must share with the first (or lack)
 
 
 @dataclass(frozen=True)
 class Pyramid:
     """A plain pyramid: ``size`` (H, W) of level 0, ``levels`` (large-image's count: halvings until
-    one tile covers the image, plus one), ``mm_x`` (mm per pixel, None if not stated), and
-    ``pages`` (page index per level, 0 = coarsest, as large-image numbers them)."""
+    one tile covers the image, plus one), ``tile`` (h, w) and ``mm_x`` (mm per pixel, None if not
+    stated). Level ``k`` (0 = coarsest, as large-image numbers them) is page ``levels - 1 - k``."""
     path: Path
     size: tuple[int, int]
     levels: int
@@ -97,9 +97,14 @@ def probe(path: str | Path) -> Pyramid | None:
     """``path`` as a plain pyramid, or None where large-image must read it (see the module). A plain
     pyramid whose tiles run past the end of the file is an error (``check_tiff_complete``'s)."""
     path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return None
+    if [x.lower() for x in path.suffixes] not in ([".tif"], [".tiff"]):  # large-image reads every dot-part
+        return None  # of a name (``x.ndpi.tif`` goes to OpenSlide), so a name with one only
+    import logging
+
     import tifffile
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # pages past the end: the caller reports it once
     try:
         with tifffile.TiffFile(path) as tf:
             pages = list(tf.pages)
@@ -130,15 +135,17 @@ def probe(path: str | Path) -> Pyramid | None:
                 if any((c in tags) != (c in first.tags) or (c in tags and tags[c].value != first.tags[c].value)
                        for c in _SAME):
                     return None
-                if k:
-                    ih, iw = int(page.imagelength), int(page.imagewidth)
-                    if ih not in (h // 2, -(-h // 2)) or iw not in (w // 2, -(-w // 2)):
+                if k:  # half the page before, rounded down (large-image also takes rounded up, which
+                    ih, iw = int(page.imagelength), int(page.imagewidth)  # a kept level is not)
+                    if (ih, iw) != (h // 2, w // 2):
                         return None
                     h, w = ih, iw
             end = max(int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in pages)
             pyramid = Pyramid(path, (H, W), levels, (th, tw), _resolution_mm(first.tags))
     except Exception:  # anything tifffile cannot parse: large-image decides
         return None
+    finally:
+        log.setLevel(level)
     if end > path.stat().st_size:
         raise ValueError(truncated(path, end))
     return pyramid
