@@ -69,8 +69,9 @@ class SlideSource(KeptLevels):
                     "mm_x": self._plain.mm_x}
         else:
             check_tiff_complete(self.path)
+            ts = self._ts  # opening it failed: its own one line
             try:
-                meta = self._ts.getMetadata()
+                meta = ts.getMetadata()
             except Exception as e:
                 raise unreadable(self.path, e) from None
         self._numpy = large_image.constants.TILE_FORMAT_NUMPY
