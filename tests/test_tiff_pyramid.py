@@ -108,6 +108,11 @@ def test_a_plain_slide_reads_as_through_large_image(plain, monkeypatch):
     fast = SlideSource(plain[0])  # level 0 (1,031 x 1,501) is above the kept levels' budget
     fast.read(torch.zeros(1, dtype=torch.long), torch.tensor([[0, 0, 8, 8]]), 4.0, (32, 32))
     assert fast._tile_source is not None  # large-image answers what no kept level holds
+    ahead = SlideSource(plain[0])
+    ahead.prefetch(1 / 8, (0.5,))
+    assert ahead._tile_source is None  # every read it prefetched for is cut from a kept level
+    ahead.prefetch(1 / 8, (0.5, 1.0))
+    assert ahead._tile_source is not None  # the sub-tiles' level is not kept: opened ahead, not mid-read
 
 
 def test_a_bad_tile_in_a_plain_pyramid_is_one_line(tmp_path):
