@@ -299,10 +299,21 @@ def probabilities(path: Path) -> dict:
         return {r["slide_id"]: tuple(v for k, v in r.items() if k.startswith("p_")) for r in csv.DictReader(fh)}
 
 
+def repeat_slide(work: Path, slide: Path, n: int) -> Path:
+    """A manifest listing ``slide`` ``n`` times under distinct slide ids (each read afresh, as a
+    new slide would be: nothing of a slide is kept between its sources) -> manifest."""
+    folder = work / f"repeat_{n}x{slide.stem}"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.csv"
+    rows = [f"{slide.stem}_{i:03d},{slide.resolve()},{i % 2},test" for i in range(n)]
+    manifest.write_text("slide_id,path,label,split\n" + "\n".join(rows) + "\n")
+    return manifest
+
+
 def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[dict], list[str]]:
-    """Predict ``n`` slides of ``size``²: real reads and the in-memory twin, ``--repeats`` times
-    alternating -> rows, notes."""
-    manifest = write_slides(work, n, size, args.seed)
+    """Predict ``n`` slides of ``size``² (``--slide``: that file ``n`` times): real reads and the
+    in-memory twin, ``--repeats`` times alternating -> rows, notes."""
+    manifest = repeat_slide(work, Path(args.slide), n) if args.slide else write_slides(work, n, size, args.seed)
     ckpt = model_checkpoint(work, args.seed)
     rows, notes, recorded = [], [], {}
     predict_run(ckpt, manifest, work / "warm.csv", device, args.prefetch, record=recorded)
@@ -456,6 +467,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-slides", default="80",
                    help="slides written for training per size (3/4 train, 1/4 test; 0: no training at that size)")
     p.add_argument("--parts", default="predict,train")
+    p.add_argument("--slide", help="predict this slide file --predict-slides times (distinct slide ids) instead "
+                   "of synthetic slides of --sizes; no training (e.g. the 100,000² slide of benchmarks/zoom_latency.py)")
     p.add_argument("--prefetch", type=int, default=1, help="zoomin predict --prefetch")
     p.add_argument("--workers", default="1", help="slides predicted at once (zoomin.predict.predict's workers); "
                    "comma-separated, each measured (e.g. 1,2; 1 is zoomin predict's default)")
@@ -481,7 +494,12 @@ def main(argv=None) -> int:
     command = shlex.join(["python", "benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes, slide_mpp = [int(s) for s in args.sizes.split(",")], 0.25
+    if args.slide:  # predict only, on that file (its side, for the tables)
+        from zoomin.slides import SlideSource
+        src = SlideSource(args.slide)
+        sizes, args.parts, args.train_slides = [max(src.file_size)], "predict", "0"
+        slide_mpp = src.file_mpp
     counts = {p: dict(zip(sizes, [int(c) for c in getattr(args, f"{p}_slides").split(",")] * len(sizes)))
               for p in ("predict", "train")}
     t0 = time.perf_counter()
@@ -503,11 +521,14 @@ def main(argv=None) -> int:
            "Written by `benchmarks/throughput.py` (its docstring defines every column). Each `slides` run "
            "and its `in memory` twin (the same calls answered from RAM: the compute-only limit) ran side by side "
            f"in one process, alternating, {args.repeats} times; medians shown. Model: an untrained "
-           "`zoomin/configs/slides.yaml` (weights from the seed); synthetic slides of `zoomin.synth.synth_slides` "
-           f"(0.25 µm/px, read at the config's 1 µm/px). Predict: `zoomin.predict.predict`, 4 passes, "
-           f"--prefetch {args.prefetch}, {args.workers} slide(s) at once (`at once`). Training: one epoch of the "
-           "packaged config (batch 8) through `Trainer.train_epoch`, then the test slides through "
-           "`zoomin.evaluate.evaluate` (4 passes); open / read / wait / compute / decode cover both.", "",
+           "`zoomin/configs/slides.yaml` (weights from the seed); "
+           + (f"the slide `{args.slide}` listed {counts['predict'][sizes[0]]} times under distinct slide ids"
+              if args.slide else "synthetic slides of `zoomin.synth.synth_slides`")
+           + f" ({slide_mpp:g} µm/px, read at the config's 1 µm/px). Predict: `zoomin.predict.predict`, 4 passes, "
+           f"--prefetch {args.prefetch}, {args.workers} slide(s) at once (`at once`)."
+           + (" Training: one epoch of the packaged config (batch 8) through `Trainer.train_epoch`, then the test "
+              "slides through `zoomin.evaluate.evaluate` (4 passes); open / read / wait / compute / decode cover both."
+              if any(r["run"] == "train" for r in rows) else ""), "",
            render(rows), *[f"- {n}" for n in notes]]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

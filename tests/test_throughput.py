@@ -131,6 +131,23 @@ def test_benchmark_runs_and_its_in_memory_twin_matches(tmp_path):
     assert all(float(r["slides_per_hour"]) > 0 and np.isfinite(float(r["compute_s"])) for r in rows)
 
 
+@pytest.mark.slow
+def test_benchmark_predicts_one_given_slide_many_times(tmp_path):
+    from zoomin.slides import write_pyramidal_tiff
+    slide = write_pyramidal_tiff(tmp_path / "big.tif", np.full((1500, 1300, 3), 200, np.uint8), tile=256, mpp=0.5)
+    out = tmp_path / "tp.md"
+    r = subprocess.run([sys.executable, "benchmarks/throughput.py", "--slide", str(slide), "--predict-slides", "3",
+                        "--repeats", "1", "--out", str(out), "--work", str(tmp_path / "w")],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert "listed 3 times under distinct slide ids (0.5 µm/px" in text and "## Training" not in text
+    with open(out.with_suffix(".csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["run"], r["slide"], r["slides"]) for r in rows} == {("predict", "1,500²", "3")}
+
+
 def test_predicting_slides_at_once_gives_the_one_by_one_probabilities(slides, tmp_path):
     from zoomin.checkpoint import save_model
     from zoomin.model import build_model
