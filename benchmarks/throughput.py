@@ -302,12 +302,11 @@ def probabilities(path: Path) -> dict:
 def repeat_slide(work: Path, slide: Path, n: int) -> Path:
     """A manifest listing ``slide`` ``n`` times under distinct slide ids (each read afresh, as a
     new slide would be: nothing of a slide is kept between its sources) -> manifest."""
+    from zoomin.manifest import Entry, write_manifest
     folder = work / f"repeat_{n}x{slide.stem}"
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "manifest.csv"
-    rows = [f"{slide.stem}_{i:03d},{slide.resolve()},{i % 2},test" for i in range(n)]
-    manifest.write_text("slide_id,path,label,split\n" + "\n".join(rows) + "\n")
-    return manifest
+    return write_manifest([Entry(f"{slide.stem}_{i:03d}", slide.resolve(), i % 2, "test") for i in range(n)],
+                          folder / "manifest.csv", annotations=False)
 
 
 def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[dict], list[str]]:

@@ -3,9 +3,35 @@ error (not black tiles), and a file large-image cannot open is one line naming i
 an untiled TIFF). Only tags are parsed; nothing is decoded."""
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """tifffile's log muted while a TIFF is parsed: it logs pages past the end, which the caller
+    reports once (a truncated file) or leaves to large-image."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def data_end(pages) -> int:
+    """Where the image data of tifffile ``pages`` ends in the file (bytes)."""
+    return max((int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in pages), default=0)
+
+
+def undecodable(path: Path, e: Exception) -> ValueError:
+    """The one-line error for pixels a reader could not decode (truncated or corrupt tiles)."""
+    return ValueError(f"{path}: cannot decode pixels ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})")
 
 
 def tiff_layout(path: Path) -> dict | None:
@@ -14,21 +40,13 @@ def tiff_layout(path: Path) -> dict | None:
     with open(path, "rb") as fh:
         if fh.read(2) not in (b"II", b"MM"):
             return None
-    import logging
-
     import tifffile
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # tifffile logs pages past the end; the caller reports it once
     try:
-        with tifffile.TiffFile(path) as tf:
-            end = max((int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in tf.pages), default=0)
+        with quiet_tifffile(), tifffile.TiffFile(path) as tf:
             first = tf.pages.first
-            return {"end": end, "tiled": bool(first.is_tiled), "shape": tuple(first.shape)}
+            return {"end": data_end(tf.pages), "tiled": bool(first.is_tiled), "shape": tuple(first.shape)}
     except Exception:  # not a TIFF tifffile can parse: large-image decides
         return None
-    finally:
-        log.setLevel(level)
 
 
 def check_tiff_complete(path: Path) -> None:

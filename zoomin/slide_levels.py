@@ -4,7 +4,7 @@ in memory — the pixels large-image's ``getRegion`` returns for it (``tests/tes
 
 ``KeptLevels`` is the part of ``zoomin.slides.SlideSource`` that does this; the source holds the
 state it uses (``levels``, ``file_size``, ``memo_pixels``, ``max_pixels``, ``_plain``, ``_ts``,
-``_levels``, ``_level_pixels``, ``_decoded_ahead``, ``_levels_lock``, ``k``, ``channels``) and
+``_levels``, ``_level_pixels``, ``_levels_lock``, ``k``, ``channels``) and
 answers ``_get_region``.
 """
 from __future__ import annotations
@@ -48,48 +48,46 @@ class KeptLevels:
         """Pyramid ``level`` (0 = coarsest) decoded whole, kept for the source's life -> (h, w, c)
         uint8; None where it is not kept: not stored in the file (large-image builds it from a finer
         one), more than ``memo_pixels`` pixels, or not 8-bit."""
-        with self._levels_lock:
-            if level in self._levels:
-                return self._levels[level]
-            f = 2 ** (self.levels - 1 - level)
-            (H, W), arr = self.file_size, None
-            h, w = H // f, W // f
-            if self._keeps(level):
-                if self._plain is not None:  # the level's page, the pixels large-image would give
-                    arr = self._decoded_ahead.pop(level, None)
-                    arr = self._plain.level(level) if arr is None else arr
-                else:  # the file's level-0 rectangle that is exactly h x w pixels of the level:
-                    # large-image reads it from that level with no resampling
-                    arr = self._get_region(0, 0, w * f, h * f, None if f == 1 else (h, w))
-                self.requests += 1
-                self.pixels_decoded += h * w
-                if arr.dtype != np.uint8 or arr.shape[:2] != (h, w):
-                    arr = None
-                else:
-                    arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, order="C")
-                    self._level_pixels[level] = torch.from_numpy(arr).permute(2, 0, 1)  # (C, h, w), shared
-                    arr.setflags(write=False)  # what a read returns is copied from it, never a view into it
-            self._levels[level] = arr
-            return arr
+        if level not in self._levels:
+            self._keep({level})
+        return self._levels[level]
 
     def _keeps(self, level: int) -> bool:
         """Whether ``_level`` keeps ``level`` (0 = coarsest): stored in the file and within
         ``memo_pixels`` (and the memory guard's ``max_pixels``)."""
-        f = 2 ** (self.levels - 1 - level)
-        pixels = (self.file_size[0] // f) * (self.file_size[1] // f)
+        _, (h, w) = self._level_shape(level)
         present = self._present()  # None: decode every request as asked
         native = present is not None and present[level] is not None
-        return native and 0 < pixels <= min(self.memo_pixels, self.max_pixels)
+        return native and 0 < h * w <= min(self.memo_pixels, self.max_pixels)
 
     def _keep(self, levels: set[int]) -> None:
-        """``_level`` of each of ``levels``; a plain pyramid's are decoded with the file opened once."""
-        if self._plain is not None:
-            with self._levels_lock:
-                todo = sorted(k for k in levels if k not in self._levels and self._keeps(k))
-                if len(todo) > 1:
-                    self._decoded_ahead.update(zip(todo, self._plain.decode(todo)))
-        for k in sorted(levels):
-            self._level(k)
+        """Decode and keep each of ``levels`` not decided yet (``_level``): a plain pyramid's pages
+        by tifffile, the file opened once; else the level's whole rectangle through large-image,
+        which reads it from that level with no resampling."""
+        with self._levels_lock:
+            todo = sorted(k for k in levels if k not in self._levels)
+            kept = [k for k in todo if self._keeps(k)]
+            if self._plain is not None:
+                arrays = self._plain.decode(kept) if kept else []
+            else:
+                arrays = [self._get_region(0, 0, w * f, h * f, None if f == 1 else (h, w))
+                          for f, (h, w) in map(self._level_shape, kept)]
+            decided = dict.fromkeys(todo)  # level -> its pixels (None: not kept)
+            for k, arr in zip(kept, arrays):
+                _, (h, w) = self._level_shape(k)
+                self.requests += 1
+                self.pixels_decoded += h * w
+                if arr.dtype == np.uint8 and arr.shape[:2] == (h, w):
+                    arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, order="C")
+                    self._level_pixels[k] = torch.from_numpy(arr).permute(2, 0, 1)  # (C, h, w), shared
+                    arr.setflags(write=False)  # what a read returns is copied from it, never a view into it
+                    decided[k] = arr
+            self._levels.update(decided)  # after the pixels: a read never sees a level half kept
+
+    def _level_shape(self, level: int) -> tuple[int, tuple[int, int]]:
+        """Level ``level`` (0 = coarsest) -> (file pixels per level pixel, its (h, w))."""
+        f = 2 ** (self.levels - 1 - level)
+        return f, (self.file_size[0] // f, self.file_size[1] // f)
 
     def _cut(self, left: int, top: int, width: int, height: int, out_hw: tuple[int, int]) -> np.ndarray | None:
         """What ``_get_region`` returns for the request, cut from a level kept by ``_level`` -> (h, w, c)

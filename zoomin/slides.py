@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .geometry import view_size
 from .pyramid import write_pyramidal_tiff  # noqa: F401  (writing lives in pyramid.py; kept importable here)
-from .slide_files import check_tiff_complete, unreadable
+from .slide_files import check_tiff_complete, undecodable, unreadable
 from .slide_levels import KeptLevels, windows
 from .sources import check_budget, pixel_budget, to_unit
 from .tiff_pyramid import probe
@@ -99,7 +99,6 @@ class SlideSource(KeptLevels):
         self._levels: dict[int, np.ndarray | None] = {}  # pyramid level -> its pixels decoded whole (None: not kept)
         self._levels_lock = threading.Lock()
         self._level_pixels: dict[int, torch.Tensor] = {}  # the kept levels as (C, h, w) tensors (the same memory)
-        self._decoded_ahead: dict[int, np.ndarray] = {}  # a plain pyramid's levels decoded by ``_keep``, not yet kept
         self.max_pixels = pixel_budget(max_pixels)  # the memory guard: most pixels one read may decode
         self.mask = None  # the outline mask (annotation loss, ROI diagnostics), when a data set sets one
         self.slide_id: str | None = None  # the manifest row's slide_id, when a data set opened it
@@ -181,8 +180,7 @@ class SlideSource(KeptLevels):
         try:
             return ts.getRegion(**kw)[0]
         except Exception as e:  # truncated or corrupt tiles
-            raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
+            raise undecodable(self.path, e) from None
 
     def _file_rect(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
         """Source pixels [x0, x1) x [y0, y1) -> the file's level-0 (left, top, width, height), in the file."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide_files import truncated
+from .slide_files import data_end, quiet_tifffile, truncated, undecodable
 
 # tags a plain pyramid's pages may carry: none of them changes what large-image reads
 _PLAIN_TAGS = frozenset({
@@ -35,12 +35,10 @@ _SAME = (258, 259, 262, 274, 277, 284, 317, 322, 323)  # the tags every page mus
 @dataclass(frozen=True)
 class Pyramid:
     """A plain pyramid: ``size`` (H, W) of level 0, ``levels`` (large-image's count: halvings until
-    one tile covers the image, plus one), ``tile`` (h, w) and ``mm_x`` (mm per pixel, None if not
-    stated). Level ``k`` (0 = coarsest, as large-image numbers them) is page ``levels - 1 - k``."""
+    one tile covers the image, plus one) and ``mm_x`` (mm per pixel, None if not stated). Level ``k`` (0 = coarsest, as large-image numbers them) is page ``levels - 1 - k``."""
     path: Path
     size: tuple[int, int]
     levels: int
-    tile: tuple[int, int]  # (h, w)
     mm_x: float | None
 
     def page(self, level: int) -> int:
@@ -59,8 +57,7 @@ class Pyramid:
             with tifffile.TiffFile(self.path) as tf:
                 return [tf.pages[self.page(k)].asarray(maxworkers=1) for k in levels]
         except Exception as e:
-            raise ValueError(f"{self.path}: cannot decode pixels ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
+            raise undecodable(self.path, e) from None
 
 
 def _resolution_mm(tags) -> float | None:
@@ -99,53 +96,48 @@ def probe(path: str | Path) -> Pyramid | None:
     path = Path(path)
     if [x.lower() for x in path.suffixes] not in ([".tif"], [".tiff"]):  # large-image reads every dot-part
         return None  # of a name (``x.ndpi.tif`` goes to OpenSlide), so a name with one only
-    import logging
-
     import tifffile
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # pages past the end: the caller reports it once
     try:
-        with tifffile.TiffFile(path) as tf:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tf:
             pages = list(tf.pages)
-            if not pages or tf.is_ome or tf.is_imagej:
-                return None
-            first = pages[0]
-            H, W = int(first.imagelength), int(first.imagewidth)
-            if not first.is_tiled or first.tilewidth <= 0 or first.tilelength <= 0:
-                return None
-            th, tw = int(first.tilelength), int(first.tilewidth)
-            # large-image's count of levels, in its own expression (its floating point included)
-            levels = max(1, int(math.ceil(math.log(max(W / tw, H / th)) / math.log(2))) + 1)
-            if len(pages) != levels:
-                return None
-            h, w = H, W
-            for k, page in enumerate(pages):
-                tags = page.tags
-                if not set(tags.keys()) <= _PLAIN_TAGS or page.subifds:
-                    return None
-                if not page.is_tiled or page.dtype != np.uint8 or page.samplesperpixel != 3:
-                    return None
-                if int(page.planarconfig) != 1 or int(tags[274].value if 274 in tags else 1) != 1:
-                    return None
-                if int(page.photometric) not in (2, 6) or (int(page.photometric) == 6 and int(page.compression) != 7):
-                    return None
-                if int(tags[339].value if 339 in tags else 1) != 1 or not _plain_description(tags):
-                    return None
-                if any((c in tags) != (c in first.tags) or (c in tags and tags[c].value != first.tags[c].value)
-                       for c in _SAME):
-                    return None
-                if k:  # half the page before, rounded down (large-image also takes rounded up, which
-                    ih, iw = int(page.imagelength), int(page.imagewidth)  # a kept level is not)
-                    if (ih, iw) != (h // 2, w // 2):
-                        return None
-                    h, w = ih, iw
-            end = max(int(np.add(p.dataoffsets, p.databytecounts).max(initial=0)) for p in pages)
-            pyramid = Pyramid(path, (H, W), levels, (th, tw), _resolution_mm(first.tags))
+            pyramid = None if tf.is_ome or tf.is_imagej else _plain(path, pages)
+            end = data_end(pages)
     except Exception:  # anything tifffile cannot parse: large-image decides
         return None
-    finally:
-        log.setLevel(level)
-    if end > path.stat().st_size:
+    if pyramid is not None and end > path.stat().st_size:
         raise ValueError(truncated(path, end))
     return pyramid
+
+
+def _plain(path: Path, pages: list) -> Pyramid | None:
+    """The parsed ``pages`` of ``path`` as a plain pyramid, or None (see the module)."""
+    if not pages or not pages[0].is_tiled or pages[0].tilewidth <= 0 or pages[0].tilelength <= 0:
+        return None
+    first = pages[0]
+    H, W = int(first.imagelength), int(first.imagewidth)
+    th, tw = int(first.tilelength), int(first.tilewidth)
+    # large-image's count of levels, in its own expression (its floating point included)
+    levels = max(1, int(math.ceil(math.log(max(W / tw, H / th)) / math.log(2))) + 1)
+    if len(pages) != levels:
+        return None
+    h, w = H, W
+    for k, page in enumerate(pages):
+        tags = page.tags
+        if not set(tags.keys()) <= _PLAIN_TAGS or page.subifds:
+            return None
+        if not page.is_tiled or page.dtype != np.uint8 or page.samplesperpixel != 3:
+            return None
+        if int(page.planarconfig) != 1 or int(tags[274].value if 274 in tags else 1) != 1:
+            return None
+        if int(page.photometric) not in (2, 6) or (int(page.photometric) == 6 and int(page.compression) != 7):
+            return None
+        if int(tags[339].value if 339 in tags else 1) != 1 or not _plain_description(tags):
+            return None
+        if any((c in tags) != (c in first.tags) or (c in tags and tags[c].value != first.tags[c].value)
+               for c in _SAME):
+            return None
+        if k:  # half the page before, rounded down (large-image also takes rounded up, which a kept
+            h, w = h // 2, w // 2  # level is not)
+            if (int(page.imagelength), int(page.imagewidth)) != (h, w):
+                return None
+    return Pyramid(path, (H, W), levels, _resolution_mm(first.tags))
