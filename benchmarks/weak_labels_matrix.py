@@ -42,6 +42,9 @@ CELLS = {
     "synthetic-dab-0.5-roi5e-5": ("synthetic", ("dab",), 0.5, 5e-5, 3, "tuning"),
     "synthetic-giant-0.5": ("synthetic", ("giant",), 0.5, 1e-3, 3, "tuning"),
     "ihc-nuclei-inside-0.5": ("ihc", ("nuclei-inside",), 0.5, 1e-3, 3, "tuning"),  # a colour of its own inside the range
+    "ihc-pale-0.5": ("ihc", ("pale",), 0.5, 5e-4, 0, "tuning"),  # a washed-out patch, on a background held out from cmu
+    "synthetic-pale-0.5": ("synthetic", ("pale",), 0.5, 5e-4, 0, "tuning"),
+    "ihc-nuclei-inside-0.25": ("ihc", ("nuclei-inside",), 0.25, 1e-3, 3, "tuning"),  # the same at a 0.25 µm/px scan
     "cmu-dab-0.5": ("cmu", ("dab",), 0.5, 3e-4, 3, "held-out"),
     "cmu-nuclei-0.25": ("cmu", ("nuclei",), 0.25, 1e-3, 3, "held-out"),
     "cmu-giant-0.5": ("cmu", ("giant",), 0.5, 1e-3, 3, "held-out"),
@@ -230,7 +233,8 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "warned": bool(m.get("warnings")), "epochs": m["epochs"], "of": cfg["train"]["epochs"],
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": model.view_mpp(1),
             "count_mpp": cfg["model"].get("count_mpp", 0.0), "count_directions": model.count_directions,
-            "count_cells": model.count_cells, "count_answer": model.count_answer, "predict_auc": predict_auc(out),
+            "count_cells": model.count_cells, "count_answer": model.count_answer, "count_filled": model.count_filled,
+            "predict_auc": predict_auc(out),
             "foci": foci_attention(out), **times}
 
 
@@ -260,10 +264,11 @@ def runs_page(argv, columns: tuple[str, ...], measure, title: str, what: str, de
 
 def counted(r: dict) -> str:
     """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails
-    alone; ", answer" where they answer alone (``model.count_answer``)."""
+    alone; ", filled" where they count inside the tissue's filled outline (``model.count_filled``);
+    ", answer" where they answer alone (``model.count_answer``)."""
     cells = r.get("count_cells", 0)
     what = "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells)"
-    return what + (", answer" if r.get("count_answer") else "")
+    return what + (", filled" if r.get("count_filled") else "") + (", answer" if r.get("count_answer") else "")
 
 
 def report(rows: list[dict], args) -> str:
@@ -277,7 +282,8 @@ def report(rows: list[dict], args) -> str:
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
              "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed; "
-             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them; \"answer\": the counts "
+             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them; \"filled\": every pixel "
+             "inside the tissue's filled outline counted, `model.count_filled`; \"answer\": the counts "
              "answer alone, `model.count_answer`); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
              "`zoomin predict`: the AUC of `zoomin predict` run on the held-out rows with the run's checkpoint.", "",

@@ -263,10 +263,56 @@ def test_alpha_turns_to_the_foci_the_counts_found(slides, features):
     ({"count_directions": 0}, "model.count_mpp counts nothing"),
     ({"count_cells": -1}, "model.count_cells"),
     ({"count_mpp": 0.0, "count_answer": True}, "model.count_answer is a setting of model.count_mpp"),
+    ({"count_mpp": 0.0, "count_filled": True}, "model.count_filled is a setting of model.count_mpp"),
+    ({"count_filled": True, "foreground": "none"}, "model.count_filled fills the holes"),
 ])
 def test_count_settings_are_checked_on_load(override, field):
     with pytest.raises(ValueError, match=field):
         Config.from_dict({"model": {**TINY, **override}})
+
+
+def test_the_outline_fills_the_tissues_holes_and_leaves_the_glass():
+    fg = torch.zeros(2, 12, 12, dtype=torch.bool)
+    fg[0, 2:9, 2:9] = True
+    fg[0, 4:7, 4:7] = False  # a hole in the tissue
+    fg[1, 0:5, 0:12] = True  # tissue on the border, no hole
+    out = counts.outline(fg.view(2, -1), (12, 12)).view(2, 12, 12)
+    assert out[0, 4:7, 4:7].all() and out[0, 2:9, 2:9].all()
+    assert not out[0, :2].any() and not out[0, 10:].any() and not out[0, :, 10:].any()  # the glass around
+    assert torch.equal(out[1], fg[1])  # nothing to fill: the foreground as it was
+
+
+@pytest.fixture(scope="module")
+def pale(tmp_path_factory):
+    """4 slides of 1,024² of real CMU-1 tissue at 0.5 µm/px; two carry washed-out patches."""
+    return tissue_slides(tmp_path_factory.mktemp("pale"), 4, size=1024, mpp=0.5, background="cmu", classes=("pale",),
+                         roi_ratio=0.01, distractors=0, seed=0, test_fraction=0.0)
+
+
+def test_filled_counts_take_a_pale_patch_inside_the_tissue_and_not_the_glass(pale):
+    """The pale patches are lighter than stage I's tissue threshold: the foreground's colours leave
+    most of their pixels out; counted inside the tissue's filled outline (``model.count_filled``),
+    they are in, and the glass around the tissue is still not."""
+    import json
+    colour, filled = (build_model(ModelConfig(**TINY, count_filled=f)) for f in (False, True))
+    for src, e in sources(pale):
+        first = colour.attend(src)
+        a = colour.count_histogram(src, first.threshold, first.view_hw)[0]
+        b = filled.count_histogram(src, first.threshold, first.view_hw, filled.outline(first))[0]
+        view = src.raw_view(1 / 2)  # (1, 3, h, w) the count view at 2 µm/px
+        assert (b >= a).all() and b.sum() < (view.amax(1) > 0).sum() * 0.9  # more counted, the glass not
+        if e.label == 0:
+            continue
+        foci = json.loads(e.path.with_suffix(".geojson").read_text())["features"]
+        yy, xx = torch.meshgrid(torch.arange(view.shape[-2]), torch.arange(view.shape[-1]), indexing="ij")
+        inside = torch.zeros(view.shape[-2:], dtype=torch.bool)
+        for f in foci:  # the patch's core, in count-view pixels (the file is at 0.5 µm/px: 4 file pixels a pixel)
+            ring = np.array(f["geometry"]["coordinates"][0]) / 4
+            (cx, cy), r = ring.mean(0), np.hypot(*(ring[0] - ring.mean(0)))
+            inside |= (yy - cy) ** 2 + (xx - cx) ** 2 < (0.6 * r) ** 2
+        index, _ = counts.bin_index(view)
+        core = torch.bincount(index[0][inside.flatten()], minlength=len(a))  # the core's pixels by colour
+        assert (torch.minimum(core, b).sum() > 0.9 * core.sum()) and (torch.minimum(core, a).sum() < 0.5 * core.sum())
 
 
 @pytest.mark.slow
@@ -274,9 +320,10 @@ def test_training_fits_the_counts_and_the_doctor_probes_them(slides, tmp_path, c
     out = tmp_path / "recommended.yaml"
     assert main(["doctor", str(slides), "--out", str(out), "--candidates", "16", "--steps", "2"]) == 0
     text = capsys.readouterr().out
-    assert "stain counts at 2 µm/px: 16 slides read" in text
-    for features in ("64 directions, 0 colour cells", "64 directions, 10 colour cells", "0 directions, 10 colour cells"):
-        assert f"stain counts at 2 µm/px ({features}): out-of-fold AUC" in text
+    for where in ("2 µm/px", "2 µm/px, filled", "1 µm/px", "1 µm/px, filled"):
+        assert f"stain counts at {where}: 16 slides read" in text
+        for features in ("64 directions, 0 colour cells", "64 directions, 10 colour cells", "0 directions, 10 colour cells"):
+            assert f"stain counts at {where} ({features}): out-of-fold AUC" in text
     cfg = Config.from_yaml(out)
     assert cfg.model.count_mpp in (0.0, 2.0)
     run = tmp_path / "run"

@@ -53,6 +53,10 @@ HELP = {
     "model.evidence_answer": "The answer's class logits are `g(z)` (or the mixture) plus the pooled stage-I evidence and, "
                              "for two stages, the stage-II evidence of the drawn tiles (`zoomin.model.answer_evidence`): a "
                              "product of the experts, so a model whose evidence ranks the slides cannot answer against it.",
+    "model.count_filled": "The counts take the foreground's colours and every pixel inside the tissue's outline (stage "
+                          "I's foreground closed over two locations, its holes filled, `zoomin.counts.outline`): a pale "
+                          "patch inside the tissue, lighter than the glass threshold, is counted. `zoomin doctor` probes "
+                          "both and sets it when it counts better.",
     "model.count_answer": "The answer's class logits are the stain counts' alone (method §10.7); `g(z)` plus the pooled "
                           "evidence is kept as `Trace.stages_logits` and still trained. `zoomin doctor` sets it when the "
                           "counts separate the classes and no stage-I resolution does.",

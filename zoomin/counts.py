@@ -36,6 +36,10 @@ standardisation) and its tail pixels (the pixels beyond any tail or in a chosen 
 location, colour bin and count). ``CountMemo`` keeps both per slide, so a slide seen again (the next epoch, another
 readout) is not read again at ``model.count_mpp``.
 
+With ``model.count_filled`` the counted pixels are those of the foreground's colours and every
+pixel inside the tissue's outline (``outline``: stage I's foreground, closed, its holes filled), so
+a pale patch inside the tissue, lighter than the threshold that tells tissue from glass, is counted.
+
 What it cannot see: a lesion that differs from the tissue around it by shape or arrangement only,
 in exactly the tissue's own colours. Stage I and stage II are left for those.
 """
@@ -182,6 +186,19 @@ def tissue_bins(threshold: torch.Tensor | None, kind: str) -> torch.Tensor | Non
         return None
     colours = (bin_colours() / 255).T.reshape(1, 3, -1, 1)  # (1, 3, bins, 1) in [0, 1]
     return foreground.raw_mask(colours.expand(len(threshold), -1, -1, -1), threshold.cpu(), kind)
+
+
+def outline(fg: torch.Tensor, view_hw: tuple[int, int]) -> torch.Tensor:
+    """The tissue's outline on the stage-I grid: the foreground ``fg`` (B, h*w) closed over two
+    locations and with its holes filled (``scipy.ndimage``) -> (B, h*w) bool. With
+    ``model.count_filled`` the counts take every pixel of these locations, so a patch inside the
+    tissue paler than stage I's threshold (washed-out, necrotic) is counted, and the glass around
+    the tissue is not."""
+    import numpy as np
+    from scipy import ndimage
+    masks = fg.view(-1, *view_hw).cpu().numpy()  # (B, h, w)
+    out = [ndimage.binary_fill_holes(ndimage.binary_closing(m, iterations=2) | m) for m in masks]
+    return torch.from_numpy(np.stack(out)).view(len(masks), -1)
 
 
 class CountMemo:

@@ -12,8 +12,9 @@ order is then noise). A best AUC below ``WEAK``, stage I's and the counts', is r
 warning: the ROI may be below what stage I can see (or the labels may not follow the slides).
 
 Then the stain counts (``model.count_mpp``, ``zoomin.counts``, method §10.6) are probed the same
-way at ``COUNT_CANDIDATES``, with three sets of features (``count_features``): the tails alone,
-the tails and ``COUNT_CELLS`` colour cells a lesion class, the cells alone. The count head is
+way at each of ``COUNT_CANDIDATES``, over the foreground's colours and over the tissue's filled
+outline (``model.count_filled``), with three sets of features (``count_features``): the tails
+alone, the tails and ``COUNT_CELLS`` colour cells a lesion class, the cells alone. The count head is
 fitted and trained on one fold's colour histograms and labels and scored on the other's. The
 best of them (the first within ``tolerance`` of the best, in that order) is switched on in the
 recommended config when its out-of-fold AUC is at least ``WEAK`` and within ``tolerance`` of
@@ -37,7 +38,7 @@ from .stage1 import attend
 from .units import relative_scale
 
 CANDIDATES = (16.0, 8.0, 4.0)  # stage-I µm per view pixel tried by default, coarse to fine
-COUNT_CANDIDATES = (2.0,)  # µm per pixel the stain counts are probed at
+COUNT_CANDIDATES = (2.0, 1.0)  # µm per pixel the stain counts are probed at, coarse (cheap) first
 COUNT_CELLS = 10  # colour cells a lesion class in the count features probed with cells
 WEAK = 0.75  # a best out-of-fold AUC below this is a warning
 MAX_VIEW = 2048**2  # view locations per slide above which a candidate is skipped (say so)
@@ -107,12 +108,13 @@ def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, b
     return auc_of(probs, y)
 
 
-def histograms(entries, cfg: Config, count_mpp: float) -> list[torch.Tensor]:
+def histograms(entries, cfg: Config, count_mpp: float, filled: bool = False) -> list[torch.Tensor]:
     """The colour histograms (1, bins) of ``entries``' foreground read at ``count_mpp`` µm/px, as a
-    model with ``model.count_mpp`` reads them in training (``ZoomInNet.fit_histograms``)."""
+    model with ``model.count_mpp`` (and ``model.count_filled``: ``filled``) reads them in training
+    (``ZoomInNet.fit_histograms``)."""
     from .model import build_model
     from .slides import SlideSource
-    m = replace(cfg.model, count_mpp=count_mpp)
+    m = replace(cfg.model, count_mpp=count_mpp, count_filled=filled)
     return build_model(m).fit_histograms(
         SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
         for e in entries)
@@ -189,28 +191,31 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         mpp2 = max(m.mpp, min(m.view_mpp(2) or mpp1, mpp1 / 2))
         model = replace(model, stage2_resolution=mpp2, stage2_units="mpp")
     counted = []
-    for mpp_c in count_candidates if m.evidence and m.in_channels == 3 else ():
+    for mpp_c, filled in [(c, f) for c in count_candidates for f in (False, True)] \
+            if m.evidence and m.in_channels == 3 else ():
         if mpp_c < m.mpp:
             continue
         t0 = time.perf_counter()
-        hists = histograms(entries, cfg, mpp_c)
-        log(f"stain counts at {mpp_c:g} µm/px: {len(hists)} slides read ({time.perf_counter() - t0:.0f} s)")
+        hists = histograms(entries, cfg, mpp_c, filled)
+        where = f"{mpp_c:g} µm/px{', filled' if filled else ''}"
+        log(f"stain counts at {where}: {len(hists)} slides read ({time.perf_counter() - t0:.0f} s)")
         for d, c in count_features(m):
             t1 = time.perf_counter()
             try:
                 auc = count_probe(hists, y, replace(cfg, model=replace(m, count_directions=d, count_cells=c)), seed=seed)
             except ValueError as e:  # too few slides of a class in a fold to choose cells
-                log(f"stain counts at {mpp_c:g} µm/px ({d} directions, {c} colour cells): skipped ({e})")
+                log(f"stain counts at {where} ({d} directions, {c} colour cells): skipped ({e})")
                 continue
-            counted.append({"count_mpp": mpp_c, "count_directions": d, "count_cells": c, "auc": auc,
-                            "seconds": time.perf_counter() - t1})
-            log(f"stain counts at {mpp_c:g} µm/px ({d} directions, {c} colour cells): out-of-fold AUC {auc:.3f} "
+            counted.append({"count_mpp": mpp_c, "count_filled": filled, "count_directions": d, "count_cells": c,
+                            "auc": auc, "seconds": time.perf_counter() - t1})
+            log(f"stain counts at {where} ({d} directions, {c} colour cells): out-of-fold AUC {auc:.3f} "
                 f"({counted[-1]['seconds']:.0f} s)")
     rows += counted
     good = [r for r in counted if r["auc"] >= max(WEAK, best - tolerance)]
     if good:
         best_count = first_nearly_best(good, tolerance)  # every one reaches WEAK
-        model = replace(model, count_mpp=best_count["count_mpp"], count_directions=best_count["count_directions"],
+        model = replace(model, count_mpp=best_count["count_mpp"], count_filled=best_count["count_filled"],
+                        count_directions=best_count["count_directions"],
                         count_cells=best_count["count_cells"], count_answer=best < WEAK)  # stage I sees nothing
         best = max(best, best_count["auc"])
     if best < WEAK:
@@ -220,7 +225,7 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f})"
         + (f", stage II at {model.view_mpp(2):g} µm/px" if m.kind == "zoom_in" else "")
         + (f", model.count_mpp {model.count_mpp:g} ({model.count_directions} directions, {model.count_cells} colour "
-           f"cells)" if model.count_mpp else "")
+           f"cells{', filled' if model.count_filled else ''})" if model.count_mpp else "")
         + (", the answer from the counts alone (model.count_answer)" if model.count_answer else ""))
     return replace(cfg, model=model), rows
 

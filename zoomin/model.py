@@ -125,7 +125,7 @@ class _AttentionSampler(nn.Module):
         if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
             # counts are fitted they are 0 and the view is not read (the fit reads it once, fit_histograms)
             if bool(self.counts.fitted):
-                tails, first.count_map = self.counted(src, first.threshold, first.view_hw)
+                tails, first.count_map = self.counted(src, first.threshold, first.view_hw, self.outline(first))
                 first.tilt(counts.count_attention(first.count_map.to(first.log_alpha.device),
                                                   self.sharpness))  # alpha toward what is counted
                 first.count_logits = self.counts.logits(self.counts.standardise(tails))
@@ -137,15 +137,27 @@ class _AttentionSampler(nn.Module):
     def fit_histograms(self, sources) -> list[torch.Tensor]:
         """The sparse colour histograms (1, bins) that ``CountHead.fit`` takes, one per source, each
         over the foreground stage I finds in it."""
-        return [self.count_histogram(src, self.attend(src).threshold).to_sparse() for src in sources]
+        out = []
+        for src in sources:
+            first = self.attend(src)
+            out.append(self.count_histogram(src, first.threshold, first.view_hw, self.outline(first)).to_sparse())
+        return out
 
-    def count_histogram(self, src: Source, threshold: torch.Tensor | None) -> torch.Tensor:
+    def outline(self, first: Stage1) -> torch.Tensor | None:
+        """With ``model.count_filled``, the stage-I locations whose every pixel the counts take
+        (``counts.outline`` of stage I's foreground) -> (B, h*w) bool; else None."""
+        fg = first.fg
+        return counts.outline(fg, first.view_hw) if self.cfg.count_filled and fg is not None else None
+
+    def count_histogram(self, src: Source, threshold: torch.Tensor | None, grid_hw: tuple[int, int] | None = None,
+                        outline: torch.Tensor | None = None) -> torch.Tensor:
         """The colour histogram (B, bins) of the foreground of ``src`` read at ``model.count_mpp``
-        (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None."""
-        return self.count_pass(src, threshold)[0]
+        (``zoomin.counts``); ``threshold``: stage I's foreground threshold (B,) or None; ``outline``:
+        ``outline`` on the stage-I grid ``grid_hw`` or None."""
+        return self.count_pass(src, threshold, grid_hw, outline)[0]
 
-    def counted(self, src: Source, threshold: torch.Tensor | None,
-                grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def counted(self, src: Source, threshold: torch.Tensor | None, grid_hw: tuple[int, int],
+                outline: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The fitted counts of ``src``: its tails (B, F) (``CountHead.tails``) and its count map (B, h*w)
         on the stage-I grid ``grid_hw``. A slide read before (``SlideSource.identity``) is not read
         again: its tails and tail pixels are kept in ``CountHead.memo``; the map is weighed afresh."""
@@ -154,24 +166,26 @@ class _AttentionSampler(nn.Module):
         key = None if identity is None else (identity, self.cfg.mpp / self.cfg.count_mpp, tuple(grid_hw))
         kept = head.memo.get(key)
         if kept is None:
-            hist, tail = self.count_pass(src, threshold, grid_hw)
+            hist, tail = self.count_pass(src, threshold, grid_hw, outline)
             kept = (head.tails(hist), tail)
             head.memo.put(key, kept)
         tails, tail = kept
         bins, inverse = torch.unique(tail[:, 1], return_inverse=True)  # (U,) the tail pixels' colours
         return tails, counts.count_map(tail, head.pixel_weights(bins)[inverse], (src.batch_size, L))
 
-    def count_pass(self, src: Source, threshold: torch.Tensor | None,
-                   grid_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def count_pass(self, src: Source, threshold: torch.Tensor | None, grid_hw: tuple[int, int] | None = None,
+                   outline: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One read of ``src`` at ``model.count_mpp`` -> the colour histogram (B, bins) of its
-        foreground (``threshold``: stage I's foreground threshold (B,) or None) and, with
-        ``grid_hw`` (the stage-I view's; fitted counts only), its tail pixels (T, 3): the foreground
-        pixels beyond any fitted tail as (location on that grid, flat over the batch; colour bin;
-        count), ``counts.tail_pixels`` (else None). A view larger than ``counts.BAND_PIXELS`` is read
-        band by band, never whole."""
+        foreground (``threshold``: stage I's foreground threshold (B,) or None; ``outline`` (B, h*w)
+        bool on the stage-I grid ``grid_hw``: locations counted whole, ``model.count_filled``) and,
+        once the head is fitted and with ``grid_hw`` (the stage-I view's), its tail pixels (T, 3):
+        the foreground pixels beyond any fitted tail as (location on that grid, flat over the batch;
+        colour bin; count), ``counts.tail_pixels`` (else None). A view larger than
+        ``counts.BAND_PIXELS`` is read band by band, never whole."""
         scale = self.cfg.mpp / self.cfg.count_mpp
         h, w = view_size(*src.size, scale)
         tissue = counts.tissue_bins(threshold, self.cfg.foreground)  # (B, bins) bool or None
+        with_tails = grid_hw is not None and bool(self.counts.fitted)
         if streamed(src):
             piece = src.piece  # bands of whole decoding pieces: the same pixels as one read
             rows = max(1, counts.BAND_PIXELS // w // piece) * piece
@@ -181,18 +195,18 @@ class _AttentionSampler(nn.Module):
         hist, tails = 0, []
         for r0, px in bands:  # (B, 3, rows, w) uint8
             index, keep = counts.bin_index(px)  # (B, rows*w) each
+            cells = counts.grid_cells(r0, px.shape[-2], (h, w), grid_hw) if grid_hw is not None else None  # (rows*w,)
+            if tissue is not None:  # the foreground's colours, and with an outline every pixel inside it
+                counted = tissue.gather(1, index)
+                keep = keep & (counted if outline is None else counted | outline.cpu()[:, cells])
             band = counts.colour_histogram(px, index, keep)  # (B, bins)
             hist = hist + band
-            if grid_hw is not None:  # which of the band's colours are in a tail, looked up by bin
+            if with_tails:  # which of the band's colours are in a tail, looked up by bin
                 in_tail = torch.zeros(band.shape[-1], dtype=torch.bool)
                 used = band.sum(0).nonzero().squeeze(1)  # (U,)
                 in_tail[used] = self.counts.in_tail(used)
-                if tissue is not None:
-                    keep = keep & tissue.gather(1, index)
-                cells = counts.grid_cells(r0, px.shape[-2], (h, w), grid_hw)  # (rows*w,)
                 tails.append(counts.tail_pixels(index, keep, cells, grid_hw[0] * grid_hw[1], in_tail))
-        hist = hist if tissue is None else hist * tissue
-        return hist, None if grid_hw is None else counts.merge_tails(tails, hist.shape[-1])
+        return hist, counts.merge_tails(tails, hist.shape[-1]) if with_tails else None
 
     def stage1_scale(self, size: tuple[int, int]) -> float:
         """``s1`` for an image of level-0 ``size``: see ``stage1_scale_for``."""
