@@ -149,12 +149,13 @@ def effective_config(source: str | None):
 
 def cmd_doctor(args) -> int:
     from .config import Config
-    from .doctor import diagnose
+    from .doctor import COUNT_CANDIDATES, diagnose
     cfg = Config.from_yaml(args.config) if args.config else _packaged_config("slides.yaml")
     cfg = cfg.override(args.overrides)
     cfg.data.task, cfg.data.manifest = "manifest", str(Path(args.manifest).resolve())
     candidates = [float(c) for c in args.candidates.split(",")]
-    counted = [float(c) for c in args.count_candidates.split(",") if c.strip()]
+    counted = COUNT_CANDIDATES if args.count_candidates is None else \
+        [float(c) for c in args.count_candidates.split(",") if c.strip()]
     recommended, _ = diagnose(cfg, candidates, steps=args.steps, seed=args.seed, count_candidates=counted)
     recommended.to_yaml(args.out)
     print(f"wrote {args.out}: zoomin train --config {args.out} --manifest {args.manifest} --out RUN")
@@ -274,8 +275,8 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--config", default=None, help="the config to start from (default: the packaged slides.yaml)")
     dr.add_argument("--candidates", default="16,8,4", help="stage-I resolutions to probe, µm per view pixel")
     dr.add_argument("--steps", type=int, default=60, help="training steps of each fold's evidence-only probe")
-    dr.add_argument("--count-candidates", default="2", help="µm per pixel to probe the stain counts at "
-                    "(model.count_mpp); empty: none")
+    dr.add_argument("--count-candidates", default=None, help="µm per pixel to probe the stain counts at "
+                    "(model.count_mpp), comma-separated (default: 2,1, zoomin.doctor.COUNT_CANDIDATES); empty: none")
     dr.add_argument("--seed", type=int, default=0)
     dr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help="override one config field of the starting config; repeatable")
