@@ -207,6 +207,23 @@ def test_the_doctor_lets_the_counts_answer_alone_when_stage_one_sees_nothing(sli
     Config.from_dict(out.to_dict())  # a config train takes
 
 
+def test_the_doctor_counts_inside_the_outline_where_that_separates_and_prefers_the_coarser_view(slides, monkeypatch):
+    from zoomin import doctor
+    auc = {("colour", 2.0): 0.6, ("filled", 2.0): 0.95, ("colour", 1.0): 0.7, ("filled", 1.0): 0.96}
+    monkeypatch.setattr(doctor, "probe", lambda *a, **k: 0.5)
+    monkeypatch.setattr(doctor, "histograms", lambda entries, cfg, mpp, filled=False: ("filled" if filled else "colour", mpp))
+    monkeypatch.setattr(doctor, "count_probe", lambda hists, *a, **k: auc[hists])
+    cfg = Config.from_dict({"model": {**TINY, "count_mpp": 0.0}, "data": {"task": "manifest", "manifest": str(slides)}})
+    out, rows = doctor.diagnose(cfg, candidates=(16.0,), log=lambda *a: None)
+    assert (out.model.count_mpp, out.model.count_filled, out.model.count_answer) == (2.0, True, True)
+    assert {(r["count_mpp"], r["count_filled"]) for r in rows if "count_mpp" in r} == {(2.0, False), (2.0, True),
+                                                                                     (1.0, False), (1.0, True)}
+    auc[("filled", 2.0)] = 0.9  # now the finer view is better by more than the tolerance
+    out, _ = doctor.diagnose(cfg, candidates=(16.0,), log=lambda *a: None)
+    assert (out.model.count_mpp, out.model.count_filled) == (1.0, True)
+    Config.from_dict(out.to_dict())  # a config train takes
+
+
 FEATURES = {"tails": {}, "cells": {"count_directions": 0, "count_cells": 10}}
 
 
