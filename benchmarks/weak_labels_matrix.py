@@ -310,13 +310,19 @@ def report(rows: list[dict], args) -> str:
         lines.append(f"| {name} | {role} | {bg} | {'+'.join(kinds)} | {mpp:g} | {roi * 100:.3g}% | {config} | "
                      f"{' / '.join(f'{a:.2f}' for a in aucs)} | {mean} | {predicted} | {evid} | {foci} | "
                      f"{sum(r['warned'] for r in rs)}/{len(rs)} | {minutes}{stopped} |")
-    held = [r for r in rows if r["role"] == "held-out" and r["auc"] is not None]
-    cells = {}
-    for r in held:
-        cells.setdefault(r["cell"], []).append(r["auc"])
-    good = sum(statistics.mean(v) >= 0.95 for v in cells.values())
-    lines += ["", f"Held-out cells with mean AUC ≥ 0.95: **{good} of {len(cells)}**."]
+    lines += ["", f"Held-out cells with mean AUC ≥ 0.95: **{tally(rows)}** over every seed run"
+              + (f"; **{tally(rows, 3)}** over seeds 0–2, the benchmark's default three." if
+                 any(r["seed"] >= 3 for r in rows) else ".")]
     return "\n".join(lines) + "\n"
+
+
+def tally(rows: list[dict], seeds: int | None = None) -> str:
+    """'k of n': the held-out cells whose mean AUC over their seeds (below ``seeds`` if given) is ≥ 0.95."""
+    cells = {}
+    for r in rows:
+        if r["role"] == "held-out" and r["auc"] is not None and (seeds is None or r["seed"] < seeds):
+            cells.setdefault(r["cell"], []).append(r["auc"])
+    return f"{sum(statistics.mean(v) >= 0.95 for v in cells.values())} of {len(cells)}"
 
 
 def main() -> None:
