@@ -125,7 +125,7 @@ class _AttentionSampler(nn.Module):
         if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
             # counts are fitted they are 0 and the view is not read (the fit reads it once, fit_histograms)
             if bool(self.counts.fitted):
-                tails, first.count_map = self.counted(src, first.threshold, first.view_hw, self.outline(first))
+                tails, first.count_map = self.counted(src, first)
                 first.tilt(counts.count_attention(first.count_map.to(first.log_alpha.device),
                                                   self.sharpness))  # alpha toward what is counted
                 first.count_logits = self.counts.logits(self.counts.standardise(tails))
@@ -156,17 +156,18 @@ class _AttentionSampler(nn.Module):
         ``outline`` on the stage-I grid ``grid_hw`` or None."""
         return self.count_pass(src, threshold, grid_hw, outline)[0]
 
-    def counted(self, src: Source, threshold: torch.Tensor | None, grid_hw: tuple[int, int],
-                outline: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def counted(self, src: Source, first: Stage1) -> tuple[torch.Tensor, torch.Tensor]:
         """The fitted counts of ``src``: its tails (B, F) (``CountHead.tails``) and its count map (B, h*w)
-        on the stage-I grid ``grid_hw``. A slide read before (``SlideSource.identity``) is not read
-        again: its tails and tail pixels are kept in ``CountHead.memo``; the map is weighed afresh."""
-        head, L = self.counts, grid_hw[0] * grid_hw[1]
+        on the stage-I grid of ``first``. A slide read before (``SlideSource.identity``) is not read
+        again (nor its outline filled): its tails and tail pixels are kept in ``CountHead.memo``; the
+        map is weighed afresh."""
+        head, grid_hw = self.counts, first.view_hw
+        L = grid_hw[0] * grid_hw[1]
         identity = src.identity if streamed(src) and src.batch_size == 1 else None  # a slide file's pixels
         key = None if identity is None else (identity, self.cfg.mpp / self.cfg.count_mpp, tuple(grid_hw))
         kept = head.memo.get(key)
         if kept is None:
-            hist, tail = self.count_pass(src, threshold, grid_hw, outline)
+            hist, tail = self.count_pass(src, first.threshold, grid_hw, self.outline(first))
             kept = (head.tails(hist), tail)
             head.memo.put(key, kept)
         tails, tail = kept
@@ -186,6 +187,7 @@ class _AttentionSampler(nn.Module):
         h, w = view_size(*src.size, scale)
         tissue = counts.tissue_bins(threshold, self.cfg.foreground)  # (B, bins) bool or None
         with_tails = grid_hw is not None and bool(self.counts.fitted)
+        outline = None if outline is None else outline.cpu()
         if streamed(src):
             piece = src.piece  # bands of whole decoding pieces: the same pixels as one read
             rows = max(1, counts.BAND_PIXELS // w // piece) * piece
@@ -195,10 +197,11 @@ class _AttentionSampler(nn.Module):
         hist, tails = 0, []
         for r0, px in bands:  # (B, 3, rows, w) uint8
             index, keep = counts.bin_index(px)  # (B, rows*w) each
-            cells = counts.grid_cells(r0, px.shape[-2], (h, w), grid_hw) if grid_hw is not None else None  # (rows*w,)
+            located = outline is not None or with_tails  # each pixel's stage-I location is needed
+            cells = counts.grid_cells(r0, px.shape[-2], (h, w), grid_hw) if located else None  # (rows*w,)
             if tissue is not None:  # the foreground's colours, and with an outline every pixel inside it
                 counted = tissue.gather(1, index)
-                keep = keep & (counted if outline is None else counted | outline.cpu()[:, cells])
+                keep = keep & (counted if outline is None else counted | outline[:, cells])
             band = counts.colour_histogram(px, index, keep)  # (B, bins)
             hist = hist + band
             if with_tails:  # which of the band's colours are in a tail, looked up by bin
