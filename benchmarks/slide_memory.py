@@ -14,7 +14,9 @@ an untrained model of the shipped config is saved. Then, each in a fresh process
 ``--curve`` sizes (default: the ``--sizes``) are plotted against the paper's memory model (§2.2:
 inference memory O(s² HW + N h² w²)): the streamed two-stage model grows by its per-location maps
 only, a one-stage model at the stage-II detail and a whole-image CNN by their activations. Writes
-``slide_memory.md`` and ``slide_memory.html`` (bokeh, offline) into ``--out``.
+``slide_memory.md``, ``slide_memory.csv`` (the plot's data: the curves and the measured peaks) and
+``slide_memory.html`` (bokeh, offline, drawn from the CSV by ``benchmarks/replot.py``, as the
+documentation site draws it when it is built) into ``--out``.
 """
 from __future__ import annotations
 
@@ -110,21 +112,6 @@ def model_curves(sizes, cfg, mpp: float, base_gib: float) -> pd.DataFrame:
     return df
 
 
-def plot(curve: pd.DataFrame, measured: pd.DataFrame, path: Path) -> None:
-    import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend)
-
-    from zoomin.viz.offline import save_html  # scripts and stylesheets inline: the page draws offline
-    hv.Store.set_current_backend("bokeh")
-    lines = [hv.Curve(curve, "size", col, label=f"{col.replace('_', ' ')} (model)").opts(line_dash="dashed")
-             for col in ("two_stage", "one_stage", "whole_image")]
-    pts = hv.Scatter(measured, "size", "peak_rss_gib", label="zoomin predict (measured)").opts(size=9)
-    fig = hv.Overlay([*lines, pts * hv.Curve(measured, "size", "peak_rss_gib")]).opts(
-        logx=True, logy=True, width=720, height=420, xlabel="slide side (pixels at the scan's µm/px)",
-        ylabel="peak RSS (GiB)", legend_position="top_left", title="Peak memory against slide size")
-    save_html(fig, path, title="zoomin predict: memory against slide size")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -207,8 +194,11 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "slide_memory.md").write_text("\n".join(lines) + "\n")
+    data = curve.merge(df[["size", "peak_rss_gib"]], on="size", how="outer").sort_values("size")
+    data.to_csv(out / "slide_memory.csv", index=False)
     try:
-        plot(curve, df[["size", "peak_rss_gib"]], out / "slide_memory.html")
+        from replot import slide_memory_plot
+        slide_memory_plot(data, out / "slide_memory.html")
     except ImportError as e:  # the viz extra is optional
         print(f"no plot ({e.name} is missing)")
     print("\n".join(lines))

@@ -95,31 +95,35 @@ def _relink(app, docname, source):
         source[0] = source[0].replace("](../notebooks/README.md)", "](_notebooks/README.md)")
 
 # --- the benchmarks' interactive plots ------------------------------------------------------
-# The bokeh HTML a benchmark's command saved beside its page, shown on that page in a frame (it
-# is written by zoomin.viz.offline.save_html: scripts and stylesheets inline). Not framed:
-# docs/bench/memory.html and accuracy.html, saved before save_html existed, whose panel
-# stylesheets and icons come from cdn.holoviz.org (benchmarks.md shows memory.html as a PNG;
-# rerunning benchmarks/bench.py writes offline ones).
-PLOTS = {
-    "slide_memory": [("slide_memory.html", "zoomin predict: memory and time against slide size", 470)],
-    "benchmarks": [("bench/memory.html", "memory per call, estimator variance", 880),
-                   ("bench/accuracy.html", "accuracy against memory, and during training", 460)],
+# Drawn here, when the site is built, from the CSV files a benchmark's command wrote beside its
+# page (benchmarks/replot.py; bokeh saved by zoomin.viz.offline.save_html: scripts and stylesheets
+# inline, so they draw offline), and shown on that page in a frame. The repository keeps the CSV
+# files only: each plot is some 3 MB of inlined BokehJS.
+PLOTS = {  # page: (plot, the CSV files it is drawn from, title, frame height)
+    "slide_memory": [("slide_memory.html", ("slide_memory.csv",), "zoomin predict: memory and time against slide size", 470)],
+    "benchmarks": [("memory.html", ("bench/bench.csv", "bench/variance.csv"), "memory per call, estimator variance", 880),
+                   ("accuracy.html", ("bench/accuracy.csv", "bench/accuracy_curves.csv"),
+                    "accuracy against memory, and during training", 460)],
 }
 _extra = DOCS / "_extra"
 shutil.rmtree(_extra, ignore_errors=True)
-(_extra / "plots").mkdir(parents=True)
-for _plots in PLOTS.values():
-    for _file, _, _ in _plots:
-        shutil.copyfile(DOCS / _file, _extra / "plots" / Path(_file).name)
+sys.path.insert(0, str(REPO / "benchmarks"))
+from replot import replot  # noqa: E402
+
+_drawn = {p.name for folder in (DOCS, DOCS / "bench") for p in replot(folder, _extra / "plots")}
+_missing = [f for plots in PLOTS.values() for f, _, _, _ in plots if f not in _drawn]
+if _missing:
+    raise RuntimeError(f"docs/conf.py: no CSV files to draw {_missing} from")
 html_extra_path = ["_extra"]
 
 
 def _add_plots(app, docname, source):
     if docname in PLOTS:
-        source[0] += "\n## Interactive plots\n\nThe plots the command above saved (bokeh, offline; in the repository: " + \
-            ", ".join(f"`docs/{f}`" for f, _, _ in PLOTS[docname]) + ").\n\n" + "".join(
-                f'<iframe src="plots/{Path(f).name}" title="{t}" width="100%" height="{h}" style="border:0"></iframe>\n\n'
-                for f, t, h in PLOTS[docname])
+        source[0] += "\n## Interactive plots\n\nThe figures of the command above, drawn from its CSV files when this site was built " \
+            "(bokeh, offline; benchmarks/replot.py draws them anywhere): " + \
+            ", ".join(f"`docs/{c}`" for _, csvs, _, _ in PLOTS[docname] for c in csvs) + "." \
+            "\n\n" + "".join(f'<iframe src="plots/{f}" title="{t}" width="100%" height="{h}" style="border:0"></iframe>\n\n'
+                             for f, _, t, h in PLOTS[docname])
 
 
 # --- API reference ---------------------------------------------------------------------------

@@ -292,3 +292,20 @@ def test_demo_draws_sorts_every_draw_by_the_digit_it_sits_in(tmp_path):
     assert which.tolist() == [0, 1, -1] and w.sum().item() == pytest.approx(1.0)
     text = mod.report([r], "cmd")
     assert "| run | one pass |" in text
+
+
+def test_the_sites_plots_are_drawn_from_the_committed_csv_files(tmp_path):
+    """docs/conf.py draws every framed plot from the CSV files in docs/ (nothing but the CSV files is
+    kept in the repository); each is offline (no script or stylesheet from another host) and
+    carries its figures."""
+    import re
+    replot = _benchmark("replot")
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    drawn = {p.name: p for folder in (docs, docs / "bench") for p in replot.replot(folder, tmp_path)}
+    assert set(drawn) == {"slide_memory.html", "memory.html", "accuracy.html"}
+    for page in drawn.values():
+        html = page.read_text()
+        assert not re.search(r"""<(script|link)[^>]*(src|href)=["']https?://""", html), page.name
+        assert "Bokeh" in html
+    assert "Peak memory against slide size" in drawn["slide_memory.html"].read_text()
+    assert not list(docs.glob("*.html")) and not list((docs / "bench").glob("*.html"))

@@ -149,7 +149,7 @@ PAGES = {  # page: has bokeh plots (every one must draw)
     "api.html": False,
     "_api/zoomin.model.html": False,
     "benchmarks.html": True,  # bench.py's memory and accuracy plots (benchmarks/replot.py), in frames
-    "slide_memory.html": True,  # the plot benchmarks/slide_memory.py saved, in a frame
+    "slide_memory.html": True,  # the plot drawn from docs/slide_memory.csv when the site is built, in a frame
     "throughput.html": False,
     "method.html": False,
     **{f"_notebooks/{n}.html": True for n in NOTEBOOKS},
