@@ -6,8 +6,8 @@ For each cell (seed 0 of ``benchmarks/weak_labels_matrix.py``'s slides, its 48 t
 only), the colour histograms are read as training reads them (``zoomin.doctor.histograms``) at each
 ``--count-mpp``, over the foreground's colours and over the filled outline, and the doctor's own
 count probe (``zoomin.doctor.count_probe``: per fold, the count head fitted and trained on one
-half, scored on the other) gives the out-of-fold AUC of each of the doctor's three feature sets,
-for two fold draws (``--fold-seeds``). Writes ``docs/count_where.md``.
+half, scored on the other) gives the out-of-fold AUC of each of the doctor's feature sets
+(``zoomin.doctor.count_features``; the peaks read the slides again per fold), for two fold draws (``--fold-seeds``). Writes ``docs/count_where.md``.
 
     python benchmarks/count_where.py --cells ihc-pale-0.5,synthetic-pale-0.5,ihc-nuclei-inside-0.5,ihc-nuclei-inside-0.25
 """
@@ -28,7 +28,7 @@ from weak_labels_matrix import CELLS, cell_data, slide_arguments  # noqa: E402
 def main() -> None:
     import torch
 
-    from zoomin.doctor import count_features, count_probe, histograms
+    from zoomin.doctor import count_features, count_probe, histograms, sources
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", required=True, help="comma-separated cell names of benchmarks/weak_labels_matrix.py")
     p.add_argument("--count-mpp", default="2,1", help="µm per pixel the counts are read at")
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.fold_seeds.split(",")]
-    sets = ["tails", "tails + 10 cells", "10 cells"]
+    sets = ["tails", "tails + 10 cells", "10 cells", "10 cells + peaks"]
     lines = ["# Where the stain counts count", "",
              f"Written by `python benchmarks/count_where.py {' '.join(sys.argv[1:])}`: seed 0's training slides of "
              "each cell (48 of 64, 4,096²), read as training reads them; out-of-fold AUC of the doctor's count probe "
@@ -57,9 +57,11 @@ def main() -> None:
                 hists = histograms(train, cfg, mpp, filled)
                 read = time.perf_counter() - t0
                 aucs = []
-                for d, c in count_features(cfg.model):
-                    m = replace(cfg.model, count_directions=d, count_cells=c)
-                    aucs.append(" / ".join(f"{count_probe(hists, yt, replace(cfg, model=m), seed=s):.2f}" for s in seeds))
+                for d, c, peaks in count_features(cfg.model):
+                    m = replace(cfg.model, count_mpp=mpp, count_filled=filled, count_directions=d, count_cells=c,
+                                count_peaks=peaks)
+                    aucs.append(" / ".join(f"{count_probe(hists, yt, replace(cfg, model=m), seed=s, reread=sources(train, cfg)):.2f}"
+                                           for s in seeds))
                 lines.append(f"| {name} | {CELLS[name][5]} | {mpp:g} | {'filled' if filled else 'colours'} | "
                              + " | ".join(aucs) + f" | {read:.0f} |")
                 print(lines[-1], flush=True)

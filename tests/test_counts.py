@@ -282,6 +282,8 @@ def test_alpha_turns_to_the_foci_the_counts_found(slides, features):
     ({"count_mpp": 0.0, "count_answer": True}, "model.count_answer is a setting of model.count_mpp"),
     ({"count_mpp": 0.0, "count_filled": True}, "model.count_filled is a setting of model.count_mpp"),
     ({"count_filled": True, "foreground": "none"}, "model.count_filled fills the holes"),
+    ({"count_peaks": True}, "model.count_peaks .* needs model.count_cells > 0"),
+    ({"count_mpp": 0.0, "count_peaks": True}, "model.count_peaks is a setting of model.count_mpp"),
 ])
 def test_count_settings_are_checked_on_load(override, field):
     with pytest.raises(ValueError, match=field):
@@ -339,7 +341,8 @@ def test_training_fits_the_counts_and_the_doctor_probes_them(slides, tmp_path, c
     text = capsys.readouterr().out
     for where in ("2 µm/px", "2 µm/px, filled", "1 µm/px", "1 µm/px, filled"):
         assert f"stain counts at {where}: 16 slides read" in text
-        for features in ("64 directions, 0 colour cells", "64 directions, 10 colour cells", "0 directions, 10 colour cells"):
+        for features in ("64 directions, 0 colour cells", "64 directions, 10 colour cells", "0 directions, 10 colour cells",
+                         "0 directions, 10 colour cells and their peaks"):
             assert f"stain counts at {where} ({features}): out-of-fold AUC" in text
     cfg = Config.from_yaml(out)
     assert cfg.model.count_mpp in (0.0, 2.0, 1.0)
@@ -405,3 +408,38 @@ def test_a_checkpoint_from_before_the_cells_loads():
     counts.CountHead(8, 1).load_state_dict(state)  # strict: the missing cells are none
     with pytest.raises(RuntimeError, match="cells"):
         counts.CountHead(8, 1, 3).load_state_dict(state)
+
+
+def test_peaks_are_each_class_cells_at_their_densest_location():
+    """``CountHead.peaks``: per lesion class, log(1 + the most pixels of its chosen cells at one
+    stage-I location); a compact patch raises it where the same pixels scattered do not, while the
+    slide's totals of those cells are the same."""
+    head = counts.CountHead(0, 2, n_cells=2, peaks=True)
+    bins = torch.tensor([5, 77, 1000, 3000])  # colour bins; their cells:
+    cells = counts.cell_of(bins)
+    head.cells.copy_(torch.stack([cells[0], cells[1], cells[2], cells[3]]))  # class 0: bins 5, 77; class 1: 1000, 3000
+    L = 10
+    compact = torch.tensor([[3, 5, 6], [3, 77, 4], [4, 1000, 1], [12, 3000, 2], [12, 1000, 5]])  # (loc over 2 images, bin, n)
+    got = head.peaks(compact, (2, L))
+    want = torch.log1p(torch.tensor([[10.0, 1.0], [0.0, 7.0]]))
+    torch.testing.assert_close(got, want)
+    scattered = torch.tensor([[0, 5, 2], [1, 5, 2], [2, 5, 2], [3, 77, 2], [4, 77, 2]])  # 10 pixels of class 0, spread
+    patch = torch.tensor([[7, 5, 6], [7, 77, 4]])  # the same 10 in one place
+    spread, dense = head.peaks(scattered, (1, L)), head.peaks(patch, (1, L))
+    assert dense[0, 0] > spread[0, 0] and dense[0, 1] == spread[0, 1] == 0
+    assert head.beyond(bins)[:, -2:].tolist() == [[1, 0], [1, 0], [0, 1], [0, 1]]  # a pixel's peak group, for the map
+
+
+def test_training_fits_the_peaks_once_the_cells_are_chosen_and_keeps_the_reads(slides, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "zoomin/configs/slides.yaml", "--manifest", str(slides), "--epochs", "1",
+                 "--out", str(run), "--quiet", "--set", "model.count_mpp=2", "--set", "model.count_directions=0",
+                 "--set", "model.count_cells=10", "--set", "model.count_peaks=true", "--set", "model.n_samples=2"]) == 0
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    mean, std = state["counts.feature_mean"], state["counts.feature_std"]
+    assert mean.shape == (10 + 1,)  # 10 cells, then the peak of the one lesion class
+    assert mean[-1] > 0 and std[-1] != 1.0  # fitted on the training slides' peaks
+    from zoomin.checkpoint import load_model
+    model = load_model(run / "checkpoint.pt")[0]
+    tails = torch.cat([model.counted(src, model.stage1(src))[0] for src, _ in sources(slides)])
+    assert tails.shape == (20, 11) and tails[:, -1].max() > 0

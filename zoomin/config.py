@@ -57,6 +57,7 @@ class ModelConfig(Section):
     count_directions: int = 64  # model.count_mpp: colour directions the counts' tails are taken along (0: no tails)
     count_cells: int = 0  # model.count_mpp: colour cells counted for each lesion class, chosen from the training labels
     count_filled: bool = False  # model.count_mpp: count every pixel inside the tissue's outline (its holes filled)
+    count_peaks: bool = False  # model.count_cells: also count each class's cells at its densest stage-I location
     count_answer: bool = False  # model.count_mpp: the answer is the stain counts' logits alone; the stages learn beside it
 
     def __post_init__(self):

@@ -137,6 +137,9 @@ def cross_check(cfg) -> None:
         if m.count_filled and m.foreground == "none":
             raise ValueError("model.count_filled fills the holes of stage I's foreground: it needs model.foreground "
                              "(got 'none')")
+        if m.count_peaks and not m.count_cells:
+            raise ValueError("model.count_peaks counts the chosen colour cells at their densest place: it needs "
+                             "model.count_cells > 0")
         if not m.count_directions and not m.count_cells:
             raise ValueError("model.count_mpp counts nothing with model.count_directions: 0 and model.count_cells: 0 "
                              "(set one of them)")
@@ -148,6 +151,8 @@ def cross_check(cfg) -> None:
         raise ValueError("model.count_answer is a setting of model.count_mpp, which is off (remove it or set model.count_mpp)")
     elif m.count_filled:
         raise ValueError("model.count_filled is a setting of model.count_mpp, which is off (remove it or set model.count_mpp)")
+    elif m.count_peaks:
+        raise ValueError("model.count_peaks is a setting of model.count_mpp, which is off (remove it or set model.count_mpp)")
     if t.reference_class >= m.num_classes:
         raise ValueError(f"train.reference_class ({t.reference_class}) must be a class below model.num_classes ({m.num_classes})")
     if d.task == "megapixel_mnist" and not 2 * d.n_target > d.n_digits:

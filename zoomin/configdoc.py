@@ -57,6 +57,11 @@ HELP = {
                           "I's foreground closed over two locations, its holes filled, `zoomin.counts.outline`): a pale "
                           "patch inside the tissue, lighter than the glass threshold, is counted. `zoomin doctor` probes "
                           "both and sets it when it counts better.",
+    "model.count_peaks": "Beside each chosen colour cell's count over the slide, one feature a lesion class: "
+                         "`log(1 + n)` of the most pixels of its chosen cells at any one stage-I location "
+                         "(`CountHead.peaks`). A lesion that is one compact patch in colours the tissue also "
+                         "has scattered elsewhere stands out there and not in the totals. `zoomin doctor` probes "
+                         "it where the cells count best and sets it when it counts better.",
     "model.count_answer": "The answer's class logits are the stain counts' alone (method §10.7); `g(z)` plus the pooled "
                           "evidence is kept as `Trace.stages_logits` and still trained. `zoomin doctor` sets it when the "
                           "counts separate the classes and no stage-I resolution does.",

@@ -36,6 +36,12 @@ standardisation) and its tail pixels (the pixels beyond any tail or in a chosen 
 location, colour bin and count). ``CountMemo`` keeps both per slide, so a slide seen again (the next epoch, another
 readout) is not read again at ``model.count_mpp``.
 
+With ``model.count_peaks`` each lesion class also has a feature of where its chosen cells are
+densest: ``log(1 + n)`` of the most pixels of its cells at any one stage-I location
+(``CountHead.peaks``, from the tail pixels). A lesion that is one compact patch in colours the
+tissue also has, scattered, stands out there and not in the slide's totals. Its mean and spread
+are fitted on the training slides once the cells are chosen (``CountHead.fit_peaks``).
+
 With ``model.count_filled`` the counted pixels are those of the foreground's colours and every
 pixel inside the tissue's outline (``outline``: stage I's foreground, closed, its holes filled), so
 a pale patch inside the tissue, lighter than the threshold that tells tissue from glass, is counted.
@@ -262,10 +268,10 @@ class CountHead(nn.Module):
     slides' colour histograms (and labels, for the cells); until then the head says nothing (its
     logits are 0)."""
 
-    def __init__(self, n_directions: int, out_channels: int, n_cells: int = 0):
+    def __init__(self, n_directions: int, out_channels: int, n_cells: int = 0, peaks: bool = False):
         super().__init__()
-        self.n_cells = n_cells
-        n = n_directions * len(QUANTILES) + n_cells * out_channels
+        self.n_cells, self.n_peaks = n_cells, out_channels if peaks and n_cells else 0
+        n = n_directions * len(QUANTILES) + n_cells * out_channels + self.n_peaks
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.register_buffer("od_mean", torch.zeros(3))
         self.register_buffer("od_std", torch.ones(3))
@@ -285,12 +291,37 @@ class CountHead(nn.Module):
             state_dict.setdefault(prefix + "cells", self.cells)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def tails(self, hist: torch.Tensor) -> torch.Tensor:
+    def tails(self, hist: torch.Tensor, tail: torch.Tensor | None = None, shape: tuple[int, int] | None = None
+              ) -> torch.Tensor:
         """The counts' features before standardisation: ``log(1 + count)`` of each image's pixels
-        beyond each tail and in each chosen cell, from colour histograms (B, bins) -> (B, F)."""
+        beyond each tail and in each chosen cell, from colour histograms (B, bins), then with
+        ``peaks`` the ``peaks`` of the images' tail pixels ``tail`` on stage-I grids of ``shape``
+        (B, L) -> (B, F)."""
+        out = self.totals(hist)
+        return torch.cat([out, self.peaks(tail, shape)], 1) if self.n_peaks else out  # (B, F)
+
+    def totals(self, hist: torch.Tensor) -> torch.Tensor:
+        """The features counted over the whole image (the tails and the cells, not the peaks) ->
+        (B, F - peaks)."""
         hist = hist.cpu()
         used = hist.sum(0).nonzero().squeeze(1)  # (U,) the bins any image uses
-        return torch.log1p(hist[:, used].float() @ self.beyond(used))  # (B, F)
+        return torch.log1p(hist[:, used].float() @ self.beyond(used)[:, :self.feature_mean.numel() - self.n_peaks])
+
+    def peaks(self, tail: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """``log(1 + n)``, ``n`` the most pixels of each lesion class's chosen cells at one location:
+        tail pixels (T, 3) (``tail_pixels``, locations flat over ``shape`` (B, L)) -> (B, classes)."""
+        groups = self.n_peaks
+        member = (cell_of(tail[:, 1])[:, None] == self.cells.cpu()).view(len(tail), groups, self.n_cells).any(-1)  # (T, groups)
+        at = torch.zeros(shape[0] * shape[1], groups).index_add_(0, tail[:, 0], member.float() * tail[:, 2:].float())
+        return torch.log1p(at.view(shape[0], shape[1], groups).amax(1))  # (B, groups)
+
+    @torch.no_grad()
+    def fit_peaks(self, tails: torch.Tensor) -> None:
+        """The mean and spread of the peak features, from the training images' ``tails`` (S, F) read
+        with the cells ``fit`` chose."""
+        f = tails[:, -self.n_peaks:]
+        self.feature_mean[-self.n_peaks:] = f.mean(0)
+        self.feature_std[-self.n_peaks:] = f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else 1.0
 
     def standardise(self, tails: torch.Tensor) -> torch.Tensor:
         """Tail counts (B, F) standardised with the training slides' mean and spread -> (B, F)."""
@@ -304,7 +335,9 @@ class CountHead(nn.Module):
         """Which features colour bins (U,) count toward: beyond each fitted tail (``counts.beyond``),
         then in each chosen cell -> (U, F) float."""
         tails = beyond(bins, self.od_mean.cpu(), self.od_std.cpu(), self.dirs.cpu(), self.thresholds.cpu())
-        return torch.cat([tails, (cell_of(bins)[:, None] == self.cells.cpu()).float()], 1)  # (U, F)
+        cells = (cell_of(bins)[:, None] == self.cells.cpu()).float()  # (U, cells)
+        peaks = cells.view(len(bins), self.n_peaks, self.n_cells).amax(-1) if self.n_peaks else cells[:, :0]  # (U, classes)
+        return torch.cat([tails, cells, peaks], 1)  # (U, F)
 
     def in_tail(self, bins: torch.Tensor) -> torch.Tensor:
         """Whether colour bins (U,) count toward any feature (beyond a tail or in a chosen cell) -> (U,) bool."""
@@ -362,8 +395,9 @@ class CountHead(nn.Module):
                 raise ValueError("model.count_cells: the cells are chosen with the training images' labels")
             self.cells.copy_(screen_cells(torch.cat(x), torch.as_tensor(labels).view(-1), self.n_cells,
                                           len(self.cells) // self.n_cells))
-        f = torch.cat([self.tails(h.to_dense()) for h in hists])  # (S, F)
-        self.feature_mean.copy_(f.mean(0))
-        self.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else torch.ones_like(f[0]))
+        f = torch.cat([self.totals(h.to_dense()) for h in hists])  # (S, F - peaks): the peaks' come with fit_peaks
+        n = f.shape[1]
+        self.feature_mean[:n] = f.mean(0)
+        self.feature_std[:n] = f.std(0).nan_to_num(1.0).clamp(min=1e-3) if len(f) > 1 else 1.0
         self.fitted.fill_(True)
         self.memo.clear()

@@ -13,9 +13,11 @@ warning: the ROI may be below what stage I can see (or the labels may not follow
 
 Then the stain counts (``model.count_mpp``, ``zoomin.counts``, method §10.6) are probed the same
 way at each of ``COUNT_CANDIDATES``, over the foreground's colours and over the tissue's filled
-outline (``model.count_filled``), with three sets of features (``count_features``): the tails
-alone, the tails and ``COUNT_CELLS`` colour cells a lesion class, the cells alone. The count head is
-fitted and trained on one fold's colour histograms and labels and scored on the other's. The
+outline (``model.count_filled``), with four sets of features (``count_features``): the tails
+alone, the tails and ``COUNT_CELLS`` colour cells a lesion class, the cells alone, the cells and
+their peaks (``model.count_peaks``: where each class's cells are densest; the slides are read
+again per fold, once its cells are chosen). The count head is fitted and trained on one fold's
+colour histograms and labels and scored on the other's. The
 best of them (the first within ``tolerance`` of the best, in that order) is switched on in the
 recommended config when its out-of-fold AUC is at least ``WEAK`` and within ``tolerance`` of
 stage I's best: foci of a few stained cells that no stage-I resolution shows are counted at a
@@ -108,35 +110,53 @@ def probe(vs: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 60, b
     return auc_of(probs, y)
 
 
+def sources(entries, cfg: Config):
+    """A function giving ``entries``' slides, opened as training opens them (``SlideSource``), one by one."""
+    from .slides import SlideSource
+    m = cfg.model
+    return lambda: (SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp,
+                                manifest_mpp=e.mpp) for e in entries)
+
+
 def histograms(entries, cfg: Config, count_mpp: float, filled: bool = False) -> list[torch.Tensor]:
     """The colour histograms (1, bins) of ``entries``' foreground read at ``count_mpp`` µm/px, as a
     model with ``model.count_mpp`` (and ``model.count_filled``: ``filled``) reads them in training
     (``ZoomInNet.fit_histograms``)."""
     from .model import build_model
-    from .slides import SlideSource
     m = replace(cfg.model, count_mpp=count_mpp, count_filled=filled)
-    return build_model(m).fit_histograms(
-        SlideSource(e.path, channels=m.in_channels, max_pixels=cfg.data.max_pixels, mpp=m.mpp, manifest_mpp=e.mpp)
-        for e in entries)
+    return build_model(m).fit_histograms(sources(entries, cfg)())
 
 
 def count_probe(hists: list[torch.Tensor], y: np.ndarray, cfg: Config, steps: int = 200, batch: int = 8,
-                lr: float = 3e-3, seed: int = 0) -> float:
+                lr: float = 3e-3, seed: int = 0, reread=None) -> float:
     """Out-of-fold AUC of the stain counts (``zoomin.counts.CountHead`` with ``cfg.model``'s
-    ``count_directions`` and ``count_cells``) on colour histograms ``hists`` with labels ``y``: per
-    fold, the head is fitted on the training half's histograms and labels and its linear layer
-    trained by ``steps`` Adam steps of ``batch`` slides (2 folds, stratified)."""
+    ``count_directions``, ``count_cells`` and ``count_peaks``) on colour histograms ``hists`` with
+    labels ``y``: per fold, the head is fitted on the training half's histograms and labels and its
+    linear layer trained by ``steps`` Adam steps of ``batch`` slides (2 folds, stratified). With
+    ``count_peaks``, ``reread`` (``sources``) gives the slides again: each fold reads them once its
+    cells are chosen."""
     from .counts import CountHead
+    from .model import build_model
     m = cfg.model
     rng = np.random.default_rng(seed)
     fold = halves(y, rng)
     probs = np.zeros((len(y), m.num_classes))
+    model = build_model(m) if m.count_peaks else None
     for k in (0, 1):
         torch.manual_seed(seed * 2 + k)
         train, held = np.nonzero(fold != k)[0], np.nonzero(fold == k)[0]
-        head = CountHead(m.count_directions, evidence_channels(m.num_classes), m.count_cells)
+        head = model.counts if model else CountHead(m.count_directions, evidence_channels(m.num_classes), m.count_cells)
+        torch.nn.init.zeros_(head.linear.weight)
+        torch.nn.init.zeros_(head.linear.bias)
         head.fit([hists[i] for i in train], y[train])
-        feats = torch.cat([head.features(h.to_dense()) for h in hists])  # (S, F) this fold's standardised counts
+        if model:  # the peaks of this fold's cells: every slide read again
+            if reread is None:
+                raise ValueError("model.count_peaks: the probe reads the slides again (reread)")
+            tails = torch.cat([model.counted(s, model.stage1(s))[0] for s in reread()])  # (S, F)
+            head.fit_peaks(tails[train])
+            feats = head.standardise(tails)
+        else:
+            feats = torch.cat([head.features(h.to_dense()) for h in hists])  # (S, F) this fold's standardised counts
         opt = torch.optim.Adam(head.linear.parameters(), lr=lr)
         for _ in range(steps):
             pick = rng.choice(train, size=min(batch, len(train)), replace=False)
@@ -199,24 +219,26 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
         hists = histograms(entries, cfg, mpp_c, filled)
         where = f"{mpp_c:g} µm/px{', filled' if filled else ''}"
         log(f"stain counts at {where}: {len(hists)} slides read ({time.perf_counter() - t0:.0f} s)")
-        for d, c in count_features(m):
+        for d, c, p in count_features(m):
             t1 = time.perf_counter()
+            what = f"{d} directions, {c} colour cells{' and their peaks' if p else ''}"
+            probed = replace(m, count_mpp=mpp_c, count_filled=filled, count_directions=d, count_cells=c, count_peaks=p)
             try:
-                auc = count_probe(hists, y, replace(cfg, model=replace(m, count_directions=d, count_cells=c)), seed=seed)
+                auc = count_probe(hists, y, replace(cfg, model=probed), seed=seed, reread=sources(entries, cfg))
             except ValueError as e:  # too few slides of a class in a fold to choose cells
-                log(f"stain counts at {where} ({d} directions, {c} colour cells): skipped ({e})")
+                log(f"stain counts at {where} ({what}): skipped ({e})")
                 continue
             counted.append({"count_mpp": mpp_c, "count_filled": filled, "count_directions": d, "count_cells": c,
-                            "auc": auc, "seconds": time.perf_counter() - t1})
-            log(f"stain counts at {where} ({d} directions, {c} colour cells): out-of-fold AUC {auc:.3f} "
-                f"({counted[-1]['seconds']:.0f} s)")
+                            "count_peaks": p, "auc": auc, "seconds": time.perf_counter() - t1})
+            log(f"stain counts at {where} ({what}): out-of-fold AUC {auc:.3f} ({counted[-1]['seconds']:.0f} s)")
     rows += counted
     good = [r for r in counted if r["auc"] >= max(WEAK, best - tolerance)]
     if good:
         best_count = first_nearly_best(good, tolerance)  # every one reaches WEAK
         model = replace(model, count_mpp=best_count["count_mpp"], count_filled=best_count["count_filled"],
                         count_directions=best_count["count_directions"],
-                        count_cells=best_count["count_cells"], count_answer=best < WEAK)  # stage I sees nothing
+                        count_cells=best_count["count_cells"], count_peaks=best_count["count_peaks"],
+                        count_answer=best < WEAK)  # stage I sees nothing
         best = max(best, best_count["auc"])
     if best < WEAK:
         log(f"warning: stage I separates the classes poorly at every resolution tried (best AUC {best:.2f}): the "
@@ -225,7 +247,8 @@ def diagnose(cfg: Config, candidates=CANDIDATES, steps: int = 60, seed: int = 0,
     log(f"recommended: stage I at {mpp1:g} µm/px (AUC {pick['auc']:.3f})"
         + (f", stage II at {model.view_mpp(2):g} µm/px" if m.kind == "zoom_in" else "")
         + (f", model.count_mpp {model.count_mpp:g} ({model.count_directions} directions, {model.count_cells} colour "
-           f"cells{', filled' if model.count_filled else ''})" if model.count_mpp else "")
+           f"cells{' and their peaks' if model.count_peaks else ''}{', filled' if model.count_filled else ''})"
+           if model.count_mpp else "")
         + (", the answer from the counts alone (model.count_answer)" if model.count_answer else ""))
     return replace(cfg, model=model), rows
 
@@ -238,11 +261,12 @@ def first_nearly_best(scored: list[dict], tolerance: float) -> dict:
     return next(r for r in scored if r["auc"] >= (best - tolerance if best >= WEAK else 0))
 
 
-def count_features(m) -> list[tuple[int, int]]:
-    """The (``count_directions``, ``count_cells``) pairs the doctor probes, in the order it prefers
-    them: the tails alone, the tails and cells, the cells alone."""
+def count_features(m) -> list[tuple[int, int, bool]]:
+    """The (``count_directions``, ``count_cells``, ``count_peaks``) the doctor probes, in the order it
+    prefers them: the tails alone, the tails and cells, the cells alone, the cells and their peaks
+    (last: it reads the slides again)."""
     d = m.count_directions or 64
-    return [(d, 0), (d, COUNT_CELLS), (0, COUNT_CELLS)]
+    return [(d, 0, False), (d, COUNT_CELLS, False), (0, COUNT_CELLS, False), (0, COUNT_CELLS, True)]
 
 
 def reading(cfg: Config, entries, n_test: int | None = None, fallback_mpp: float | None = None) -> str:

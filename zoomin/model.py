@@ -104,24 +104,15 @@ class _AttentionSampler(nn.Module):
         self.classifier = Classifier(cfg.feature_dim, cfg.num_classes, cfg.dropout)
         with_head = cfg.evidence or cfg.instance_pool == "mean"  # the instance head on f (method §10)
         self.instance_head = nn.Linear(cfg.feature_dim, evidence_channels(cfg.num_classes)) if with_head else None
-        self.counts = counts.CountHead(cfg.count_directions, self.evidence_channels, cfg.count_cells) if cfg.count_mpp else None
+        self.counts = counts.CountHead(cfg.count_directions, self.evidence_channels, cfg.count_cells,
+                                       cfg.count_peaks) if cfg.count_mpp else None
 
     def attend(self, src: Source) -> Stage1:
         """Stage I, eq 1: ``alpha = softmax(a(V(x, s1)))`` over the foreground, streamed in pieces of
         ``cfg.stage1_chunk`` (``zoomin.stage1``). With ``evidence``, ``a`` sees the view standardised
         over the foreground and its output is the evidence map whose ``attention_logits`` are
         alpha's logits (method §10)."""
-        scale = self.stage1_scale(src.size)
-        h, w = view_size(*src.size, scale)
-        raw = streamed(src)  # a StreamedSource: the file's pixels, held or band by band
-        if raw and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
-            src.check_view(scale)  # the memory guard: what reading it would decode
-            view = stage1.Bands(lambda r0, r1: src.view_rows(scale, r0, r1), (src.batch_size, src.channels, h, w))
-        else:
-            view = src.raw_view(scale) if raw else src.view(scale)  # (B, C, h, w)
-        first = stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
-                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
-                              prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
+        first = self.stage1(src)
         if self.counts is not None:  # the stain counts' logits (method §10.6), from a finer view; until the
             # counts are fitted they are 0 and the view is not read (the fit reads it once, fit_histograms)
             if bool(self.counts.fitted):
@@ -133,15 +124,39 @@ class _AttentionSampler(nn.Module):
                 first.count_logits = self.counts(torch.zeros(src.batch_size, 0, dtype=torch.int64))
         return first
 
+    def stage1(self, src: Source) -> Stage1:
+        """``attend`` without the stain counts."""
+        scale = self.stage1_scale(src.size)
+        h, w = view_size(*src.size, scale)
+        raw = streamed(src)  # a StreamedSource: the file's pixels, held or band by band
+        if raw and h * w > stage1.STREAM_ABOVE and not src.has_view(scale):
+            src.check_view(scale)  # the memory guard: what reading it would decode
+            view = stage1.Bands(lambda r0, r1: src.view_rows(scale, r0, r1), (src.batch_size, src.channels, h, w))
+        else:
+            view = src.raw_view(scale) if raw else src.view(scale)  # (B, C, h, w)
+        first = stage1.attend(self.attention1, view, scale, self.cfg.foreground, self.sharpness, self.cfg.evidence,
+                              self.cfg.evidence_topk, self.cfg.stage1_chunk, device=self.classifier.linear.weight.device,
+                              prior=self.cfg.evidence_prior, whiten=self.cfg.evidence_prior_whiten)  # with evidence only
+        return first
+
     @torch.no_grad()
     def fit_histograms(self, sources) -> list[torch.Tensor]:
         """The sparse colour histograms (1, bins) that ``CountHead.fit`` takes, one per source, each
         over the foreground stage I finds in it."""
         out = []
         for src in sources:
-            first = self.attend(src)
+            first = self.stage1(src)
             out.append(self.count_histogram(src, first.threshold, first.view_hw, self.outline(first)).to_sparse())
         return out
+
+    @torch.no_grad()
+    def fit_peaks(self, sources) -> torch.Tensor:
+        """With ``model.count_peaks``, once ``CountHead.fit`` has chosen the cells: read each source's
+        counts (kept in the memo for training) and fit the peak features' mean and spread ->
+        their features before standardisation (S, F)."""
+        tails = torch.cat([self.counted(src, self.stage1(src))[0] for src in sources])  # (S, F)
+        self.counts.fit_peaks(tails)
+        return tails
 
     def outline(self, first: Stage1) -> torch.Tensor | None:
         """With ``model.count_filled``, the stage-I locations whose every pixel the counts take
@@ -168,7 +183,7 @@ class _AttentionSampler(nn.Module):
         kept = head.memo.get(key)
         if kept is None:
             hist, tail = self.count_pass(src, first.threshold, grid_hw, self.outline(first))
-            kept = (head.tails(hist), tail)
+            kept = (head.tails(hist, tail, (src.batch_size, L)), tail)
             head.memo.put(key, kept)
         tails, tail = kept
         bins, inverse = torch.unique(tail[:, 1], return_inverse=True)  # (U,) the tail pixels' colours

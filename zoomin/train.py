@@ -204,6 +204,8 @@ class Trainer:
                 yield as_source(x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x)
         hists = self.model.fit_histograms(images())
         head.fit(hists, labels)
+        if head.n_peaks:  # the peaks need the chosen cells: a second read, kept in the memo for the first epoch
+            self.model.fit_peaks(images())
         if self.log and self.writer:
             print(f"zoomin train: stain counts fitted on {len(hists)} training images at "
                   f"{self.cfg.model.count_mpp:g} µm/px ({time.perf_counter() - t0:.0f} s)", flush=True)
