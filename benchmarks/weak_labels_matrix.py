@@ -234,6 +234,7 @@ def read_run(out: Path, name: str, seed: int) -> dict | None:
             "finished": m["epochs"] == cfg["train"]["epochs"], "stage1_mpp": model.view_mpp(1),
             "count_mpp": cfg["model"].get("count_mpp", 0.0), "count_directions": model.count_directions,
             "count_cells": model.count_cells, "count_answer": model.count_answer, "count_filled": model.count_filled,
+            "count_peaks": model.count_peaks,
             "predict_auc": predict_auc(out),
             "foci": foci_attention(out), **times}
 
@@ -264,10 +265,12 @@ def runs_page(argv, columns: tuple[str, ...], measure, title: str, what: str, de
 
 def counted(r: dict) -> str:
     """What a run's counts count, where its colour cells are on (``model.count_cells``): '' for the tails
-    alone; ", filled" where they count inside the tissue's filled outline (``model.count_filled``);
+    alone; " + peaks" where the cells are also counted at their densest place (``model.count_peaks``);
+    ", filled" where they count inside the tissue's filled outline (``model.count_filled``);
     ", answer" where they answer alone (``model.count_answer``)."""
     cells = r.get("count_cells", 0)
-    what = "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells)"
+    peaks = " + peaks" if r.get("count_peaks") else ""
+    what = "" if not cells else f" ({'tails + ' if r.get('count_directions', 64) else ''}{cells} cells{peaks})"
     return what + (", filled" if r.get("count_filled") else "") + (", answer" if r.get("count_answer") else "")
 
 
@@ -282,7 +285,8 @@ def report(rows: list[dict], args) -> str:
              "", "AUC: the trainer's held-out AUC after the last epoch (macro one-vs-rest for 3 classes); evidence: the "
              "stage-I evidence's; warned: the trainer's no-learning warning fired.", "",
              "The config: stage I's µm/px, and the stain counts' where they are on (`model.count_mpp`, per seed; "
-             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them; \"filled\": every pixel "
+             "their colour cells a lesion class, `model.count_cells`, where the doctor chose them, \"+ peaks\" where also "
+             "counted at their densest stage-I location, `model.count_peaks`; \"filled\": every pixel "
              "inside the tissue's filled outline counted, `model.count_filled`; \"answer\": the counts "
              "answer alone, `model.count_answer`); "
              "min/run: training minutes, and the doctor's before them where it ran.", "",
