@@ -10,7 +10,11 @@ Writes a synthetic 100,000² pyramidal slide (``zoomin.synth``, kept in ``--work
   selenium, at the centre of the plot): for each, the time from the wheel event reaching the page
   to the moment the page holds the slide image re-read for the new range (the
   image glyph's data replaced, then one animation frame so that it is drawn), read with
-  ``performance.now()`` in the page; the range width and the pyramid scale read are logged;
+  ``performance.now()`` in the page; the range width and the pyramid scale read are logged. Each
+  step is split where the page sees it: wheel to the range event sent (the last message the page
+  sends before the answer: bokeh's settle wait and the page drawing the zoom), sent to the new
+  image received (the first document patch the page applies after it: the server's handling, the
+  read, the serialising and the socket), received to drawn (the page applying and drawing it);
 * **memory**: ``--cycles`` more zoom steps (in and out alternately, each waited for) while the
   server process's resident memory (``VmRSS``) is read after each; first, last and highest.
 
@@ -53,6 +57,16 @@ const t = () => { const now = sig();
   else if (performance.now() - begun > 20000) done([null, null]);  // no new image: the range did not change
   else setTimeout(t, 5); };
 t();"""
+
+
+SPLIT_HOOKS = """// when the page sends a message (the range event) and applies a document patch (the new image)
+window.__sent = []; window.__received = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.__sent.push(performance.now()); return send.call(this, data); };
+for (const doc of Bokeh.documents) {
+  const apply = doc.apply_json_patch.bind(doc);
+  doc.apply_json_patch = function (...args) { window.__received.push(performance.now()); return apply(...args); };
+}"""
 
 
 def serve(slide: Path) -> tuple[subprocess.Popen, str]:
@@ -109,19 +123,25 @@ def main() -> int:
         canvas = driver.execute_script(CANVAS_JS + "return deep(document, 'canvas').filter(drawn)[0];")
         driver.execute_script("""window.addEventListener('wheel', () => {  // when the page gets the wheel event
             if (window.__wheel === null) window.__wheel = performance.now(); }, {capture: true});""")
+        driver.execute_script(SPLIT_HOOKS)
 
         def step(delta: int) -> tuple[float, list]:
             before = driver.execute_script(IMAGE_SIG)
             driver.execute_script("window.__wheel = null;")
             ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, delta).perform()
+            driver.execute_script("window.__sent = []; window.__received = [];")
             end_ms, _ = driver.execute_async_script(WAIT_NEW, before)
             if end_ms is None:
                 raise SystemExit(f"no new image within 20 s of a wheel step (range {driver.execute_script(RANGE)})")
-            return end_ms - driver.execute_script("return window.__wheel;"), driver.execute_script(RANGE)
+            wheel = driver.execute_script("return window.__wheel;")
+            received = [t for t in driver.execute_script("return window.__received;") if t > wheel]
+            sent = [t for t in driver.execute_script("return window.__sent;") if wheel <= t < (received or [end_ms])[0]]
+            split = (sent[-1] - wheel, received[0] - sent[-1], end_ms - received[0]) if sent and received else None
+            return end_ms - wheel, driver.execute_script(RANGE), split
 
         for i in range(args.steps):
-            ms, rng = step(args.wheel)
-            rows.append((i + 1, ms, rng[1] - rng[0]))
+            ms, rng, split = step(args.wheel)
+            rows.append((i + 1, ms, rng[1] - rng[0], split))
             print(f"step {i + 1}: {ms:.0f} ms, range {rng[1] - rng[0]:,.0f} µm", flush=True)
         memory.append(rss_mb(proc.pid))
         for i in range(args.cycles):
@@ -134,7 +154,11 @@ def main() -> int:
         proc.wait(30)
     ports = {urlsplit(u).port for u in requested_urls(network) if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert ports == {urlsplit(url).port}, ports
-    times = [ms for _, ms, _ in rows]
+    times = [ms for _, ms, _, _ in rows]
+    splits = [s for *_, s in rows if s is not None]
+    parts = "" if not splits else " Medians of its parts: " + ", ".join(
+        f"{name} {statistics.median(s[k] for s in splits):.0f} ms" for k, name in
+        enumerate(("wheel to range event sent", "sent to new image received", "received to drawn"))) + "."
     lines = ["# Zoom latency of `zoomin explore` on a 100,000² slide (issue #32)", "",
              f"Command: `python benchmarks/zoom_latency.py --out {args.out} --work {args.work}`; written by "
              "`benchmarks/zoom_latency.py` (its docstring defines the figures). Slide: "
@@ -142,9 +166,11 @@ def main() -> int:
              f"headless Chromium 1700 × 1000 on the same machine; page ready {opened:.0f} s after it was opened "
              "(the model's pass over the slide included). Every request went to the server's own port.", "",
              f"**Median {statistics.median(times):.0f} ms** over {len(times)} wheel zooms from the overview "
-             f"inwards (min {min(times):.0f}, max {max(times):.0f}).", "",
-             "| step | wheel to re-read image drawn (ms) | visible range (µm) |", "|---:|---:|---:|"]
-    lines += [f"| {i} | {ms:.0f} | {width:,.0f} |" for i, ms, width in rows]
+             f"inwards (min {min(times):.0f}, max {max(times):.0f}).{parts}", "",
+             "| step | wheel to re-read image drawn (ms) | wheel to event sent | sent to image received | received to drawn "
+             "| visible range (µm) |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {i} | {ms:.0f} | " + (" | ".join(f"{v:.0f}" for v in split) if split else "– | – | –")
+              + f" | {width:,.0f} |" for i, ms, width, split in rows]
     lines += ["", f"Server memory over {args.cycles} more zoom steps (VmRSS, MB): first {memory[0]:.0f}, "
               f"last {memory[-1]:.0f}, highest {max(memory):.0f}.", ""]
     Path(args.out).write_text("\n".join(lines))
