@@ -127,9 +127,8 @@ def main() -> int:
 
         def step(delta: int) -> tuple[float, list]:
             before = driver.execute_script(IMAGE_SIG)
-            driver.execute_script("window.__wheel = null;")
+            driver.execute_script("window.__wheel = null; window.__sent = []; window.__received = [];")
             ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, delta).perform()
-            driver.execute_script("window.__sent = []; window.__received = [];")
             end_ms, _ = driver.execute_async_script(WAIT_NEW, before)
             if end_ms is None:
                 raise SystemExit(f"no new image within 20 s of a wheel step (range {driver.execute_script(RANGE)})")
