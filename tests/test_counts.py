@@ -428,6 +428,8 @@ def test_peaks_are_each_class_cells_at_their_densest_location():
     spread, dense = head.peaks(scattered, (1, L)), head.peaks(patch, (1, L))
     assert dense[0, 0] > spread[0, 0] and dense[0, 1] == spread[0, 1] == 0
     assert head.beyond(bins)[:, -2:].tolist() == [[1, 0], [1, 0], [0, 1], [0, 1]]  # a pixel's peak group, for the map
+    with pytest.raises(ValueError, match="model.count_peaks: the peaks are counted from the tail pixels"):
+        head.tails(torch.zeros(1, 2 ** (3 * counts.BITS), dtype=torch.int64))
 
 
 def test_training_fits_the_peaks_once_the_cells_are_chosen_and_keeps_the_reads(slides, tmp_path, capsys):

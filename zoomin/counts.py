@@ -298,6 +298,8 @@ class CountHead(nn.Module):
         ``peaks`` the ``peaks`` of the images' tail pixels ``tail`` on stage-I grids of ``shape``
         (B, L) -> (B, F)."""
         out = self.totals(hist)
+        if self.n_peaks and tail is None:
+            raise ValueError("model.count_peaks: the peaks are counted from the tail pixels (ZoomInNet.counted)")
         return torch.cat([out, self.peaks(tail, shape)], 1) if self.n_peaks else out  # (B, F)
 
     def totals(self, hist: torch.Tensor) -> torch.Tensor:
