@@ -47,7 +47,7 @@ STAGE_LAYERS: dict[str, tuple[str, ...]] = {
 }
 GALLERY = 6  # sub-tiles in the gallery
 RANGE_DEBOUNCE_MS = 0  # holoviews waits this long for more range events (its default: 100); bokeh already waited RANGE_SETTLE_MS
-RANGE_SETTLE_MS = 20  # the page reports a pan or zoom once no wheel or drag event came for this long (bokeh: 500)
+RANGE_SETTLE_MS = 50  # the page reports a pan or zoom once no wheel or drag event came for this long (bokeh: 500)
 THUMB = 96  # screen pixels of a gallery image
 
 
