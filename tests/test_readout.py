@@ -164,3 +164,31 @@ def test_the_old_model_topk_subtiles_key_is_read_as_readout_subtiles():
     assert cfg.readout.subtiles == 3
     with pytest.raises(ValueError, match="readout.subtiles"):  # a readout setting without its readout
         Config.from_dict({"readout": {"subtiles": 3}})
+
+
+def test_the_passes_compute_each_tile_and_patch_once_and_answer_as_if_each_computed_afresh(monkeypatch):
+    """The passes of one answer share their Stage1: stage II of a tile drawn again, and ``f`` of a
+    patch drawn again, are taken from the first time (``Stage1.once``), with the same answer."""
+    from zoomin.config import ModelConfig, ReadoutConfig
+    from zoomin.model import build_model
+    from zoomin.readout import answer, iter_passes
+    from zoomin.stage1 import Stage1
+    cfg = ModelConfig(kind="zoom_in", stage1_resolution=0.25, tile=32, stage2_resolution=0.5, subtile=16, n_samples=6)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 1, 128, 128)
+    tiles, patches = [], []
+    attend, embed = model._attend_tiles, model.embed
+    monkeypatch.setattr(model, "_attend_tiles", lambda src, rows, boxes, first: tiles.append(len(rows)) or attend(src, rows, boxes, first))
+    monkeypatch.setattr(model, "embed", lambda p, first, rows: patches.append(len(p)) or embed(p, first, rows))
+    readout = ReadoutConfig(passes=5)
+    kept = answer(model, x, readout, generator=torch.Generator().manual_seed(1))[0]
+    drawn = [(tr.tile_index, tr.tile_counts, tr.subtile_index, tr.subtile_valid)
+             for (tr,) in iter_passes(model, x, passes=5, generator=torch.Generator().manual_seed(1))]
+    distinct_tiles = {(b, int(t)) for ti, c, _, _ in drawn for b in range(2) for t in ti[b][c[b] > 0]}
+    distinct_patches = {(b, int(ti[b, p]), int(si[b, p, k])) for ti, _, si, v in drawn for b, p, k in v.nonzero().tolist()}
+    assert sum(tiles) == 2 * len(distinct_tiles) and sum(patches) == 2 * len(distinct_patches)  # two answers, each once
+    assert sum(len(d[0][d[1] > 0]) for d in drawn) > len(distinct_tiles)  # some tile was drawn in more than one pass
+    monkeypatch.setattr(Stage1, "once", lambda self, name, keys, compute, keep=True: compute(torch.ones_like(keys, dtype=torch.bool)))
+    afresh = answer(model, x, readout, generator=torch.Generator().manual_seed(1))[0]
+    torch.testing.assert_close(kept, afresh)

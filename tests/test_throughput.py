@@ -174,3 +174,55 @@ def test_slides_opened_in_threads_leave_stdout_alone(slides):
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda i: SlideSource(d / f"synth_{i % 6:04d}.tif"), range(60)))
     assert sys.stdout is before
+
+
+def test_the_lane_lets_go_while_a_slide_is_read_and_computes_one_slide_at_a_time():
+    """Two threads on one ``Lane``: thread A's read waits until thread B has computed, which B can
+    only do if A's read let the lane go; the computing parts never overlap."""
+    import threading
+    from zoomin.loader import Lane, LaneSource
+    lane, b_computed, active, seen = Lane(), threading.Event(), [0], []
+    guard = threading.Lock()
+
+    class Slow:  # a source whose read waits for the other thread's compute
+        size = (8, 8)
+
+        def read(self, *args):
+            assert b_computed.wait(timeout=60), "the lane was held through the read"
+            return "pixels"
+
+    def compute():
+        with guard:
+            active[0] += 1
+            seen.append(active[0])
+        threading.Event().wait(0.01)
+        with guard:
+            active[0] -= 1
+
+    def a():
+        with lane:
+            compute()
+            src = LaneSource(Slow(), lane)
+            assert src.size == (8, 8) and not hasattr(src, "raw_view")  # the source's own attributes only
+            assert src.read() == "pixels"
+            compute()
+
+    def b():
+        while not seen:  # A holds the lane first
+            threading.Event().wait(0.001)
+        with lane:
+            compute()
+            b_computed.set()
+
+    finished = []
+
+    def run(part):
+        part()
+        finished.append(part.__name__)  # not reached when the part raised
+    threads = [threading.Thread(target=run, args=(part,)) for part in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(finished) == ["a", "b"]
+    assert max(seen) == 1  # never two slides computing at once

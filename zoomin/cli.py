@@ -254,7 +254,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the slides' own pixel size in µm/px when the files do not state it (a manifest's mpp column "
                         "wins; not model.mpp, the resolution slides are read at). --mpp: the old spelling")
     q.add_argument("--prefetch", type=int, default=1, metavar="N",
-                   help="slides opened and decoded ahead in background threads while the model runs (0: off)")
+                   help="slides opened and decoded ahead while the model runs: N + 1 slides in threads that take turns "
+                        "on one compute lane, one slide's reads overlapping another's compute (0: one slide after another)")
     q.add_argument("--resume", action="store_true",
                    help="keep the complete rows of an existing --out CSV and predict only the other slides")
     q.add_argument("--quiet", action="store_true", help="no progress bar")

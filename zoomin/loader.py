@@ -67,3 +67,48 @@ def batches(loader, prepare=None, depth: int = DEPTH, workers: int = WORKERS):
             del items
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Lane:
+    """One compute lane for the threads that predict slides side by side: a thread holds it while it
+    computes and lets it go while its slide's pixels are read (``LaneSource``), so one slide's reads
+    overlap another's compute while the computing itself stays one slide at a time (the threads of
+    torch's own pool are the lane's, not shared with a second slide). A ``threading.Lock``."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+    def off(self, call, *args, **kw):
+        """``call(*args, **kw)`` with the lane let go while it runs (the caller holds the lane)."""
+        self._lock.release()
+        try:
+            return call(*args, **kw)
+        finally:
+            self._lock.acquire()
+
+
+class LaneSource:
+    """A slide source whose pixel calls (``PIXEL_CALLS``) let go of ``lane`` while they run
+    (``Lane.off``); every other attribute is the source's own, and what it lacks this lacks too.
+    Used only by a thread that holds the lane."""
+
+    PIXEL_CALLS = ("view", "raw_view", "view_rows", "read")
+
+    def __init__(self, src, lane: Lane):
+        self.src, self.lane = src, lane
+
+    def __getattr__(self, name):
+        if name in ("src", "lane"):  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        attr = getattr(self.src, name)
+        if name not in LaneSource.PIXEL_CALLS:
+            return attr
+        return lambda *args, **kw: self.lane.off(attr, *args, **kw)

@@ -235,6 +235,12 @@ class _AttentionSampler(nn.Module):
         (a source may decode what they need ahead, ``SlideSource.prefetch``)."""
         return (1.0,)
 
+    def patches(self, src: Source, rows: torch.Tensor, boxes: torch.Tensor, generator=None) -> torch.Tensor:
+        """The full-resolution patches ``boxes`` (M, 4) of images ``rows`` (M,), augmented while training -> (M, C, h2, w2)."""
+        x = src.read(rows, boxes, 1.0, self.patch_hw).to(boxes.device)
+        x = dihedral(x, generator) if self.cfg.augment and self.training else x  # rotated / mirrored
+        return affine(x, self.cfg.augment_affine, generator) if self.cfg.augment_affine and self.training else x  # a little rotated, scaled, sheared
+
     def embed(self, patches: torch.Tensor, first: Stage1, rows: torch.Tensor) -> torch.Tensor:
         """``f`` on full-resolution patches (M, C, h2, w2) of images ``rows`` (M,): standardised with
         their image's stage I, the backbone, then ``cfg.feature_output`` -> (M, D) float."""
@@ -288,14 +294,11 @@ class _AttentionSampler(nn.Module):
         second = self.stage2(src, first, tiles, boxes, mode, generator, complement, subtiles)
         drawn = second.subtiles.valid  # (B, P, K)
         rows = torch.arange(B, device=boxes.device)[:, None, None].expand_as(drawn)  # (B, P, K) image of each slot
-        patches = src.read(rows[drawn], second.boxes[drawn], 1.0, self.patch_hw).to(boxes.device)  # (M, C, h2, w2) each read once
-        if cfg.augment and self.training:
-            patches = dihedral(patches, generator)  # (M, C, h2, w2) rotated / mirrored
-        if cfg.augment_affine and self.training:
-            patches = affine(patches, cfg.augment_affine, generator)  # (M, C, h2, w2) a little rotated, scaled, sheared
-        f = self.embed(patches, first, rows[drawn])  # (M, D)
-        feats = f.new_zeros(*drawn.shape, f.shape[-1])
-        feats[drawn] = f  # (B, P, K, D)
+        keys = ((rows * first.log_alpha.shape[-1] + tiles.index[..., None]) * second.num_subtiles
+                + second.subtiles.index)[drawn]  # (M,) each patch read and embedded once over the passes
+        f, = first.once("patches", keys, lambda new: (self.embed(self.patches(
+            src, rows[drawn][new], second.boxes[drawn][new], generator), first, rows[drawn][new]),), keep=not self.training)
+        feats = f.new_zeros(*drawn.shape, f.shape[-1]).index_put_((drawn,), f)  # (B, P, K, D)
         la, lb = log_alpha.gather(1, tiles.index), second.drawn_log_beta()  # (B, P), (B, P, K) of what was drawn
         if cfg.attention_score_grad != 1.0:  # same value; the score gradient into alpha and beta rescaled
             la, lb = (scale_grad(t, cfg.attention_score_grad) for t in (la, lb))
@@ -391,7 +394,9 @@ class ZoomInNet(_AttentionSampler):
         valid, S = tiles.valid, self.subview_hw[0] * self.subview_hw[1]  # (B, P)
         rows = torch.arange(valid.shape[0], device=boxes.device)[:, None].expand_as(valid)  # (B, P)
         log_beta = torch.full((*valid.shape, S), -math.log(S), device=boxes.device)  # (B, P, S) padding: uniform
-        log_beta[valid], fg_valid, ev = self._attend_tiles(src, rows[valid], boxes[valid], first)
+        log_beta[valid], fg_valid, ev = first.once("tiles", rows[valid] * first.log_alpha.shape[-1] + tiles.index[valid],
+                                                   lambda new: self._attend_tiles(src, rows[valid][new], boxes[valid][new], first),
+                                                   keep=not self.training)  # each tile once over the passes
         pooled = None
         if ev is not None and not complement:  # stage-II evidence over every location of the drawn tiles
             ev = ev if fg_valid is None else ev.masked_fill(~fg_valid.unsqueeze(1), -float("inf"))  # (M, E, S)

@@ -152,30 +152,36 @@ class Run:
     def open(self, item: tuple[int, Slide]):
         return open_slide(self.model, self.cfg, item[1], self.max_pixels, self.fallback_mpp)
 
-    def open_and_row(self, item: tuple[int, Slide]) -> tuple[list | None, float]:
-        """A worker's whole slide: opened, predicted and its outputs written -> (``row``, seconds)."""
+    def open_and_row(self, item: tuple[int, Slide], lane: loader.Lane | None = None) -> tuple[list | None, list, float]:
+        """A worker's whole slide: opened, predicted and its outputs written -> (``row``'s two, seconds).
+        ``lane``: opened outside it, predicted holding it, its pixel reads letting it go."""
         t0 = time.perf_counter()
         src = _attempt(self.open, item)
-        return self.row(item[1], src), time.perf_counter() - t0
+        if lane is None:
+            return *self.row(item[1], src), time.perf_counter() - t0
+        with lane:
+            row = self.row(item[1], src if isinstance(src, Exception) else loader.LaneSource(src, lane))
+        return *row, time.perf_counter() - t0
 
-    def row(self, slide: Slide, src) -> list | None:
+    def row(self, slide: Slide, src) -> tuple[list | None, list[str]]:
         """The slide's CSV values from ``slide_id`` to ``prediction`` (heatmaps and explorer page
-        written first), or None when it failed (one line on stderr)."""
+        written first), or None when it failed; and the lines to say on stderr about it (said by the
+        caller, in input order)."""
         try:
             if isinstance(src, Exception):  # opening or prefetching it failed
                 raise src
             probs, tr = predict_slide(self.model, src, slide.slide_id, self.readout, self.seed)
         except (OSError, ValueError, RuntimeError) as e:
-            print(f"zoomin: skipped {slide.path}: {one_line(e, slide.path, command=False)}", file=sys.stderr)
-            return None
+            return None, [f"zoomin: skipped {slide.path}: {one_line(e, slide.path, command=False)}"]
+        notes = []
         try:
             if self.heatmaps:
                 write_heatmaps(Path(self.heatmaps), slide.slide_id, src, tr)
             if self.explore:
                 write_explorer(Path(self.explore), slide.slide_id, self.model, src, self.seed, probs, self.readout)
         except (OSError, ValueError, RuntimeError) as e:  # the prediction is still written
-            print(f"zoomin: no heatmaps/explorer for {slide.path}: {one_line(e, slide.path, command=False)}", file=sys.stderr)
-        return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())]
+            notes.append(f"zoomin: no heatmaps/explorer for {slide.path}: {one_line(e, slide.path, command=False)}")
+        return [slide.slide_id] + [f"{p:.6f}" for p in probs.tolist()] + [int(probs.argmax())], notes
 
 
 def columns(cfg) -> list[str]:
@@ -190,7 +196,7 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
     """Predict every slide (files, or manifests ending in .csv): the model's answer as the
     checkpoint's ``readout`` section defines it, ``passes`` (when given) replacing its passes. A slide
     that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
-    while the model runs. ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
+    while the model runs, taking turns with it on one compute lane (``_rows``). ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
     stopped torchrun's part files) and predict only the other slides. ``fallback_mpp``: the slides'
     pixel size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
     opened and predicted at once in threads (one slide's reads overlap another's compute; rows
@@ -257,15 +263,16 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
 def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch: int,
                   progress: bool, workers: int = 1) -> tuple[int, int]:
     """Predict ``slides`` [(index, Slide)], appending to ``out_csv`` a row as soon as it is known;
-    ``seconds``: the slide's wall time in this thread, waiting for its prefetch included (with
-    ``workers`` > 1: in its worker, from opening it to its outputs)."""
+    ``seconds``: the slide's wall time as ``_rows`` counts it."""
     from .progress import bar as progress_bar
     written = failed = 0
     every = max(1, min(100, len(slides) // 20))  # off a terminal: a line per this many slides
     with open(out_csv, "a", newline="") as fh, progress_bar(total=len(slides), desc="slides", enabled=progress,
                                                             every=every) as bar:
         w = csv.writer(fh)
-        for (i, slide), row, seconds in _rows(run, slides, prefetch, workers):
+        for (i, slide), row, notes, seconds in _rows(run, slides, prefetch, workers):
+            for line in notes:
+                print(line, file=sys.stderr)
             bar.update()
             if row is None:
                 failed += 1
@@ -277,20 +284,25 @@ def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch:
 
 
 def _rows(run: Run, slides, prefetch: int, workers: int):
-    """``((index, Slide), row or None, seconds)`` in input order: one slide at a time with
-    ``prefetch`` opened ahead (seconds: in this thread, its wait included), or ``workers`` slides
-    predicted at once (seconds: in its worker, from opening it to its outputs)."""
-    if workers > 1:
-        for item, done, _ in prepared(slides, run.open_and_row, workers):
+    """``((index, Slide), row or None, lines for stderr, seconds)`` in input order (seconds: in its worker, from opening
+    it to its outputs; with ``prefetch`` 0, in this thread). ``workers`` > 1: that many slides
+    predicted at once. Else, with ``prefetch`` N > 0, N + 1 slides in worker threads taking turns on
+    one compute lane (``loader.Lane``): while one computes, the others are opened or wait for their
+    stage-II and sub-tile reads, which depend on the slide's own draws and so cannot be read ahead.
+    ``prefetch`` 0: one slide after another in this thread."""
+    if workers > 1 or prefetch > 0:
+        lane = loader.Lane() if workers == 1 else None
+        for item, done, _ in prepared(slides, lambda item: run.open_and_row(item, lane),
+                                     workers if workers > 1 else prefetch + 1):
             if isinstance(done, Exception):
                 raise done
             yield item, *done
         return
-    for item, src, waited in prepared(slides, run.open, prefetch):
+    for item, src, waited in prepared(slides, run.open, 0):
         t0 = time.perf_counter()
         row = run.row(item[1], src)
         del src  # released before the next slide is prefetched
-        yield item, row, waited + time.perf_counter() - t0
+        yield item, *row, waited + time.perf_counter() - t0
 
 
 def part_path(out_csv: Path, rank: int) -> Path:

@@ -71,6 +71,24 @@ class Stage1:
             return None
         return block_masses(self.log_alpha)
 
+    def once(self, name: str, keys: torch.Tensor, compute: Callable, keep: bool = True) -> tuple:
+        """What ``compute(new)`` gives for the items ``keys`` (M,) (distinct; ``name`` says what they
+        are: stage II's tiles, ``f``'s patches), ``new`` a bool mask over ``keys``, as a tuple of
+        (n, ...) tensors (or None). With ``keep`` and no autograd each item is computed once over the
+        passes that share this Stage1 (``zoomin.readout.iter_passes``: a trained alpha draws the same
+        few tiles in every pass) and kept here; otherwise every call computes them all."""
+        if torch.is_grad_enabled() or not keep:
+            return compute(torch.ones_like(keys, dtype=torch.bool))
+        kept = self.__dict__.setdefault("_once", {}).get(name)  # (keys (K,), values) computed so far
+        new = torch.ones_like(keys, dtype=torch.bool) if kept is None else ~torch.isin(keys, kept[0])  # (M,)
+        if new.any():
+            out = compute(new)
+            kept = (keys[new], out) if kept is None else (torch.cat([kept[0], keys[new]]), tuple(
+                None if a is None else torch.cat([a, b]) for a, b in zip(kept[1], out)))
+            self._once[name] = kept
+        at = (keys[:, None] == kept[0][None, :]).int().argmax(1)  # (M,) where each item is kept
+        return tuple(None if v is None else v[at] for v in kept[1])
+
     def standardised(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Stage-II views or patches ``x`` (M, C, h, w) of images ``rows`` (M,) standardised with their
         image's stage-I statistics (unchanged without evidence heads)."""
