@@ -313,7 +313,7 @@ def predict_section(args, device, size: int, n: int, work: Path) -> tuple[list[d
     """Predict ``n`` slides of ``size``² (``--slide``: that file ``n`` times): real reads and the
     in-memory twin, ``--repeats`` times alternating -> rows, notes."""
     manifest = repeat_slide(work, Path(args.slide), n) if args.slide else write_slides(work, n, size, args.seed)
-    ckpt = model_checkpoint(work, args.seed)
+    ckpt = Path(args.checkpoint) if args.checkpoint else model_checkpoint(work, args.seed)
     rows, notes, recorded = [], [], {}
     predict_run(ckpt, manifest, work / "warm.csv", device, args.prefetch, record=recorded)
     at_once = [int(w) for w in str(args.workers).split(",")]
@@ -478,6 +478,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="start no further section once this many seconds have passed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="", help="predict with this checkpoint (a trained model) instead of an "
+                   "untrained slides.yaml; training is unchanged")
     return p
 
 
@@ -519,8 +521,9 @@ def main(argv=None) -> int:
            f"{time.perf_counter() - t0:.0f} s in all.", "",
            "Written by `benchmarks/throughput.py` (its docstring defines every column). Each `slides` run "
            "and its `in memory` twin (the same calls answered from RAM: the compute-only limit) ran side by side "
-           f"in one process, alternating, {args.repeats} times; medians shown. Model: an untrained "
-           "`zoomin/configs/slides.yaml` (weights from the seed); "
+           f"in one process, alternating, {args.repeats} times; medians shown. Model: "
+           + (f"predict with the checkpoint `{args.checkpoint}`, training an untrained `zoomin/configs/slides.yaml`; "
+              if args.checkpoint else "an untrained `zoomin/configs/slides.yaml` (weights from the seed); ")
            + (f"the slide `{args.slide}` listed {counts['predict'][sizes[0]]} times under distinct slide ids"
               if args.slide else "synthetic slides of `zoomin.synth.synth_slides`")
            + f" ({slide_mpp:g} µm/px, read at the config's 1 µm/px). Predict: `zoomin.predict.predict`, 4 passes, "

@@ -112,6 +112,18 @@ def test_training_with_read_ahead_draws_the_same_samples(slides, tmp_path):
 
 
 @pytest.mark.slow
+def test_reader_contention_benchmark_runs(tmp_path):
+    out = tmp_path / "rc.md"
+    r = subprocess.run([sys.executable, "benchmarks/reader_contention.py", "--slides", "2", "--size", "1024", "--repeats", "1",
+                        "--out", str(out), "--work", str(tmp_path / "w")],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| alone") or line.startswith("| beside")]
+    assert [row.split(" |")[0] for row in rows] == ["| alone", "| beside a thread opening slides", "| beside a process opening slides"]
+
+
+@pytest.mark.slow
 def test_benchmark_runs_and_its_in_memory_twin_matches(tmp_path):
     out = tmp_path / "tp.md"
     r = subprocess.run([sys.executable, "benchmarks/throughput.py", "--sizes", "1024", "--predict-slides", "3",
