@@ -195,9 +195,10 @@ def predict(checkpoint: str | Path, inputs: list[str], out_csv: str | Path, heat
             fallback_mpp: float | None = None, workers: int = 1, device: str = "cpu") -> tuple[int, int]:
     """Predict every slide (files, or manifests ending in .csv): the model's answer as the
     checkpoint's ``readout`` section defines it, ``passes`` (when given) replacing its passes. A slide
-    that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides opened and decoded ahead
-    while the model runs, taking turns with it on one compute lane (``_rows``). ``resume``: keep the complete rows of an existing ``out_csv`` (and of a
-    stopped torchrun's part files) and predict only the other slides. ``fallback_mpp``: the slides'
+    that fails is reported on stderr and skipped, the rest are still written. ``prefetch``: slides
+    opened and decoded ahead while the model runs, taking turns with it on one compute lane
+    (``_rows``). ``resume``: keep the complete rows of an existing ``out_csv`` (and of a stopped
+    torchrun's part files) and predict only the other slides. ``fallback_mpp``: the slides'
     pixel size when neither the file nor the manifest row states it. ``workers`` > 1: that many slides
     opened and predicted at once in threads (one slide's reads overlap another's compute; rows
     still in input order; ``prefetch`` is then unused; the predictions do not change). ``device``:
@@ -284,9 +285,9 @@ def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch:
 
 
 def _rows(run: Run, slides, prefetch: int, workers: int):
-    """``((index, Slide), row or None, lines for stderr, seconds)`` in input order (seconds: in its worker, from opening
-    it to its outputs; with ``prefetch`` 0, in this thread). ``workers`` > 1: that many slides
-    predicted at once. Else, with ``prefetch`` N > 0, N + 1 slides in worker threads taking turns on
+    """``((index, Slide), row or None, lines for stderr, seconds)`` in input order (seconds: in its
+    worker, from opening it to its outputs; with ``prefetch`` 0, in this thread, its wait
+    included). ``workers`` > 1: that many slides predicted at once. Else, with ``prefetch`` N > 0, N + 1 slides in worker threads taking turns on
     one compute lane (``loader.Lane``): while one computes, the others are opened or wait for their
     stage-II and sub-tile reads, which depend on the slide's own draws and so cannot be read ahead.
     ``prefetch`` 0: one slide after another in this thread."""
