@@ -20,10 +20,11 @@ Time split (``Clock``, wall seconds of the thread that computes, summed over the
   (in ``prefetch``: read; in a region request: decode);
 * read: ``SlideSource`` pixel calls in that thread (``raw_view``, ``view_rows``, ``read``, ``prefetch``), the
   time it waits for their region requests included;
-* wait: blocked on read-ahead (the next slide or batch not ready yet); with more than one slide
-  predicted at once (``at once``), the slides are opened, read and computed in worker threads and
-  the main thread only waits for them, so open / read / compute are those threads' (in the
-  all-threads and decode columns) and this column is the run's wall time;
+* wait: blocked on read-ahead (the next slide or batch not ready yet); in predict (any ``at once``
+  with ``--prefetch`` above 0: one at once is predict's compute lane, ``zoomin.loader.Lane``) the
+  slides are opened, read and computed in worker threads and the main thread only waits for them,
+  so open / read / compute are those threads' (in the all-threads and decode columns) and this
+  column is the run's wall time;
 * compute: the rest (the model, the draws, the loss and optimiser, writing the CSV);
 * open+read, all threads (thread-seconds): open and read in every thread (read-ahead, workers);
 * decode (thread-seconds, every thread): large-image's region requests (``SlideSource._get_region``:

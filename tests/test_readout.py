@@ -166,20 +166,24 @@ def test_the_old_model_topk_subtiles_key_is_read_as_readout_subtiles():
         Config.from_dict({"readout": {"subtiles": 3}})
 
 
-def test_the_passes_compute_each_tile_and_patch_once_and_answer_as_if_each_computed_afresh(monkeypatch):
+@pytest.mark.parametrize("kind,evidence", [("zoom_in", False), ("zoom_in", True), ("one_stage", True)])
+def test_the_passes_compute_each_tile_and_patch_once_and_answer_as_if_each_computed_afresh(monkeypatch, kind, evidence):
     """The passes of one answer share their Stage1: stage II of a tile drawn again, and ``f`` of a
     patch drawn again, are taken from the first time (``Stage1.once``), with the same answer."""
     from zoomin.config import ModelConfig, ReadoutConfig
     from zoomin.model import build_model
     from zoomin.readout import answer, iter_passes
     from zoomin.stage1 import Stage1
-    cfg = ModelConfig(kind="zoom_in", stage1_resolution=0.25, tile=32, stage2_resolution=0.5, subtile=16, n_samples=6)
+    cfg = ModelConfig(kind=kind, stage1_resolution=0.25, tile=32, stage2_resolution=0.5, subtile=16, n_samples=6,
+                      evidence=evidence)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     x = torch.rand(2, 1, 128, 128)
     tiles, patches = [], []
-    attend, embed = model._attend_tiles, model.embed
-    monkeypatch.setattr(model, "_attend_tiles", lambda src, rows, boxes, first: tiles.append(len(rows)) or attend(src, rows, boxes, first))
+    embed = model.embed
+    if kind == "zoom_in":
+        attend = model._attend_tiles
+        monkeypatch.setattr(model, "_attend_tiles", lambda src, rows, boxes, first: tiles.append(len(rows)) or attend(src, rows, boxes, first))
     monkeypatch.setattr(model, "embed", lambda p, first, rows: patches.append(len(p)) or embed(p, first, rows))
     readout = ReadoutConfig(passes=5)
     kept = answer(model, x, readout, generator=torch.Generator().manual_seed(1))[0]
@@ -187,7 +191,8 @@ def test_the_passes_compute_each_tile_and_patch_once_and_answer_as_if_each_compu
              for (tr,) in iter_passes(model, x, passes=5, generator=torch.Generator().manual_seed(1))]
     distinct_tiles = {(b, int(t)) for ti, c, _, _ in drawn for b in range(2) for t in ti[b][c[b] > 0]}
     distinct_patches = {(b, int(ti[b, p]), int(si[b, p, k])) for ti, _, si, v in drawn for b, p, k in v.nonzero().tolist()}
-    assert sum(tiles) == 2 * len(distinct_tiles) and sum(patches) == 2 * len(distinct_patches)  # two answers, each once
+    assert sum(tiles) == (2 * len(distinct_tiles) if kind == "zoom_in" else 0)  # two answers, each tile once
+    assert sum(patches) == 2 * len(distinct_patches)  # and each patch once
     assert sum(len(d[0][d[1] > 0]) for d in drawn) > len(distinct_tiles)  # some tile was drawn in more than one pass
     monkeypatch.setattr(Stage1, "once", lambda self, name, keys, compute, keep=True: compute(torch.ones_like(keys, dtype=torch.bool)))
     afresh = answer(model, x, readout, generator=torch.Generator().manual_seed(1))[0]

@@ -238,3 +238,5 @@ def test_the_lane_lets_go_while_a_slide_is_read_and_computes_one_slide_at_a_time
         t.join(timeout=120)
     assert sorted(finished) == ["a", "b"]
     assert max(seen) == 1  # never two slides computing at once
+    with pytest.raises(RuntimeError, match="does not hold the compute lane"):
+        LaneSource(Slow(), Lane()).read()  # a read from a thread that does not hold the lane

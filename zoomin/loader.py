@@ -72,27 +72,37 @@ def batches(loader, prepare=None, depth: int = DEPTH, workers: int = WORKERS):
 class Lane:
     """One compute lane for the threads that predict slides side by side: a thread holds it while it
     computes and lets it go while its slide's pixels are read (``LaneSource``), so one slide's reads
-    overlap another's compute while the computing itself stays one slide at a time (the threads of
-    torch's own pool are the lane's, not shared with a second slide). A ``threading.Lock``."""
+    overlap another's compute while the model computes one slide at a time (the threads of torch's
+    own pool are the lane's, not shared with a second slide). A ``threading.Lock`` that knows its
+    holder: only the thread holding the lane can let it go."""
 
     def __init__(self):
         import threading
-        self._lock = threading.Lock()
+        self._lock, self._holder = threading.Lock(), None
 
     def __enter__(self):
         self._lock.acquire()
+        self._holder = _thread_id()
         return self
 
     def __exit__(self, *exc):
+        self._holder = None
         self._lock.release()
 
     def off(self, call, *args, **kw):
-        """``call(*args, **kw)`` with the lane let go while it runs (the caller holds the lane)."""
-        self._lock.release()
+        """``call(*args, **kw)`` with the lane let go while it runs; the caller must hold the lane."""
+        if self._holder != _thread_id():
+            raise RuntimeError("a slide's pixels were read from a thread that does not hold the compute lane")
+        self.__exit__()
         try:
             return call(*args, **kw)
         finally:
-            self._lock.acquire()
+            self.__enter__()
+
+
+def _thread_id() -> int:
+    import threading
+    return threading.get_ident()
 
 
 class LaneSource:

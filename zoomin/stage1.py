@@ -77,7 +77,7 @@ class Stage1:
         (n, ...) tensors (or None). With ``keep`` and no autograd each item is computed once over the
         passes that share this Stage1 (``zoomin.readout.iter_passes``: a trained alpha draws the same
         few tiles in every pass) and kept here; otherwise every call computes them all."""
-        if torch.is_grad_enabled() or not keep:
+        if torch.is_grad_enabled() or not keep or not len(keys):
             return compute(torch.ones_like(keys, dtype=torch.bool))
         kept = self.__dict__.setdefault("_once", {}).get(name)  # (keys (K,), values) computed so far
         new = torch.ones_like(keys, dtype=torch.bool) if kept is None else ~torch.isin(keys, kept[0])  # (M,)
