@@ -64,9 +64,9 @@ def main(argv=None) -> int:
     out = work / "contention.csv"
     timed_predicts(ckpt, manifest, out, 1)  # warm: imports, caches
     rows = [("alone", timed_predicts(ckpt, manifest, out, args.repeats), None)]
+    ctx = multiprocessing.get_context("spawn")
     for kind in ("thread", "process"):
-        ctx = multiprocessing.get_context("spawn")
-        stop, opened = (threading.Event(), ctx.Value("q", 0)) if kind == "thread" else (ctx.Event(), ctx.Value("q", 0))
+        stop, opened = threading.Event() if kind == "thread" else ctx.Event(), ctx.Value("q", 0)
         worker = (threading.Thread if kind == "thread" else ctx.Process)(
             target=open_forever, args=(str(ckpt), str(manifest), stop, opened))
         worker.start()

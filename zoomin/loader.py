@@ -6,6 +6,7 @@ draws are the same with and without read-ahead (``tests/test_loader.py``)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -77,12 +78,11 @@ class Lane:
     holder: only the thread holding the lane can let it go."""
 
     def __init__(self):
-        import threading
         self._lock, self._holder = threading.Lock(), None
 
     def __enter__(self):
         self._lock.acquire()
-        self._holder = _thread_id()
+        self._holder = threading.get_ident()
         return self
 
     def __exit__(self, *exc):
@@ -91,18 +91,13 @@ class Lane:
 
     def off(self, call, *args, **kw):
         """``call(*args, **kw)`` with the lane let go while it runs; the caller must hold the lane."""
-        if self._holder != _thread_id():
+        if self._holder != threading.get_ident():
             raise RuntimeError("a slide's pixels were read from a thread that does not hold the compute lane")
         self.__exit__()
         try:
             return call(*args, **kw)
         finally:
             self.__enter__()
-
-
-def _thread_id() -> int:
-    import threading
-    return threading.get_ident()
 
 
 class LaneSource:

@@ -287,9 +287,10 @@ def _predict_into(run: Run, slides, out_csv: Path, index_column: bool, prefetch:
 def _rows(run: Run, slides, prefetch: int, workers: int):
     """``((index, Slide), row or None, lines for stderr, seconds)`` in input order (seconds: in its
     worker, from opening it to its outputs; with ``prefetch`` 0, in this thread, its wait
-    included). ``workers`` > 1: that many slides predicted at once. Else, with ``prefetch`` N > 0, N + 1 slides in worker threads taking turns on
-    one compute lane (``loader.Lane``): while one computes, the others are opened or wait for their
-    stage-II and sub-tile reads, which depend on the slide's own draws and so cannot be read ahead.
+    included). ``workers`` > 1: that many slides predicted at once. Else, with ``prefetch`` N > 0,
+    N + 1 slides in worker threads taking turns on one compute lane (``loader.Lane``): while one
+    computes, the others are opened or wait for their stage-II and sub-tile reads, which depend on
+    the slide's own draws and so cannot be read ahead.
     ``prefetch`` 0: one slide after another in this thread."""
     if workers > 1 or prefetch > 0:
         lane = loader.Lane() if workers == 1 else None
