@@ -136,3 +136,14 @@ def test_the_gallery_holds_the_subtiles_that_moved_the_answer_most(explorer):
     assert (ex.state.tile, ex.state.subtile) == (p, k) and zoom.stepper.value == "sub-tiles"
     x, y, w, h = tr.subtile_boxes[0, p, k].tolist()
     assert zoom.range.x_range == (max(0, x - w), min(tr.image_size[1], x + 2 * w))
+
+
+def test_every_slide_view_is_drawn_on_a_2d_canvas(explorer):
+    """holoviews draws with WebGL by default; the explorer's slide views ask for a 2D canvas, for the
+    page copies a WebGL canvas back on every paint, slow without a GPU (docs/zoom_latency.md)."""
+    from bokeh.models import Plot
+    ex, outline = explorer
+    for view in (ex.deep_zoom(outline).plot, ex.stages(), ex.linked(), ex.zoom()):
+        plots = list(hv.render(view).select({"type": Plot}))
+        assert plots and {p.output_backend for p in plots} == {"canvas"}, view
+    assert hv.render(hv.Image(np.eye(3))).output_backend == "webgl"  # holoviews' own default, left as it is

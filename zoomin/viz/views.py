@@ -64,12 +64,20 @@ return out;"""
     return hook
 
 
+def canvas(plot, element) -> None:
+    """A plot hook: draw the figure on a 2D canvas, not with WebGL (holoviews' default). A slide
+    view's few images and boxes gain nothing from WebGL, and the page copies the WebGL canvas back
+    onto its own on every paint (``drawImage``): without a GPU (headless, a remote desktop) that
+    copy was most of a zoom step's time in the browser (docs/zoom_latency.md)."""
+    plot.state.output_backend = "canvas"
+
+
 def axes(mpp: float | None = None) -> dict:
     """Plot options for level-0 axes: labelled in µm when the slide has a pixel size (``mpp``,
-    micrometres per level-0 pixel), else in pixels."""
+    micrometres per level-0 pixel), else in pixels; drawn on a 2D canvas (``canvas``)."""
     if not mpp:
-        return dict(xlabel=AXES["xlabel"], ylabel=AXES["ylabel"])
-    return dict(xlabel="x (µm)", ylabel="y (µm)", hooks=[_micron_ticks(float(mpp))])
+        return dict(xlabel=AXES["xlabel"], ylabel=AXES["ylabel"], hooks=[canvas])
+    return dict(xlabel="x (µm)", ylabel="y (µm)", hooks=[canvas, _micron_ticks(float(mpp))])
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
