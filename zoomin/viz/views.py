@@ -67,8 +67,8 @@ return out;"""
 def canvas(plot, element) -> None:
     """A plot hook: draw the figure on a 2D canvas, not with WebGL (holoviews' default). A slide
     view's few images and boxes gain nothing from WebGL, and the page copies the WebGL canvas back
-    onto its own on every paint (``drawImage``): without a GPU (headless, a remote desktop) that
-    copy was most of a zoom step's time in the browser (docs/zoom_latency.md)."""
+    onto its own on every paint (``drawImage``), slow without a GPU (headless, a remote desktop;
+    docs/zoom_latency.md measures a zoom step)."""
     plot.state.output_backend = "canvas"
 
 
