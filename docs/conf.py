@@ -173,7 +173,7 @@ NAV = {
     "Method and architecture": ["method", "estimators", "architecture"],
     "Benchmarks": ["benchmarks", "benchmarks_gpu", "demo", "demo_draws", "megapixel_mnist",
                    "megapixel_limits", "megapixel_limits_instance", "estimator_variance",
-                   "throughput", "throughput_trained", "reader_contention", "throughput_100k", "throughput_baseline", "zoom_latency", "slide_memory", "slide_training",
+                   "throughput", "throughput_trained", "reader_contention", "batch_slides", "throughput_100k", "throughput_baseline", "zoom_latency", "slide_memory", "slide_training",
                    "weak_labels", "weak_labels_8k", "weak_labels_16k", "weak_labels_mixed",
                    "weak_labels_matrix", "weak_labels_doctor", "weak_labels_real_tissue", "weak_labels_oracle", "weak_labels_colour_oracle", "weak_labels_colour_cells", "answer_parts", "count_peaks", "compact_cells", "count_where", "weak_labels_shape", "lesion_salience"],
     "API reference": ["api"],
