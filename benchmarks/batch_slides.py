@@ -20,10 +20,8 @@ from pathlib import Path
 
 import torch
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu import sync  # noqa: E402
 
 
 def main() -> None:

@@ -60,16 +60,9 @@ def slide_cells(src, model, count_mpp: float):
     inside = counts.outline(first.fg, first.view_hw)[0]  # (L,) on the stage-I grid
     scale = model.cfg.mpp / count_mpp
     h, w = view_size(*src.size, scale)
-    px = src.view_rows(scale, 0, h)[0].long()  # (3, h, w)
-    shift = 8 - counts.CELL_BITS
-    cell = ((px[0] >> shift) << (2 * counts.CELL_BITS)) | ((px[1] >> shift) << counts.CELL_BITS) | (px[2] >> shift)
-    where = inside[counts.grid_cells(0, h, (h, w), first.view_hw)].view(h, w)
-    return torch.where(where & (px.amax(0) > 0), cell, torch.full_like(cell, -1)).int().numpy()
-
-
-def auc(score: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(y > 0, score))
+    index, counted = counts.bin_index(src.view_rows(scale, 0, h))  # (1, h*w) colour bins, not padding
+    keep = counted[0] & inside[counts.grid_cells(0, h, (h, w), first.view_hw)]
+    return torch.where(keep, counts.cell_of(index[0]), -1).view(h, w).int().numpy()
 
 
 def main() -> None:
@@ -77,6 +70,7 @@ def main() -> None:
 
     from zoomin.counts import CELL_BITS, screen_cells
     from zoomin.doctor import sources
+    from zoomin.evaluate import auc
     from zoomin.model import build_model
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", required=True, help="comma-separated binary cells of benchmarks/weak_labels_matrix.py")
@@ -120,7 +114,7 @@ def main() -> None:
                 member = np.isin(m, chosen)
                 feats[i] = [np.log1p(member.sum())] + [np.log1p(dense(member, w, args.share).sum().item()) for w in windows]
             held = ~train
-            aucs = [auc(feats[held, j], y[held]) for j in range(len(names))]
+            aucs = [auc(torch.as_tensor(feats[held, j]), torch.as_tensor(y[held])) for j in range(len(names))]
             pix = [f"{np.median(np.expm1(feats[y == 0, j])):,.0f} / {np.median(np.expm1(feats[y > 0, j])):,.0f}"
                    for j in range(len(names))]
             lines.append(f"| {name} | {CELLS[name][5]} | {seed} | " + " | ".join(f"{a:.2f}" for a in aucs)
